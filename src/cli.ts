@@ -1,0 +1,97 @@
+#!/usr/bin/env node
+/**
+ * edge-registrar: one executable, one subcommand per job. Usage errors exit 2 with a
+ * message naming the flag; everything else is in the subcommand modules.
+ */
+import { Command, CommanderError, Option } from 'commander';
+import { ConfigError } from './config.ts';
+import { runCertsGenerate } from './cli/certs-command.ts';
+import { runCheck } from './cli/check-command.ts';
+import { runPolicyPrint } from './cli/policy-command.ts';
+import { runWebhookCommand } from './cli/webhook-command.ts';
+import { PolicyFileError } from './policy/policy-file.ts';
+
+const collect = (value: string, previous: string[] = []): string[] => [...previous, value];
+
+function commonOptions(cmd: Command, withCluster: boolean): Command {
+  cmd.option('--namespace <name>', 'namespace of the WorkloadEntries (env AIRPORT_NAMESPACE, default airport-prod)');
+  cmd.option('--policy <file>', 'policy YAML (env EDGE_REGISTRAR_POLICY; built-in defaults when unset)');
+  cmd.addOption(new Option('--log-level <level>', 'log level (env EDGE_REGISTRAR_LOG_LEVEL)').choices(['fatal', 'error', 'warn', 'info', 'debug', 'trace', 'silent']));
+  if (withCluster) cmd.option('--kubeconfig <file>', 'kubeconfig (env AIRPORT_KUBECONFIG; in-cluster credentials when unset)');
+  return cmd;
+}
+
+export function buildProgram(): Command {
+  const program = new Command('edge-registrar')
+    .description('One guarded path for the Istio WorkloadEntries of short-lived VPS nodes.')
+    .showHelpAfterError()
+    .exitOverride();
+
+  commonOptions(
+    program
+      .command('webhook')
+      .description('serve the mutating and validating admission webhook for WorkloadEntries over HTTPS')
+      .option('--host <address>', 'listen address (env EDGE_REGISTRAR_WEBHOOK_HOST, default 0.0.0.0)')
+      .option('--port <port>', 'HTTPS port (env EDGE_REGISTRAR_WEBHOOK_PORT, default 8443)')
+      .option('--tls-cert <file>', 'serving certificate, reloaded on change (env EDGE_REGISTRAR_TLS_CERT, default certs/tls.crt)')
+      .option('--tls-key <file>', 'serving key, reloaded on change (env EDGE_REGISTRAR_TLS_KEY, default certs/tls.key)')
+      .option('--metrics-port <port>', 'also serve /metrics, /healthz, /readyz over plain HTTP on this port (env EDGE_REGISTRAR_METRICS_PORT)')
+      .option('--istio-api-version <version>', 'WorkloadEntry version to watch: v1, v1beta1 or v1alpha3 (default v1)'),
+    true,
+  ).action(runWebhookCommand);
+
+  commonOptions(
+    program
+      .command('check')
+      .description('check WorkloadEntry manifests (YAML or JSON, multi-document) against the rules; exit 0 pass, 1 violations, 2 usage or parse error')
+      .argument('<file...>', 'manifest files; "-" reads standard input')
+      .addOption(new Option('--output <format>', 'output format').choices(['text', 'json']).default('text'))
+      .option('--istio-api-version <version>', 'WorkloadEntry version to list with --kubeconfig (default v1)'),
+    true,
+  ).action(runCheck);
+
+  const certs = program.command('certs').description('certificates for the webhook');
+  certs
+    .command('generate')
+    .description('write a CA (ca.crt, ca.key) and a serving certificate (tls.crt, tls.key) made with node-forge')
+    .requiredOption('--out <dir>', 'directory to write into')
+    .option('--host <name>', 'DNS name for the serving certificate (repeatable; the first is the subject)', collect)
+    .option('--ip <address>', 'IP address SAN (repeatable)', collect)
+    .option('--days <n>', 'serving certificate validity in days (default 365)')
+    .option('--ca-days <n>', 'CA validity in days (default 3650)')
+    .option('--force', 'replace existing files')
+    .action(runCertsGenerate);
+
+  const policy = program.command('policy').description('the rules as data');
+  policy
+    .command('print')
+    .description('print the policy in force (the file given, or the built-in defaults) as YAML')
+    .option('--policy <file>', 'policy YAML (env EDGE_REGISTRAR_POLICY)')
+    .action(runPolicyPrint);
+
+  return program;
+}
+
+export async function main(argv: string[]): Promise<number> {
+  const program = buildProgram();
+  try {
+    await program.parseAsync(argv);
+    return typeof process.exitCode === 'number' ? process.exitCode : 0;
+  } catch (error) {
+    if (error instanceof CommanderError) {
+      // Help and version are not errors; everything else commander refuses is a usage error.
+      return error.code === 'commander.helpDisplayed' || error.code === 'commander.version' || error.code === 'commander.help' ? 0 : 2;
+    }
+    if (error instanceof ConfigError || error instanceof PolicyFileError) {
+      console.error(`edge-registrar: ${error.message}`);
+      return 2;
+    }
+    console.error(`edge-registrar: ${error instanceof Error ? error.message : String(error)}`);
+    return 1;
+  }
+}
+
+// Run when executed, not when imported by tests.
+if (import.meta.main) {
+  process.exitCode = await main(process.argv);
+}

@@ -1,0 +1,186 @@
+/**
+ * The only module that reads the environment. Each subcommand's configuration is built
+ * here from its flags (which win) and environment variables (which fill in), validated
+ * with zod, with defaults that fit the seeds. Errors name the flag or variable, the value
+ * and the rule.
+ */
+import { z } from 'zod';
+import { formatZodIssues } from './util/zod-format.ts';
+
+export type Env = Readonly<Record<string, string | undefined>>;
+
+export class ConfigError extends Error {
+  override name = 'ConfigError';
+}
+
+/** Environment variables, one place, with what they set. */
+export const ENV = {
+  namespace: 'AIRPORT_NAMESPACE',
+  kubeconfig: 'AIRPORT_KUBECONFIG',
+  policy: 'EDGE_REGISTRAR_POLICY',
+  logLevel: 'EDGE_REGISTRAR_LOG_LEVEL',
+  port: 'EDGE_REGISTRAR_WEBHOOK_PORT',
+  host: 'EDGE_REGISTRAR_WEBHOOK_HOST',
+  tlsCert: 'EDGE_REGISTRAR_TLS_CERT',
+  tlsKey: 'EDGE_REGISTRAR_TLS_KEY',
+  metricsPort: 'EDGE_REGISTRAR_METRICS_PORT',
+  istioApiVersion: 'EDGE_REGISTRAR_ISTIO_API_VERSION',
+} as const;
+
+const port = z.coerce.number().int().min(0).max(65535);
+const logLevel = z.enum(['fatal', 'error', 'warn', 'info', 'debug', 'trace', 'silent']);
+const dnsLabel = z.string().regex(/^[a-z0-9]([-a-z0-9]*[a-z0-9])?$/, 'must be a DNS label (lower-case alphanumerics and "-")').max(63);
+
+const commonSchema = z.object({
+  namespace: dnsLabel.default('airport-prod'),
+  /** Undefined means in-cluster credentials. */
+  kubeconfig: z.string().min(1).optional(),
+  policyPath: z.string().min(1).optional(),
+  logLevel: logLevel.default('info'),
+});
+
+const webhookSchema = commonSchema.extend({
+  host: z.string().min(1).default('0.0.0.0'),
+  port: port.default(8443),
+  tlsCertFile: z.string().min(1).default('certs/tls.crt'),
+  tlsKeyFile: z.string().min(1).default('certs/tls.key'),
+  /** Plain-HTTP port for /metrics, /healthz and /readyz (Prometheus, kubelet probes); unset = HTTPS port only. */
+  metricsPort: port.optional(),
+  istioApiVersion: z.enum(['v1', 'v1beta1', 'v1alpha3']).default('v1'),
+  /** The largest AdmissionReview accepted; Kubernetes objects are at most ~1.5 MiB, a review carries two. */
+  bodyLimitBytes: z.number().int().positive().default(4 * 1024 * 1024),
+  /**
+   * The API server keeps idle connections to webhooks for 90 s; ours must outlive that or
+   * it meets a closed connection ("failed calling webhook ... EOF").
+   */
+  keepAliveTimeoutMs: z.number().int().positive().default(120_000),
+  /** Time between "not ready" and closing the listener, so endpoints stop sending traffic first. */
+  shutdownDelayMs: z.number().int().min(0).default(5_000),
+  /** How long in-flight requests may take to finish after the listener closes. */
+  drainTimeoutMs: z.number().int().min(0).default(10_000),
+  fileCheckIntervalMs: z.number().int().positive().default(10_000),
+});
+
+const checkSchema = commonSchema.extend({
+  files: z.array(z.string().min(1)).min(1, 'give at least one FILE'),
+  output: z.enum(['text', 'json']).default('text'),
+  istioApiVersion: z.enum(['v1', 'v1beta1', 'v1alpha3']).default('v1'),
+});
+
+const certsSchema = z.object({
+  out: z.string().min(1),
+  hosts: z.array(z.string().min(1)).min(1, 'give at least one --host'),
+  ips: z.array(z.string().min(1)).default([]),
+  caDays: z.coerce.number().int().positive().default(3650),
+  days: z.coerce.number().int().positive().default(365),
+  force: z.boolean().default(false),
+});
+
+export type CommonConfig = z.output<typeof commonSchema>;
+export type WebhookConfig = z.output<typeof webhookSchema>;
+export type CheckConfig = z.output<typeof checkSchema>;
+export type CertsConfig = z.output<typeof certsSchema>;
+
+/** Flag names as a user types them, for error messages. */
+const FLAG_NAMES: Record<string, string> = {
+  namespace: `--namespace / ${ENV.namespace}`,
+  kubeconfig: `--kubeconfig / ${ENV.kubeconfig}`,
+  policyPath: `--policy / ${ENV.policy}`,
+  logLevel: `--log-level / ${ENV.logLevel}`,
+  host: `--host / ${ENV.host}`,
+  port: `--port / ${ENV.port}`,
+  tlsCertFile: `--tls-cert / ${ENV.tlsCert}`,
+  tlsKeyFile: `--tls-key / ${ENV.tlsKey}`,
+  metricsPort: `--metrics-port / ${ENV.metricsPort}`,
+  istioApiVersion: `--istio-api-version / ${ENV.istioApiVersion}`,
+  files: 'FILE',
+  hosts: '--host',
+  ips: '--ip',
+  out: '--out',
+};
+
+function parseWith<S extends z.ZodType>(schema: S, input: Record<string, unknown>): z.output<S> {
+  const defined = Object.fromEntries(Object.entries(input).filter(([, v]) => v !== undefined && v !== ''));
+  const result = schema.safeParse(defined);
+  if (!result.success) {
+    const renamed = result.error.issues.map((issue) => {
+      const head = issue.path[0];
+      const flag = typeof head === 'string' ? FLAG_NAMES[head] : undefined;
+      return flag !== undefined ? { ...issue, path: [flag, ...issue.path.slice(1)] } : issue;
+    });
+    const shown = Object.fromEntries(Object.entries(defined).map(([k, v]) => [FLAG_NAMES[k] ?? k, v]));
+    throw new ConfigError(`invalid configuration: ${formatZodIssues(renamed, shown)}`);
+  }
+  return result.data;
+}
+
+export interface CommonFlags {
+  namespace?: string | undefined;
+  kubeconfig?: string | undefined;
+  policy?: string | undefined;
+  logLevel?: string | undefined;
+}
+
+function commonInput(flags: CommonFlags, env: Env): Record<string, unknown> {
+  return {
+    namespace: flags.namespace ?? env[ENV.namespace],
+    kubeconfig: flags.kubeconfig ?? env[ENV.kubeconfig],
+    policyPath: flags.policy ?? env[ENV.policy],
+    logLevel: flags.logLevel ?? env[ENV.logLevel],
+  };
+}
+
+export interface WebhookFlags extends CommonFlags {
+  host?: string | undefined;
+  port?: string | undefined;
+  tlsCert?: string | undefined;
+  tlsKey?: string | undefined;
+  metricsPort?: string | undefined;
+  istioApiVersion?: string | undefined;
+}
+
+export function webhookConfig(flags: WebhookFlags, env: Env): WebhookConfig {
+  return parseWith(webhookSchema, {
+    ...commonInput(flags, env),
+    host: flags.host ?? env[ENV.host],
+    port: flags.port ?? env[ENV.port],
+    tlsCertFile: flags.tlsCert ?? env[ENV.tlsCert],
+    tlsKeyFile: flags.tlsKey ?? env[ENV.tlsKey],
+    metricsPort: flags.metricsPort ?? env[ENV.metricsPort],
+    istioApiVersion: flags.istioApiVersion ?? env[ENV.istioApiVersion],
+  });
+}
+
+export interface CheckFlags extends CommonFlags {
+  output?: string | undefined;
+  istioApiVersion?: string | undefined;
+}
+
+export function checkConfig(files: string[], flags: CheckFlags, env: Env): CheckConfig {
+  return parseWith(checkSchema, {
+    ...commonInput(flags, env),
+    files,
+    output: flags.output,
+    istioApiVersion: flags.istioApiVersion ?? env[ENV.istioApiVersion],
+  });
+}
+
+export interface CertsFlags {
+  out?: string | undefined;
+  host?: string[] | undefined;
+  ip?: string[] | undefined;
+  days?: string | undefined;
+  caDays?: string | undefined;
+  force?: boolean | undefined;
+}
+
+export function certsConfig(flags: CertsFlags): CertsConfig {
+  return parseWith(certsSchema, {
+    out: flags.out,
+    hosts: flags.host,
+    ips: flags.ip,
+    days: flags.days,
+    caDays: flags.caDays,
+    force: flags.force,
+  });
+}

@@ -1,0 +1,154 @@
+/**
+ * An in-memory, indexed picture of the namespace state the rules need: WorkloadEntries by
+ * canonical address, Services with selectors, ServiceAccount names. Informers feed it in
+ * the webhook; the offline check fills it from files or one list call per resource. Pure:
+ * no client, no timers.
+ */
+import { canonicalAddress } from '../policy/address.ts';
+import type { ClusterView } from '../policy/cluster-view.ts';
+import { stringLabels } from '../policy/labels.ts';
+import type { Labels } from '../policy/types.ts';
+
+export type IndexedKind = 'WorkloadEntry' | 'Service' | 'ServiceAccount';
+
+interface ObjectLike {
+  metadata?: { name?: unknown; namespace?: unknown };
+  spec?: { address?: unknown; selector?: unknown };
+}
+
+function key(obj: ObjectLike, fallbackNamespace: string): { namespace: string; name: string } | undefined {
+  const name = obj.metadata?.name;
+  const ns = obj.metadata?.namespace;
+  if (typeof name !== 'string' || name === '') return undefined;
+  return { namespace: typeof ns === 'string' && ns !== '' ? ns : fallbackNamespace, name };
+}
+
+export class ClusterIndex implements ClusterView {
+  /** Which (kind, namespace) pairs are fully loaded; a view answers only for those. */
+  readonly #loaded = new Set<string>();
+  readonly #entryAddress = new Map<string, string | undefined>(); // ns/name -> canonical address
+  readonly #byAddress = new Map<string, Set<string>>(); // ns\0address -> names
+  readonly #services = new Map<string, Map<string, Labels>>(); // ns -> name -> selector
+  readonly #serviceAccounts = new Map<string, Set<string>>(); // ns -> names
+  readonly #defaultNamespace: string;
+
+  constructor(defaultNamespace: string) {
+    this.#defaultNamespace = defaultNamespace;
+  }
+
+  markLoaded(kind: IndexedKind, namespace: string): void {
+    this.#loaded.add(`${kind}\u0000${namespace}`);
+  }
+
+  isLoaded(kind: IndexedKind, namespace: string): boolean {
+    return this.#loaded.has(`${kind}\u0000${namespace}`);
+  }
+
+  upsert(kind: IndexedKind, obj: unknown): void {
+    if (obj === null || typeof obj !== 'object') return;
+    const k = key(obj as ObjectLike, this.#defaultNamespace);
+    if (k === undefined) return;
+    switch (kind) {
+      case 'WorkloadEntry':
+        this.#removeEntry(k.namespace, k.name);
+        this.#addEntry(k.namespace, k.name, canonicalAddress((obj as ObjectLike).spec?.address));
+        break;
+      case 'Service': {
+        const selector = stringLabels((obj as ObjectLike).spec?.selector);
+        const byName = this.#services.get(k.namespace) ?? new Map<string, Labels>();
+        byName.set(k.name, selector);
+        this.#services.set(k.namespace, byName);
+        break;
+      }
+      case 'ServiceAccount': {
+        const names = this.#serviceAccounts.get(k.namespace) ?? new Set<string>();
+        names.add(k.name);
+        this.#serviceAccounts.set(k.namespace, names);
+        break;
+      }
+    }
+  }
+
+  remove(kind: IndexedKind, obj: unknown): void {
+    if (obj === null || typeof obj !== 'object') return;
+    const k = key(obj as ObjectLike, this.#defaultNamespace);
+    if (k === undefined) return;
+    switch (kind) {
+      case 'WorkloadEntry':
+        this.#removeEntry(k.namespace, k.name);
+        break;
+      case 'Service':
+        this.#services.get(k.namespace)?.delete(k.name);
+        break;
+      case 'ServiceAccount':
+        this.#serviceAccounts.get(k.namespace)?.delete(k.name);
+        break;
+    }
+  }
+
+  /** Replaces everything known of one kind in one namespace (an informer relist). */
+  replace(kind: IndexedKind, namespace: string, objects: readonly unknown[]): void {
+    switch (kind) {
+      case 'WorkloadEntry':
+        for (const id of [...this.#entryAddress.keys()]) {
+          const [ns, name] = id.split('/') as [string, string];
+          if (ns === namespace) this.#removeEntry(ns, name);
+        }
+        break;
+      case 'Service':
+        this.#services.delete(namespace);
+        break;
+      case 'ServiceAccount':
+        this.#serviceAccounts.delete(namespace);
+        break;
+    }
+    for (const obj of objects) this.upsert(kind, obj);
+    this.markLoaded(kind, namespace);
+  }
+
+  entryCount(namespace: string): number {
+    let n = 0;
+    for (const id of this.#entryAddress.keys()) if (id.startsWith(`${namespace}/`)) n++;
+    return n;
+  }
+
+  #addEntry(namespace: string, name: string, address: string | undefined): void {
+    this.#entryAddress.set(`${namespace}/${name}`, address);
+    if (address === undefined) return;
+    const slot = `${namespace}\u0000${address}`;
+    const names = this.#byAddress.get(slot) ?? new Set<string>();
+    names.add(name);
+    this.#byAddress.set(slot, names);
+  }
+
+  #removeEntry(namespace: string, name: string): void {
+    const id = `${namespace}/${name}`;
+    if (!this.#entryAddress.has(id)) return;
+    const address = this.#entryAddress.get(id);
+    this.#entryAddress.delete(id);
+    if (address === undefined) return;
+    const slot = `${namespace}\u0000${address}`;
+    const names = this.#byAddress.get(slot);
+    names?.delete(name);
+    if (names?.size === 0) this.#byAddress.delete(slot);
+  }
+
+  entryNamesWithAddress(namespace: string, address: string): readonly string[] | undefined {
+    if (!this.isLoaded('WorkloadEntry', namespace)) return undefined;
+    return [...(this.#byAddress.get(`${namespace}\u0000${address}`) ?? [])];
+  }
+
+  servicesWithSelectors(namespace: string): readonly { name: string; selector: Labels }[] | undefined {
+    if (!this.isLoaded('Service', namespace)) return undefined;
+    const out: { name: string; selector: Labels }[] = [];
+    for (const [name, selector] of this.#services.get(namespace) ?? []) {
+      if (Object.keys(selector).length > 0) out.push({ name, selector });
+    }
+    return out;
+  }
+
+  serviceAccountExists(namespace: string, name: string): boolean | undefined {
+    if (!this.isLoaded('ServiceAccount', namespace)) return undefined;
+    return this.#serviceAccounts.get(namespace)?.has(name) ?? false;
+  }
+}

@@ -1,0 +1,15 @@
+import type { Labels } from './types.ts';
+
+/**
+ * What the cluster-aware rules need to know about the namespace, answered from memory:
+ * the webhook backs it with watched informer caches, the offline check with the files it
+ * was given (and, with --kubeconfig, one list per resource). A method that returns
+ * undefined cannot answer, and the rule that asked is reported as skipped.
+ */
+export interface ClusterView {
+  /** Names of WorkloadEntries in the namespace whose canonical address is `address`. */
+  entryNamesWithAddress(namespace: string, address: string): readonly string[] | undefined;
+  /** Services in the namespace with a non-empty selector. */
+  servicesWithSelectors(namespace: string): readonly { name: string; selector: Labels }[] | undefined;
+  serviceAccountExists(namespace: string, name: string): boolean | undefined;
+}

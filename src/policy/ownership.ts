@@ -1,0 +1,91 @@
+/**
+ * The ownership rule: entries marked as managed by edge-registrar are created, changed and
+ * deleted by the sync daemon alone. A break-glass group may still write them (recorded with
+ * a warning and an audit annotation), and Kubernetes' own garbage collector and namespace
+ * controller may always delete, so a namespace deletion is never blocked.
+ */
+import { ISTIO_AUTO_REGISTRATION_ANNOTATION, MANAGED_BY_LABEL, MANAGED_BY_VALUE, isManaged } from './markers.ts';
+import type { Policy } from './policy-file.ts';
+import type { Violation } from './types.ts';
+
+export type Operation = 'CREATE' | 'UPDATE' | 'DELETE' | 'CONNECT';
+
+export interface Requester {
+  username: string;
+  groups: readonly string[];
+}
+
+export interface OwnershipInput {
+  operation: Operation;
+  user: Requester;
+  object: unknown;
+  oldObject: unknown;
+  policy: Policy;
+}
+
+export type OwnershipDecision =
+  /** Ownership has nothing to say; the content rules decide. */
+  | { kind: 'unmanaged' }
+  /** The sync daemon writing its own entries. */
+  | { kind: 'owner' }
+  /** A controller cleaning up (garbage collector, namespace controller): allowed, no content rules. */
+  | { kind: 'controller' }
+  /** istiod writing an entry it auto-registered: not ours to judge. */
+  | { kind: 'istiod' }
+  | { kind: 'break-glass'; warning: string; audit: string }
+  | { kind: 'denied'; violation: Violation };
+
+const labelsOf = (obj: unknown): unknown =>
+  obj !== null && typeof obj === 'object' ? (obj as { metadata?: { labels?: unknown } }).metadata?.labels : undefined;
+
+const annotationsOf = (obj: unknown): Record<string, unknown> => {
+  const a = obj !== null && typeof obj === 'object' ? (obj as { metadata?: { annotations?: unknown } }).metadata?.annotations : undefined;
+  return a !== null && typeof a === 'object' ? (a as Record<string, unknown>) : {};
+};
+
+const intersects = (a: readonly string[], b: readonly string[]): boolean => a.some((x) => b.includes(x));
+
+export function isSyncIdentity(user: Requester, policy: Policy): boolean {
+  return policy.ownership.syncUsers.includes(user.username) || intersects(user.groups, policy.ownership.syncGroups);
+}
+
+export function decideOwnership({ operation, user, object, oldObject, policy }: OwnershipInput): OwnershipDecision {
+  const own = policy.ownership;
+  if (operation === 'DELETE' && own.controllerDeleters.includes(user.username)) return { kind: 'controller' };
+
+  const subject = operation === 'DELETE' ? oldObject : object;
+  if (own.istiodUsers.includes(user.username) && ISTIO_AUTO_REGISTRATION_ANNOTATION in annotationsOf(subject)) {
+    return { kind: 'istiod' };
+  }
+
+  const managedNow = isManaged(labelsOf(object));
+  const managedBefore = isManaged(labelsOf(oldObject));
+  if (!managedNow && !managedBefore) return { kind: 'unmanaged' };
+  if (isSyncIdentity(user, policy)) return { kind: 'owner' };
+
+  const action = operation === 'CREATE' ? 'create' : operation === 'DELETE' ? 'delete' : 'change';
+  if (intersects(user.groups, own.breakGlassGroups)) {
+    return {
+      kind: 'break-glass',
+      warning: `break-glass: ${user.username} may ${action} this edge-registrar-managed entry; the sync daemon will restore the registered state on its next resync`,
+      audit: `${operation} by ${user.username} (groups ${user.groups.join(',')}) via break-glass`,
+    };
+  }
+  const marker = `${MANAGED_BY_LABEL}=${MANAGED_BY_VALUE}`;
+  const problem =
+    managedBefore && !managedNow && operation === 'UPDATE'
+      ? `would remove the ${marker} label from a managed entry`
+      : `marks an entry managed by edge-registrar, which only the sync daemon may ${action}`;
+  return {
+    kind: 'denied',
+    violation: {
+      rule: 'ownership.managed',
+      path: `metadata.labels["${MANAGED_BY_LABEL}"]`,
+      value: MANAGED_BY_VALUE,
+      problem,
+      expected:
+        'changes through sigma-api: publish a register or retire event for the VPS (see `edge-registrar publish --help`); ' +
+        `in an emergency a member of ${own.breakGlassGroups.join(' or ') || 'the break-glass group'} may write it`,
+    },
+  };
+}

@@ -1,0 +1,83 @@
+/**
+ * Prometheus metrics, on a registry of our own (not prom-client's global one) so tests and
+ * several servers in one process never collide. Names follow Prometheus conventions:
+ * `_total` counters, `_seconds` histograms for latency.
+ */
+import { Counter, Gauge, Histogram, Registry, collectDefaultMetrics } from 'prom-client';
+
+export function createRegistry(defaultMetrics: boolean): Registry {
+  const registry = new Registry();
+  if (defaultMetrics) collectDefaultMetrics({ register: registry, prefix: 'edge_registrar_' });
+  return registry;
+}
+
+export interface WebhookMetrics {
+  requests: Counter<'handler' | 'operation' | 'decision'>;
+  duration: Histogram<'handler'>;
+  violations: Counter<'rule'>;
+  badRequests: Counter<'handler' | 'reason'>;
+  certificateExpiry: Gauge;
+  certificateReloads: Counter<'result'>;
+  policyReloads: Counter<'result'>;
+  cacheSynced: Gauge<'resource'>;
+  cacheRestarts: Counter<'resource'>;
+}
+
+export function createWebhookMetrics(registry: Registry): WebhookMetrics {
+  return {
+    requests: new Counter({
+      name: 'edge_registrar_webhook_requests_total',
+      help: 'Admission requests answered, by handler (mutate, validate), operation and decision (allowed, patched, denied, ignored).',
+      labelNames: ['handler', 'operation', 'decision'],
+      registers: [registry],
+    }),
+    duration: new Histogram({
+      name: 'edge_registrar_webhook_request_duration_seconds',
+      help: 'Time to answer an admission request, from body received to response written.',
+      labelNames: ['handler'],
+      buckets: [0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1],
+      registers: [registry],
+    }),
+    violations: new Counter({
+      name: 'edge_registrar_policy_violations_total',
+      help: 'Rule violations found in admission requests, by rule id.',
+      labelNames: ['rule'],
+      registers: [registry],
+    }),
+    badRequests: new Counter({
+      name: 'edge_registrar_webhook_bad_requests_total',
+      help: 'Requests refused before any rule ran (malformed JSON, wrong content type, oversized, not an AdmissionReview).',
+      labelNames: ['handler', 'reason'],
+      registers: [registry],
+    }),
+    certificateExpiry: new Gauge({
+      name: 'edge_registrar_webhook_certificate_expiry_timestamp_seconds',
+      help: 'notAfter of the serving certificate in use, as a Unix timestamp.',
+      registers: [registry],
+    }),
+    certificateReloads: new Counter({
+      name: 'edge_registrar_webhook_certificate_reloads_total',
+      help: 'Serving certificate reloads from disk, by result (ok, error).',
+      labelNames: ['result'],
+      registers: [registry],
+    }),
+    policyReloads: new Counter({
+      name: 'edge_registrar_policy_reloads_total',
+      help: 'Policy file reloads, by result (ok, error); on error the previous policy stays in force.',
+      labelNames: ['result'],
+      registers: [registry],
+    }),
+    cacheSynced: new Gauge({
+      name: 'edge_registrar_cache_synced',
+      help: '1 when the watched cache of a resource has listed at least once.',
+      labelNames: ['resource'],
+      registers: [registry],
+    }),
+    cacheRestarts: new Counter({
+      name: 'edge_registrar_cache_watch_restarts_total',
+      help: 'Watch failures that restarted a cache informer, by resource.',
+      labelNames: ['resource'],
+      registers: [registry],
+    }),
+  };
+}

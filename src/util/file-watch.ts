@@ -1,0 +1,71 @@
+/**
+ * Calls back when the contents of a set of files change. Kubernetes updates mounted
+ * Secrets and ConfigMaps by swapping a `..data` symlink, which inotify on the file itself
+ * misses; so this polls the contents (a hash of a few KB) on an interval and also listens
+ * to the parent directories to react sooner.
+ */
+import { createHash } from 'node:crypto';
+import { readFile } from 'node:fs/promises';
+import { watch, type FSWatcher } from 'node:fs';
+import { dirname } from 'node:path';
+
+export interface FileWatchOptions {
+  intervalMs: number;
+  onChange: (contents: Buffer[]) => void;
+  onError: (error: unknown) => void;
+}
+
+export async function readAll(paths: readonly string[]): Promise<Buffer[]> {
+  return Promise.all(paths.map((p) => readFile(p)));
+}
+
+function digest(contents: readonly Buffer[]): string {
+  const hash = createHash('sha256');
+  for (const c of contents) hash.update(c).update('\u0000');
+  return hash.digest('hex');
+}
+
+export function watchFiles(paths: readonly string[], initial: readonly Buffer[], options: FileWatchOptions): () => void {
+  let last = digest(initial);
+  let checking = false;
+  let again = false;
+  const check = async (): Promise<void> => {
+    if (checking) {
+      again = true;
+      return;
+    }
+    checking = true;
+    try {
+      const contents = await readAll(paths);
+      const current = digest(contents);
+      if (current !== last) {
+        last = current;
+        options.onChange(contents);
+      }
+    } catch (error) {
+      options.onError(error);
+    } finally {
+      checking = false;
+      if (again) {
+        again = false;
+        void check();
+      }
+    }
+  };
+  const timer = setInterval(() => void check(), options.intervalMs);
+  timer.unref();
+  const watchers: FSWatcher[] = [];
+  for (const dir of new Set(paths.map((p) => dirname(p)))) {
+    try {
+      const w = watch(dir, { persistent: false }, () => void check());
+      w.on('error', () => undefined); // the interval keeps working if the directory goes away
+      watchers.push(w);
+    } catch {
+      // Directory not watchable (e.g. some network filesystems): polling alone is enough.
+    }
+  }
+  return () => {
+    clearInterval(timer);
+    for (const w of watchers) w.close();
+  };
+}

@@ -1,0 +1,87 @@
+/**
+ * AdmissionReview (admission.k8s.io/v1) decoding and response building. Decoding rejects
+ * anything that is not a v1 AdmissionReview request with a message naming the field, so
+ * a misconfigured caller learns what is wrong instead of getting a crash or a 500.
+ */
+import { z } from 'zod';
+import { formatZodIssues } from '../util/zod-format.ts';
+
+const groupVersionKind = z.object({ group: z.string(), version: z.string(), kind: z.string() });
+const groupVersionResource = z.object({ group: z.string(), version: z.string(), resource: z.string() });
+
+const admissionRequestSchema = z.object({
+  uid: z.string().min(1),
+  kind: groupVersionKind,
+  resource: groupVersionResource,
+  subResource: z.string().optional(),
+  name: z.string().optional(),
+  namespace: z.string().optional(),
+  operation: z.enum(['CREATE', 'UPDATE', 'DELETE', 'CONNECT']),
+  userInfo: z
+    .object({
+      username: z.string().default(''),
+      uid: z.string().optional(),
+      groups: z.array(z.string()).default([]),
+    })
+    .default({ username: '', groups: [] }),
+  object: z.unknown().optional(),
+  oldObject: z.unknown().optional(),
+  dryRun: z.boolean().optional(),
+});
+
+const admissionReviewSchema = z.object({
+  apiVersion: z.literal('admission.k8s.io/v1', { message: 'must be "admission.k8s.io/v1"' }),
+  kind: z.literal('AdmissionReview', { message: 'must be "AdmissionReview"' }),
+  request: admissionRequestSchema,
+});
+
+export type AdmissionRequest = z.output<typeof admissionRequestSchema>;
+
+export interface AdmissionStatus {
+  code: number;
+  reason: 'Invalid' | 'Forbidden';
+  message: string;
+  details?: { name?: string; group: string; kind: string; causes: { type: string; field: string; message: string }[] };
+}
+
+export interface AdmissionResponse {
+  uid: string;
+  allowed: boolean;
+  status?: AdmissionStatus;
+  patch?: string;
+  patchType?: 'JSONPatch';
+  warnings?: string[];
+  auditAnnotations?: Record<string, string>;
+}
+
+export interface AdmissionReviewResponse {
+  apiVersion: 'admission.k8s.io/v1';
+  kind: 'AdmissionReview';
+  response: AdmissionResponse;
+}
+
+export type DecodeResult = { ok: true; request: AdmissionRequest } | { ok: false; message: string };
+
+export function decodeAdmissionReview(body: unknown): DecodeResult {
+  if (body === null || typeof body !== 'object' || Array.isArray(body)) {
+    return { ok: false, message: 'body is not a JSON object; expected an admission.k8s.io/v1 AdmissionReview' };
+  }
+  const result = admissionReviewSchema.safeParse(body);
+  if (!result.success) {
+    return { ok: false, message: `not an admission.k8s.io/v1 AdmissionReview request: ${formatZodIssues(result.error.issues, body)}` };
+  }
+  return { ok: true, request: result.data.request };
+}
+
+export function reviewResponse(response: AdmissionResponse): AdmissionReviewResponse {
+  return { apiVersion: 'admission.k8s.io/v1', kind: 'AdmissionReview', response };
+}
+
+/**
+ * The API server passes warnings to clients, which print each on its own line; long ones
+ * may be cut, so keep each within a readable length.
+ */
+const MAX_WARNING_CHARS = 240;
+export function clampWarnings(warnings: readonly string[]): string[] {
+  return [...new Set(warnings)].map((w) => (w.length > MAX_WARNING_CHARS ? `${w.slice(0, MAX_WARNING_CHARS - 1)}…` : w));
+}

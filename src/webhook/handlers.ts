@@ -1,0 +1,181 @@
+/**
+ * The mutate and validate handlers: pure functions from a decoded admission request, the
+ * policy and a view of the namespace to an admission response plus an outcome for metrics
+ * and logs. No I/O, no clock except the one passed in, so they are tested with tables.
+ */
+import jsonPatch from 'fast-json-patch';
+import type { ClusterView } from '../policy/cluster-view.ts';
+import { denialMessage, describeViolation } from '../policy/describe.ts';
+import { evaluateEntry } from '../policy/evaluate.ts';
+import { BREAK_GLASS_ANNOTATION } from '../policy/markers.ts';
+import { applyDefaults } from '../policy/mutate.ts';
+import { decideOwnership, type OwnershipDecision } from '../policy/ownership.ts';
+import type { Policy } from '../policy/policy-file.ts';
+import type { Violation } from '../policy/types.ts';
+import { clampWarnings, type AdmissionRequest, type AdmissionResponse } from './admission.ts';
+
+export interface HandlerContext {
+  policy: Policy;
+  /** The namespace edge-registrar guards; requests for others are allowed untouched. */
+  namespace: string;
+  view: ClusterView;
+  now: () => Date;
+}
+
+export type Decision = 'allowed' | 'denied' | 'patched' | 'ignored';
+
+export interface HandlerOutcome {
+  response: AdmissionResponse;
+  decision: Decision;
+  violations: readonly Violation[];
+  ownership?: OwnershipDecision['kind'];
+}
+
+function isWorkloadEntry(request: AdmissionRequest): boolean {
+  return request.kind.group === 'networking.istio.io' && request.kind.kind === 'WorkloadEntry' && !request.subResource;
+}
+
+function namespaceOf(request: AdmissionRequest, fallback: string): string {
+  const fromObject = (request.object ?? request.oldObject) as { metadata?: { namespace?: unknown } } | undefined;
+  const ns = request.namespace ?? fromObject?.metadata?.namespace;
+  return typeof ns === 'string' && ns !== '' ? ns : fallback;
+}
+
+function entryRef(request: AdmissionRequest, namespace: string): string {
+  const obj = (request.object ?? request.oldObject) as { metadata?: { name?: unknown; generateName?: unknown } } | undefined;
+  const name = request.name ?? obj?.metadata?.name;
+  if (typeof name === 'string' && name !== '') return `${namespace}/${name}`;
+  const generate = obj?.metadata?.generateName;
+  return typeof generate === 'string' ? `${namespace}/${generate}*` : `${namespace}/(unnamed)`;
+}
+
+const allow = (request: AdmissionRequest, decision: Decision = 'allowed', extra: Partial<AdmissionResponse> = {}): HandlerOutcome => ({
+  response: { uid: request.uid, allowed: true, ...extra },
+  decision,
+  violations: [],
+});
+
+/** Requests edge-registrar does not judge: other kinds, other namespaces, CONNECT. */
+function outOfScope(request: AdmissionRequest, ctx: HandlerContext): boolean {
+  return !isWorkloadEntry(request) || request.operation === 'CONNECT' || namespaceOf(request, ctx.namespace) !== ctx.namespace;
+}
+
+export function handleMutate(request: AdmissionRequest, ctx: HandlerContext): HandlerOutcome {
+  // Never mutate on DELETE: there is nothing to default and the object is going away.
+  if (outOfScope(request, ctx) || request.operation === 'DELETE') return allow(request, 'ignored');
+  const ownership = decideOwnership({
+    operation: request.operation,
+    user: request.userInfo,
+    object: request.object,
+    oldObject: request.oldObject,
+    policy: ctx.policy,
+  });
+  if (ownership.kind === 'istiod' || ownership.kind === 'denied') {
+    // istiod's entries are not ours; denied writes are refused by the validating webhook
+    // with the reason, so defaulting them would only make the patch noise.
+    return { ...allow(request, 'ignored'), ownership: ownership.kind };
+  }
+  const original = request.object;
+  let mutated = applyDefaults(original, ctx.policy);
+  if (ownership.kind === 'break-glass' && mutated !== null && typeof mutated === 'object') {
+    mutated = structuredClone(mutated) as Record<string, unknown>;
+    const meta = ((mutated as { metadata?: Record<string, unknown> }).metadata ??= {});
+    const annotations = (meta.annotations !== null && typeof meta.annotations === 'object' ? meta.annotations : {}) as Record<string, string>;
+    annotations[BREAK_GLASS_ANNOTATION] = `${ctx.now().toISOString()} ${ownership.audit}`;
+    meta.annotations = annotations;
+  }
+  if (original === null || typeof original !== 'object' || mutated === original) {
+    return { ...allow(request), ownership: ownership.kind };
+  }
+  const operations = jsonPatch.compare(original, mutated as object);
+  if (operations.length === 0) return { ...allow(request), ownership: ownership.kind };
+  return {
+    ...allow(request, 'patched', { patchType: 'JSONPatch', patch: Buffer.from(JSON.stringify(operations)).toString('base64') }),
+    ownership: ownership.kind,
+  };
+}
+
+/** A violation the old object already had: shown as a warning on UPDATE, not a denial (validation ratcheting). */
+const violationKey = (v: Violation): string => `${v.rule}\u0000${v.path}\u0000${JSON.stringify(v.value) ?? ''}`;
+
+function deny(request: AdmissionRequest, ref: string, violations: Violation[], code: 403 | 422, warnings: string[], kind: OwnershipDecision['kind']): HandlerOutcome {
+  const [, name] = ref.split('/');
+  return {
+    response: {
+      uid: request.uid,
+      allowed: false,
+      status: {
+        code,
+        reason: code === 403 ? 'Forbidden' : 'Invalid',
+        message: denialMessage(ref, violations),
+        details: {
+          ...(name !== undefined ? { name } : {}),
+          group: 'networking.istio.io',
+          kind: 'WorkloadEntry',
+          causes: violations.map((v) => ({ type: v.rule, field: v.path, message: describeViolation(v) })),
+        },
+      },
+      ...(warnings.length > 0 ? { warnings: clampWarnings(warnings) } : {}),
+    },
+    decision: 'denied',
+    violations,
+    ownership: kind,
+  };
+}
+
+export function handleValidate(request: AdmissionRequest, ctx: HandlerContext): HandlerOutcome {
+  if (outOfScope(request, ctx)) return allow(request, 'ignored');
+  const namespace = namespaceOf(request, ctx.namespace);
+  const ref = entryRef(request, namespace);
+  const ownership = decideOwnership({
+    operation: request.operation,
+    user: request.userInfo,
+    object: request.object,
+    oldObject: request.oldObject,
+    policy: ctx.policy,
+  });
+  const warnings: string[] = [];
+  const extra: Partial<AdmissionResponse> = {};
+  switch (ownership.kind) {
+    case 'denied':
+      return deny(request, ref, [ownership.violation], 403, [], ownership.kind);
+    case 'controller':
+    case 'istiod':
+      return { ...allow(request), ownership: ownership.kind };
+    case 'break-glass':
+      warnings.push(ownership.warning);
+      extra.auditAnnotations = { 'break-glass': ownership.audit };
+      break;
+    case 'owner':
+    case 'unmanaged':
+      break;
+  }
+  if (request.operation === 'DELETE') {
+    return { ...allow(request, 'allowed', { ...extra, ...(warnings.length ? { warnings: clampWarnings(warnings) } : {}) }), ownership: ownership.kind };
+  }
+  const object = request.object as { metadata?: { deletionTimestamp?: unknown } } | undefined;
+  if (request.operation === 'UPDATE' && object?.metadata?.deletionTimestamp) {
+    // The entry is being deleted; updates now only remove finalizers. Never block that.
+    return { ...allow(request, 'allowed', extra), ownership: ownership.kind };
+  }
+
+  const evalCtx = { policy: ctx.policy, namespace, view: ctx.view };
+  const verdict = evaluateEntry(request.object, evalCtx);
+  let violations = verdict.violations;
+  if (request.operation === 'UPDATE' && violations.length > 0 && request.oldObject !== undefined) {
+    const before = new Set(evaluateEntry(request.oldObject, evalCtx).violations.map(violationKey));
+    const kept: Violation[] = [];
+    for (const v of violations) {
+      if (before.has(violationKey(v))) warnings.push(`existing violation left as is: ${describeViolation(v)}`);
+      else kept.push(v);
+    }
+    violations = kept;
+  }
+  for (const w of verdict.warnings) warnings.push(`${w.path}: ${w.message}`);
+  for (const s of verdict.skipped) warnings.push(`[${s.rule}] not checked: ${s.reason}`);
+  if (violations.length > 0) return deny(request, ref, violations, 422, warnings, ownership.kind);
+  return {
+    ...allow(request, 'allowed', { ...extra, ...(warnings.length > 0 ? { warnings: clampWarnings(warnings) } : {}) }),
+    ownership: ownership.kind,
+  };
+}
