@@ -5,7 +5,7 @@
  * and the rule.
  */
 import { z } from 'zod';
-import { formatZodIssues } from './util/zod-format.ts';
+import { formatPath } from './util/zod-format.ts';
 
 export type Env = Readonly<Record<string, string | undefined>>;
 
@@ -103,13 +103,14 @@ function parseWith<S extends z.ZodType>(schema: S, input: Record<string, unknown
   const defined = Object.fromEntries(Object.entries(input).filter(([, v]) => v !== undefined && v !== ''));
   const result = schema.safeParse(defined);
   if (!result.success) {
-    const renamed = result.error.issues.map((issue) => {
-      const head = issue.path[0];
-      const flag = typeof head === 'string' ? FLAG_NAMES[head] : undefined;
-      return flag !== undefined ? { ...issue, path: [flag, ...issue.path.slice(1)] } : issue;
+    const lines = result.error.issues.map((issue) => {
+      const [head, ...rest] = issue.path;
+      const name = typeof head === 'string' ? (FLAG_NAMES[head] ?? head) : formatPath(issue.path);
+      const value = typeof head === 'string' ? defined[head] : undefined;
+      const where = rest.length > 0 ? `${name} ${formatPath(rest)}` : name;
+      return `${where}: ${issue.message} (${value === undefined ? 'missing' : `got ${JSON.stringify(value)}`})`;
     });
-    const shown = Object.fromEntries(Object.entries(defined).map(([k, v]) => [FLAG_NAMES[k] ?? k, v]));
-    throw new ConfigError(`invalid configuration: ${formatZodIssues(renamed, shown)}`);
+    throw new ConfigError(`invalid configuration: ${lines.join('; ')}`);
   }
   return result.data;
 }

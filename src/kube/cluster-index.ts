@@ -46,7 +46,7 @@ export class ClusterIndex implements ClusterView {
 
   upsert(kind: IndexedKind, obj: unknown): void {
     if (obj === null || typeof obj !== 'object') return;
-    const k = key(obj as ObjectLike, this.#defaultNamespace);
+    const k = key(obj, this.#defaultNamespace);
     if (k === undefined) return;
     switch (kind) {
       case 'WorkloadEntry':
@@ -71,7 +71,7 @@ export class ClusterIndex implements ClusterView {
 
   remove(kind: IndexedKind, obj: unknown): void {
     if (obj === null || typeof obj !== 'object') return;
-    const k = key(obj as ObjectLike, this.#defaultNamespace);
+    const k = key(obj, this.#defaultNamespace);
     if (k === undefined) return;
     switch (kind) {
       case 'WorkloadEntry':

@@ -67,9 +67,9 @@ export class WatchedIndex {
       }),
     };
     const { informer } = watched;
-    informer.on('add', (obj) => this.index.upsert(kind, obj));
-    informer.on('update', (obj) => this.index.upsert(kind, obj));
-    informer.on('delete', (obj) => this.index.remove(kind, obj));
+    informer.on('add', (obj) => { this.index.upsert(kind, obj); });
+    informer.on('update', (obj) => { this.index.upsert(kind, obj); });
+    informer.on('delete', (obj) => { this.index.remove(kind, obj); });
     informer.on('error', (err: unknown) => {
       watched.failures++;
       const delay = backoffDelay(watched.failures, { baseMs: 500, maxMs: 30_000 });

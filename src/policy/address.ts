@@ -102,7 +102,7 @@ function matchingCidr(ip: ipaddr.IPv4 | ipaddr.IPv6, rangeName: string): string 
   if (raw === undefined) return undefined;
   const entries: RangeEntry[] = Array.isArray(raw[0]) ? (raw as RangeEntry[]) : [raw as RangeEntry];
   for (const [network, bits] of entries) {
-    if (network.kind() === ip.kind() && (ip as ipaddr.IPv4).match(network as ipaddr.IPv4, bits)) {
+    if (network.kind() === ip.kind() && (ip as ipaddr.IPv4).match(network, bits)) {
       const base = network.kind() === 'ipv6' ? (network as ipaddr.IPv6).toRFC5952String() : network.toString();
       return `${base}/${bits}`;
     }
@@ -120,7 +120,7 @@ const IPV6_GLOBAL_UNICAST = ipaddr.parseCIDR('2000::/3');
 export function nonPublicReason(ip: ipaddr.IPv4 | ipaddr.IPv6): string | undefined {
   const range = ip.range();
   if (range === 'unicast') {
-    if (ip.kind() === 'ipv6' && !(ip as ipaddr.IPv6).match(IPV6_GLOBAL_UNICAST as [ipaddr.IPv6, number])) {
+    if (ip.kind() === 'ipv6' && !(ip as ipaddr.IPv6).match(IPV6_GLOBAL_UNICAST)) {
       return 'is outside IPv6 global unicast space 2000::/3';
     }
     return undefined;
@@ -133,7 +133,7 @@ export function nonPublicReason(ip: ipaddr.IPv4 | ipaddr.IPv6): string | undefin
 
 export function cidrContains(cidr: string, ip: ipaddr.IPv4 | ipaddr.IPv6): boolean {
   const [network, bits] = ipaddr.parseCIDR(cidr);
-  let candidate: ipaddr.IPv4 | ipaddr.IPv6 = ip;
+  const candidate = ip;
   let net: ipaddr.IPv4 | ipaddr.IPv6 = network;
   let prefix = bits;
   // Let an IPv4 CIDR written in mapped form (::ffff:203.0.113.0/120) match plain IPv4.
@@ -142,9 +142,8 @@ export function cidrContains(cidr: string, ip: ipaddr.IPv4 | ipaddr.IPv6): boole
     prefix = bits - 96;
   }
   if (candidate.kind() !== net.kind()) return false;
-  if (candidate.kind() === 'ipv4') return (candidate as ipaddr.IPv4).match(net as ipaddr.IPv4, prefix);
-  candidate = candidate as ipaddr.IPv6;
-  return candidate.match(net as ipaddr.IPv6, prefix);
+  // Same kind on both sides now; ipaddr's match() is typed per kind.
+  return (candidate as ipaddr.IPv4).match(net, prefix);
 }
 
 /** The canonical form of an address string, or undefined when it is not an IP literal. */

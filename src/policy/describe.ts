@@ -5,7 +5,8 @@ const MAX_VALUE_CHARS = 120;
 
 export function renderValue(value: unknown): string {
   if (value === undefined) return '(missing)';
-  const text = JSON.stringify(value) ?? String(value);
+  // JSON.stringify returns undefined for functions and symbols, which JSON input never holds.
+  const text = (JSON.stringify(value) as string | undefined) ?? typeof value;
   return text.length > MAX_VALUE_CHARS ? `${text.slice(0, MAX_VALUE_CHARS)}…` : text;
 }
 

@@ -5,7 +5,7 @@
  */
 import jsonPatch from 'fast-json-patch';
 import type { ClusterView } from '../policy/cluster-view.ts';
-import { denialMessage, describeViolation } from '../policy/describe.ts';
+import { denialMessage, describeViolation, renderValue } from '../policy/describe.ts';
 import { evaluateEntry } from '../policy/evaluate.ts';
 import { BREAK_GLASS_ANNOTATION } from '../policy/markers.ts';
 import { applyDefaults } from '../policy/mutate.ts';
@@ -78,7 +78,7 @@ export function handleMutate(request: AdmissionRequest, ctx: HandlerContext): Ha
   const original = request.object;
   let mutated = applyDefaults(original, ctx.policy);
   if (ownership.kind === 'break-glass' && mutated !== null && typeof mutated === 'object') {
-    mutated = structuredClone(mutated) as Record<string, unknown>;
+    mutated = structuredClone(mutated);
     const meta = ((mutated as { metadata?: Record<string, unknown> }).metadata ??= {});
     const annotations = (meta.annotations !== null && typeof meta.annotations === 'object' ? meta.annotations : {}) as Record<string, string>;
     annotations[BREAK_GLASS_ANNOTATION] = `${ctx.now().toISOString()} ${ownership.audit}`;
@@ -96,7 +96,7 @@ export function handleMutate(request: AdmissionRequest, ctx: HandlerContext): Ha
 }
 
 /** A violation the old object already had: shown as a warning on UPDATE, not a denial (validation ratcheting). */
-const violationKey = (v: Violation): string => `${v.rule}\u0000${v.path}\u0000${JSON.stringify(v.value) ?? ''}`;
+const violationKey = (v: Violation): string => `${v.rule}\u0000${v.path}\u0000${renderValue(v.value)}`;
 
 function deny(request: AdmissionRequest, ref: string, violations: Violation[], code: 403 | 422, warnings: string[], kind: OwnershipDecision['kind']): HandlerOutcome {
   const [, name] = ref.split('/');

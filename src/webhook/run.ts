@@ -33,7 +33,7 @@ export async function runWebhook(config: WebhookConfig, logger: Logger, override
   const policy = await watchedPolicy(config.policyPath, {
     intervalMs: config.fileCheckIntervalMs,
     logger,
-    onReload: (result) => metrics.policyReloads.inc({ result }),
+    onReload: (result) => { metrics.policyReloads.inc({ result }); },
   });
 
   let certificate = await loadCertificate(config.tlsCertFile, config.tlsKeyFile);
@@ -48,7 +48,7 @@ export async function runWebhook(config: WebhookConfig, logger: Logger, override
       namespace: config.namespace,
       istioApiVersion: config.istioApiVersion,
       logger,
-      onRestart: (kind) => metrics.cacheRestarts.inc({ resource: kind }),
+      onRestart: (kind) => { metrics.cacheRestarts.inc({ resource: kind }); },
     });
     view = watched.index;
   }

@@ -56,10 +56,10 @@ export function swapCertificate(server: HttpsServer, cert: LoadedCertificate): v
 
 /** Stops accepting, lets in-flight requests finish within `drainTimeoutMs`, then closes what is left. */
 export async function closeGracefully(server: HttpServer | HttpsServer, drainTimeoutMs: number): Promise<void> {
-  const closed = new Promise<void>((resolve) => server.close(() => resolve()));
+  const closed = new Promise<void>((resolve) => server.close(() => { resolve(); }));
   server.closeIdleConnections();
   // Connections that finish a request while draining are closed right after their response.
-  const idleSweep = setInterval(() => server.closeIdleConnections(), 100);
+  const idleSweep = setInterval(() => { server.closeIdleConnections(); }, 100);
   const timeout = new Promise<void>((resolve) => setTimeout(resolve, drainTimeoutMs).unref());
   await Promise.race([closed, timeout]);
   clearInterval(idleSweep);

@@ -1,0 +1,150 @@
+/** The CLI as a user runs it: a child process, its output lines and its exit code. */
+import { execFile } from 'node:child_process';
+import { X509Certificate } from 'node:crypto';
+import { mkdtemp, readFile, rm, stat, writeFile } from 'node:fs/promises';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+import { fileURLToPath } from 'node:url';
+import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import { ConfigError, webhookConfig } from '../../src/config.ts';
+
+const CLI = fileURLToPath(new URL('../../src/cli.ts', import.meta.url));
+let dir: string;
+
+function run(args: string[], input?: string): Promise<{ code: number; stdout: string; stderr: string }> {
+  return new Promise((resolve) => {
+    const child = execFile(process.execPath, [CLI, ...args], { env: { ...process.env, AIRPORT_KUBECONFIG: '' } }, (error, stdout, stderr) => {
+      resolve({ code: error ? ((error as { code?: number }).code ?? 1) : 0, stdout, stderr });
+    });
+    if (input !== undefined) child.stdin?.end(input);
+  });
+}
+
+const GOOD = `apiVersion: networking.istio.io/v1
+kind: WorkloadEntry
+metadata:
+  name: vps-jp-01
+  namespace: airport-prod
+  labels: {app: xrayr, country: jp}
+spec:
+  address: 103.21.244.10
+  labels: {app: xrayr, version: v1, country: jp}
+  serviceAccount: xrayr-vm
+`;
+
+beforeAll(async () => {
+  dir = await mkdtemp(join(tmpdir(), 'edge-registrar-cli-'));
+});
+afterAll(async () => {
+  await rm(dir, { recursive: true, force: true });
+});
+
+describe('edge-registrar check', () => {
+  it('passes a good entry: exit 0, nothing on stdout, cluster rules reported as skipped', async () => {
+    const file = join(dir, 'good.yaml');
+    await writeFile(file, GOOD);
+    const res = await run(['check', file]);
+    expect(res.code).toBe(0);
+    expect(res.stdout).toBe('');
+    expect(res.stderr).toContain('skipped: labels.service-selected');
+    expect(res.stderr).toContain('checked 1 WorkloadEntry in 1 file(s): 0 violation(s)');
+  });
+
+  it('prints FILE: KIND/NAME: RULE: message per violation, with uniqueness across files, exit 1', async () => {
+    const a = join(dir, 'a.yaml');
+    const b = join(dir, 'b.json');
+    await writeFile(a, `${GOOD}---\n${GOOD.replace('vps-jp-01', 'vps-jp-02').replace('103.21.244.10', '10.0.0.5')}---\n`);
+    await writeFile(
+      b,
+      JSON.stringify({
+        apiVersion: 'v1',
+        kind: 'List',
+        items: [{ apiVersion: 'networking.istio.io/v1beta1', kind: 'WorkloadEntry', metadata: { name: 'vps-jp-03', labels: { app: 'xrayr', country: 'jp' } }, spec: { address: '::ffff:103.21.244.10' } }],
+      }),
+    );
+    const res = await run(['check', a, b]);
+    expect(res.code).toBe(1);
+    const lines = res.stdout.trim().split('\n');
+    expect(lines).toContain(`${a}: WorkloadEntry/vps-jp-02: address.public-unicast: spec.address: "10.0.0.5" is in the private (RFC 1918) range 10.0.0.0/8; expected a public unicast IPv4 or IPv6 address, e.g. 103.21.244.10`);
+    expect(lines).toContain(`${a}: WorkloadEntry/vps-jp-01: address.unique: spec.address: "103.21.244.10" is already used by WorkloadEntry airport-prod/vps-jp-03; expected an address no other entry in the namespace has`);
+    expect(lines.some((l) => l.startsWith(`${b}: WorkloadEntry/vps-jp-03: address.unique:`))).toBe(true);
+    expect(res.stderr).toContain('warning:');
+  });
+
+  it('reads standard input with "-" and prints JSON with --output json', async () => {
+    const res = await run(['check', '--output', 'json', '-'], GOOD.replace('xrayr-vm', 'default'));
+    expect(res.code).toBe(1);
+    const report = JSON.parse(res.stdout) as { violations: { rule: string; file: string }[] };
+    expect(report.violations).toEqual([expect.objectContaining({ rule: 'serviceAccount.value', file: '(stdin)' })]);
+  });
+
+  it('exit 2 on parse errors, naming the file and document', async () => {
+    const file = join(dir, 'broken.yaml');
+    await writeFile(file, `${GOOD}---\nmetadata: [unclosed\n`);
+    const res = await run(['check', file]);
+    expect(res.code).toBe(2);
+    expect(res.stderr).toContain(`${file}: document 2:`);
+  });
+
+  it('exit 2 on usage errors and missing files', async () => {
+    expect((await run(['check'])).code).toBe(2);
+    expect((await run(['check', join(dir, 'missing.yaml')])).code).toBe(2);
+    expect((await run(['check', '--output', 'xml', join(dir, 'good.yaml')])).code).toBe(2);
+    expect((await run(['no-such-command'])).code).toBe(2);
+  });
+
+  it('exit 2 on a bad policy file, naming field and value', async () => {
+    const policy = join(dir, 'policy.yaml');
+    await writeFile(policy, 'address:\n  denyCidrs: [nope]\n');
+    const res = await run(['check', '--policy', policy, join(dir, 'good.yaml')]);
+    expect(res.code).toBe(2);
+    expect(res.stderr).toContain('address.denyCidrs[0]: must be a CIDR');
+    expect(res.stderr).toContain('got "nope"');
+  });
+});
+
+describe('edge-registrar certs generate', () => {
+  it('writes a CA and a serving certificate with the SANs asked for', async () => {
+    const out = join(dir, 'certs');
+    const res = await run(['certs', 'generate', '--out', out, '--host', 'edge-registrar-webhook.airport-prod.svc', '--host', 'localhost', '--ip', '127.0.0.1']);
+    expect(res.code).toBe(0);
+    const cert = new X509Certificate(await readFile(join(out, 'tls.crt')));
+    const ca = new X509Certificate(await readFile(join(out, 'ca.crt')));
+    expect(cert.subjectAltName).toBe('DNS:edge-registrar-webhook.airport-prod.svc, DNS:localhost, IP Address:127.0.0.1');
+    expect(cert.verify(ca.publicKey)).toBe(true);
+    expect(cert.ca).toBe(false);
+    expect(ca.ca).toBe(true);
+    expect(cert.publicKey.asymmetricKeyDetails?.modulusLength).toBe(2048);
+    const days = (Date.parse(cert.validTo) - Date.now()) / 86_400_000;
+    expect(days).toBeGreaterThan(364);
+    expect(days).toBeLessThan(366);
+    expect((await stat(join(out, 'tls.key'))).mode & 0o777).toBe(0o600);
+  });
+
+  it('refuses to overwrite without --force, and rejects a bad --ip', async () => {
+    const out = join(dir, 'certs');
+    expect((await run(['certs', 'generate', '--out', out, '--host', 'x'])).stderr).toContain('pass --force');
+    expect((await run(['certs', 'generate', '--out', join(dir, 'c2'), '--host', 'x', '--ip', 'nope'])).stderr).toContain('"nope" is not an IP address');
+    expect((await run(['certs', 'generate', '--out', join(dir, 'c3')])).code).toBe(2);
+  });
+});
+
+describe('configuration', () => {
+  it('defaults fit the seeds', () => {
+    const config = webhookConfig({}, {});
+    expect(config).toMatchObject({ namespace: 'airport-prod', port: 8443, istioApiVersion: 'v1', keepAliveTimeoutMs: 120_000 });
+    expect(config.kubeconfig).toBeUndefined(); // in-cluster credentials
+  });
+
+  it('flags win over the environment; --kubeconfig over AIRPORT_KUBECONFIG', () => {
+    const env = { AIRPORT_NAMESPACE: 'from-env', AIRPORT_KUBECONFIG: '/env/kubeconfig' };
+    expect(webhookConfig({}, env)).toMatchObject({ namespace: 'from-env', kubeconfig: '/env/kubeconfig' });
+    expect(webhookConfig({ namespace: 'from-flag', kubeconfig: '/flag/kubeconfig' }, env)).toMatchObject({ namespace: 'from-flag', kubeconfig: '/flag/kubeconfig' });
+  });
+
+  it('errors name the flag or variable, the value and the rule', () => {
+    expect(() => webhookConfig({ port: '99999' }, {})).toThrow(ConfigError);
+    expect(() => webhookConfig({ port: '99999' }, {})).toThrow(/--port \/ EDGE_REGISTRAR_WEBHOOK_PORT.*got "99999"/);
+    expect(() => webhookConfig({}, { AIRPORT_NAMESPACE: 'Airport_Prod' })).toThrow(/--namespace \/ AIRPORT_NAMESPACE: must be a DNS label.*got "Airport_Prod"/);
+  });
+});

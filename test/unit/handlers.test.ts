@@ -1,0 +1,221 @@
+import jsonPatch from 'fast-json-patch';
+import { describe, expect, it } from 'vitest';
+import { ClusterIndex } from '../../src/kube/cluster-index.ts';
+import { applyDefaults } from '../../src/policy/mutate.ts';
+import { DEFAULT_POLICY } from '../../src/policy/policy-file.ts';
+import type { AdmissionResponse } from '../../src/webhook/admission.ts';
+import { handleMutate, handleValidate, type HandlerContext } from '../../src/webhook/handlers.ts';
+import { NAMESPACE, USERS, admissionRequest, completeEntry, seedEntry } from '../fixtures/entries.ts';
+
+function context(setup: (index: ClusterIndex) => void = () => undefined): HandlerContext {
+  const index = new ClusterIndex(NAMESPACE);
+  index.replace('WorkloadEntry', NAMESPACE, []);
+  index.replace('Service', NAMESPACE, []);
+  index.replace('ServiceAccount', NAMESPACE, [{ metadata: { name: 'xrayr-vm' } }]);
+  setup(index);
+  return { policy: DEFAULT_POLICY, namespace: NAMESPACE, view: index, now: () => new Date('2026-11-21T00:00:00Z') };
+}
+
+function patched(original: unknown, response: AdmissionResponse): unknown {
+  if (response.patch === undefined) return original;
+  const ops = JSON.parse(Buffer.from(response.patch, 'base64').toString('utf8')) as jsonPatch.Operation[];
+  return jsonPatch.applyPatch(structuredClone(original), ops, true, false).newDocument;
+}
+
+describe('mutation', () => {
+  it('makes the seed entry complete, and the patch applied gives exactly that', () => {
+    const entry = seedEntry();
+    const { response, decision } = handleMutate(admissionRequest('CREATE', entry), context());
+    expect(decision).toBe('patched');
+    expect(response.patchType).toBe('JSONPatch');
+    expect(patched(entry, response)).toEqual(completeEntry());
+  });
+
+  it('fills serviceAccount, mirrors metadata labels, canonicalises the address', () => {
+    const entry = {
+      apiVersion: 'networking.istio.io/v1',
+      kind: 'WorkloadEntry',
+      metadata: { name: 'vps-jp-07', namespace: NAMESPACE, labels: { app: 'xrayr', country: 'jp' } },
+      spec: { address: '2606:4700:0:0:0:0:0:1111' },
+    };
+    const result = patched(entry, handleMutate(admissionRequest('CREATE', entry), context()).response) as { spec: Record<string, unknown> };
+    expect(result.spec).toEqual({
+      address: '2606:4700::1111',
+      serviceAccount: 'xrayr-vm',
+      labels: {
+        app: 'xrayr',
+        country: 'jp',
+        version: 'v1',
+        'security.istio.io/tlsMode': 'disabled',
+        'service.istio.io/canonical-name': 'xrayr',
+        'service.istio.io/canonical-revision': 'v1',
+      },
+    });
+  });
+
+  it('sends no patch when the entry is already right', () => {
+    const { response, decision } = handleMutate(admissionRequest('CREATE', completeEntry()), context());
+    expect(decision).toBe('allowed');
+    expect(response.patch).toBeUndefined();
+    expect(response.allowed).toBe(true);
+  });
+
+  it('leaves values the user set, even wrong ones, for validation to report', () => {
+    const entry = completeEntry() as { spec: Record<string, any> };
+    entry.spec.serviceAccount = 'default';
+    entry.spec.labels['security.istio.io/tlsMode'] = 'istio';
+    expect(handleMutate(admissionRequest('CREATE', entry), context()).response.patch).toBeUndefined();
+  });
+
+  it('never mutates on DELETE', () => {
+    const { response, decision } = handleMutate(admissionRequest('DELETE', undefined, { oldObject: seedEntry() }), context());
+    expect(decision).toBe('ignored');
+    expect(response).toEqual({ uid: expect.any(String), allowed: true });
+  });
+
+  it('leaves malformed objects alone instead of crashing', () => {
+    for (const object of [null, 42, 'x', [], { spec: 'nope' }, { spec: { labels: 'nope' } }]) {
+      expect(handleMutate(admissionRequest('CREATE', object), context()).response.allowed).toBe(true);
+    }
+  });
+
+  it('is idempotent: defaulting a defaulted entry changes nothing', () => {
+    const once = applyDefaults(seedEntry(), DEFAULT_POLICY);
+    expect(applyDefaults(once, DEFAULT_POLICY)).toEqual(once);
+  });
+
+  it('escapes label keys with "/" in the patch paths', () => {
+    const entry = seedEntry();
+    const ops = JSON.parse(Buffer.from(handleMutate(admissionRequest('CREATE', entry), context()).response.patch ?? '', 'base64').toString()) as { path: string }[];
+    expect(ops.map((o) => o.path)).toContain('/spec/labels/security.istio.io~1tlsMode');
+  });
+});
+
+describe('validation', () => {
+  it('allows a complete entry and echoes the uid', () => {
+    const request = admissionRequest('CREATE', completeEntry());
+    const { response } = handleValidate(request, context());
+    expect(response).toEqual({ uid: request.uid, allowed: true });
+  });
+
+  it('denies with 422, every violation in the message, and causes per field', () => {
+    const entry = completeEntry() as { spec: Record<string, any> };
+    entry.spec.address = '10.0.0.5';
+    entry.spec.serviceAccount = 'default';
+    const { response, decision } = handleValidate(admissionRequest('CREATE', entry), context());
+    expect(decision).toBe('denied');
+    expect(response.allowed).toBe(false);
+    expect(response.status?.code).toBe(422);
+    expect(response.status?.reason).toBe('Invalid');
+    expect(response.status?.message).toContain('WorkloadEntry airport-prod/vps-jp-01 violates 2 edge-registrar rules');
+    expect(response.status?.message).toContain('[address.public-unicast] spec.address: "10.0.0.5" is in the private (RFC 1918) range 10.0.0.0/8');
+    expect(response.status?.message).toContain('[serviceAccount.value] spec.serviceAccount: "default"');
+    expect(response.status?.details?.causes.map((c) => c.field)).toEqual(['spec.address', 'spec.serviceAccount']);
+  });
+
+  it('returns soft findings as warnings', () => {
+    const entry = completeEntry() as { spec: Record<string, any> };
+    delete entry.spec.labels.version;
+    const { response } = handleValidate(admissionRequest('CREATE', entry), context());
+    expect(response.allowed).toBe(true);
+    expect(response.warnings?.join('\n')).toMatch(/no version label/);
+  });
+
+  it('dryRun changes nothing in the answer (the webhook has no side effects)', () => {
+    const entry = completeEntry();
+    const wet = handleValidate(admissionRequest('CREATE', entry), context()).response;
+    const dry = handleValidate(admissionRequest('CREATE', entry, { dryRun: true }), context()).response;
+    expect({ ...dry, uid: '' }).toEqual({ ...wet, uid: '' });
+  });
+
+  it('ratchets: on UPDATE, a violation the old object already had is a warning, a new one is denied', () => {
+    const ctx = context((i) => i.upsert('WorkloadEntry', { metadata: { name: 'vps-jp-09' }, spec: { address: '103.21.244.10' } }));
+    // Both entries share an address from before edge-registrar existed; relabelling one must not be blocked.
+    const old = completeEntry();
+    const updated = completeEntry() as { metadata: { annotations?: Record<string, string> }; spec: Record<string, any> };
+    updated.metadata.annotations = { note: 'hello' };
+    const allowed = handleValidate(admissionRequest('UPDATE', updated, { oldObject: old }), ctx);
+    expect(allowed.response.allowed).toBe(true);
+    expect(allowed.response.warnings?.join('\n')).toContain('existing violation left as is: [address.unique]');
+    updated.spec.weight = 0;
+    const denied = handleValidate(admissionRequest('UPDATE', updated, { oldObject: old }), ctx);
+    expect(denied.violations.map((v) => v.rule)).toEqual(['weight.zero']);
+  });
+
+  it('allows updates to an entry being deleted (finalizer removal)', () => {
+    const entry = completeEntry() as { metadata: Record<string, unknown>; spec: Record<string, unknown> };
+    entry.spec.address = '10.0.0.1';
+    entry.metadata.deletionTimestamp = '2026-11-21T00:00:00Z';
+    expect(handleValidate(admissionRequest('UPDATE', entry, { oldObject: entry }), context()).response.allowed).toBe(true);
+  });
+
+  it('ignores other kinds, subresources and namespaces', () => {
+    const bad = { spec: { address: '10.0.0.1' } };
+    const other = { ...admissionRequest('CREATE', bad), kind: { group: '', version: 'v1', kind: 'ConfigMap' } };
+    expect(handleValidate(other, context()).decision).toBe('ignored');
+    expect(handleValidate({ ...admissionRequest('UPDATE', bad), subResource: 'status' }, context()).decision).toBe('ignored');
+    expect(handleValidate(admissionRequest('CREATE', bad, { namespace: 'elsewhere' }), context()).decision).toBe('ignored');
+  });
+});
+
+describe('ownership', () => {
+  const managed = completeEntry({ managed: true });
+
+  it.each(['CREATE', 'UPDATE', 'DELETE'] as const)('a plain user cannot %s a managed entry, and is told how', (operation) => {
+    const request =
+      operation === 'DELETE'
+        ? admissionRequest('DELETE', undefined, { oldObject: managed, user: USERS.alice })
+        : admissionRequest(operation, managed, { oldObject: operation === 'UPDATE' ? managed : undefined, user: USERS.alice });
+    const { response } = handleValidate(request, context());
+    expect(response.allowed).toBe(false);
+    expect(response.status?.code).toBe(403);
+    expect(response.status?.message).toContain('[ownership.managed]');
+    expect(response.status?.message).toContain('publish a register or retire event');
+  });
+
+  it('a plain user cannot take an entry over by removing the marker', () => {
+    const { response } = handleValidate(admissionRequest('UPDATE', completeEntry(), { oldObject: managed, user: USERS.alice }), context());
+    expect(response.status?.message).toContain('would remove the app.kubernetes.io/managed-by=edge-registrar label');
+  });
+
+  it.each(['CREATE', 'UPDATE', 'DELETE'] as const)('the sync daemon may %s', (operation) => {
+    const request =
+      operation === 'DELETE'
+        ? admissionRequest('DELETE', undefined, { oldObject: managed, user: USERS.sync })
+        : admissionRequest(operation, managed, { oldObject: operation === 'UPDATE' ? managed : undefined, user: USERS.sync });
+    const { response } = handleValidate(request, context());
+    expect(response).toEqual({ uid: request.uid, allowed: true });
+  });
+
+  it('break-glass is allowed, warned, audited, and annotated on the object', () => {
+    const request = admissionRequest('UPDATE', managed, { oldObject: managed, user: USERS.breakGlass });
+    const validated = handleValidate(request, context()).response;
+    expect(validated.allowed).toBe(true);
+    expect(validated.warnings?.[0]).toMatch(/^break-glass: bob may change/);
+    expect(validated.auditAnnotations).toEqual({ 'break-glass': expect.stringContaining('UPDATE by bob') });
+    const mutated = patched(managed, handleMutate(request, context()).response) as { metadata: { annotations: Record<string, string> } };
+    expect(mutated.metadata.annotations['edge-registrar.io/break-glass']).toBe('2026-11-21T00:00:00.000Z UPDATE by bob (groups edge-registrar:break-glass,system:authenticated) via break-glass');
+  });
+
+  it('break-glass deletes are allowed with a warning', () => {
+    const { response } = handleValidate(admissionRequest('DELETE', undefined, { oldObject: managed, user: USERS.breakGlass }), context());
+    expect(response.allowed).toBe(true);
+    expect(response.warnings?.[0]).toMatch(/break-glass: bob may delete/);
+  });
+
+  it.each([USERS.gc, USERS.namespaceController])('%s may always delete', (user) => {
+    expect(handleValidate(admissionRequest('DELETE', undefined, { oldObject: managed, user }), context()).response.allowed).toBe(true);
+  });
+
+  it('istiod may write its auto-registered entries; others may not borrow the annotation', () => {
+    const auto = completeEntry() as { metadata: Record<string, any>; spec: Record<string, any> };
+    auto.metadata.annotations = { 'istio.io/autoRegistrationGroup': 'xrayr' };
+    auto.spec.address = '10.1.2.3';
+    expect(handleValidate(admissionRequest('CREATE', auto, { user: USERS.istiod }), context()).response.allowed).toBe(true);
+    expect(handleValidate(admissionRequest('CREATE', auto, { user: USERS.alice }), context()).response.allowed).toBe(false);
+  });
+
+  it('a plain user may write unmanaged entries that pass the rules', () => {
+    expect(handleValidate(admissionRequest('CREATE', completeEntry(), { user: USERS.alice }), context()).response.allowed).toBe(true);
+  });
+});
