@@ -4,7 +4,7 @@
  * which is the same address). A value the user set but that breaks a rule is left alone
  * for validation to report, so the user sees why rather than a silent change.
  */
-import { parseAddress } from './address.ts';
+import { nonPublicReason, parseAddress } from './address.ts';
 import { CANONICAL_NAME_LABEL, CANONICAL_REVISION_LABEL, TLS_MODE_LABEL } from './markers.ts';
 import type { Policy } from './policy-file.ts';
 import type { WorkloadEntry } from './types.ts';
@@ -43,9 +43,10 @@ export function applyDefaults(entry: unknown, policy: Policy): unknown {
   }
   spec.labels = labels;
 
+  // Canonicalise only an address that will pass: a rejected one is reported as written.
   if (typeof spec.address === 'string') {
     const parsed = parseAddress(spec.address);
-    if (parsed.ok) spec.address = parsed.canonical;
+    if (parsed.ok && nonPublicReason(parsed.ip) === undefined) spec.address = parsed.canonical;
   }
   return out;
 }

@@ -41,7 +41,6 @@ export interface AdmissionStatus {
   code: number;
   reason: 'Invalid' | 'Forbidden';
   message: string;
-  details?: { name?: string; group: string; kind: string; causes: { type: string; field: string; message: string }[] };
 }
 
 export interface AdmissionResponse {

@@ -98,23 +98,16 @@ export function handleMutate(request: AdmissionRequest, ctx: HandlerContext): Ha
 /** A violation the old object already had: shown as a warning on UPDATE, not a denial (validation ratcheting). */
 const violationKey = (v: Violation): string => `${v.rule}\u0000${v.path}\u0000${renderValue(v.value)}`;
 
+/**
+ * No `details.causes` in the status: kubectl prints causes instead of the message, which
+ * would hide both "admission webhook ... denied the request" and our full explanation.
+ */
 function deny(request: AdmissionRequest, ref: string, violations: Violation[], code: 403 | 422, warnings: string[], kind: OwnershipDecision['kind']): HandlerOutcome {
-  const [, name] = ref.split('/');
   return {
     response: {
       uid: request.uid,
       allowed: false,
-      status: {
-        code,
-        reason: code === 403 ? 'Forbidden' : 'Invalid',
-        message: denialMessage(ref, violations),
-        details: {
-          ...(name !== undefined ? { name } : {}),
-          group: 'networking.istio.io',
-          kind: 'WorkloadEntry',
-          causes: violations.map((v) => ({ type: v.rule, field: v.path, message: describeViolation(v) })),
-        },
-      },
+      status: { code, reason: code === 403 ? 'Forbidden' : 'Invalid', message: denialMessage(ref, violations) },
       ...(warnings.length > 0 ? { warnings: clampWarnings(warnings) } : {}),
     },
     decision: 'denied',

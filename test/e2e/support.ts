@@ -1,0 +1,134 @@
+/**
+ * Shared pieces of the e2e tests: kubectl as each test user against the suite's real
+ * kube-apiserver, and the real webhook (runWebhook, as `edge-registrar webhook` runs it)
+ * registered through webhook-config/.
+ */
+import { mkdtemp, readFile, rm } from 'node:fs/promises';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+import { fileURLToPath } from 'node:url';
+import { stringify } from 'yaml';
+import { inject } from 'vitest';
+import { createCertificateAuthority, createServingCertificate } from '../../src/certs/authority.ts';
+import { writeCertificateFiles } from '../../src/certs/files.ts';
+import { webhookConfig } from '../../src/config.ts';
+import { createLogger } from '../../src/telemetry/logger.ts';
+import { runWebhook, type RunningWebhook } from '../../src/webhook/run.ts';
+import { kubeconfigFor, runKubectl, type ClusterUser, type KubectlResult } from '../harness/kube-cluster.ts';
+import { localWebhookManifests } from '../harness/webhook-registration.ts';
+
+export const NAMESPACE = 'airport-prod';
+
+export function kubectl(user: ClusterUser, args: string[], input?: unknown): Promise<KubectlResult> {
+  const text = input === undefined ? undefined : typeof input === 'string' ? input : stringify(input);
+  return runKubectl(inject('binaries').kubectl, kubeconfigFor(inject('cluster'), user), args, text);
+}
+
+export async function mustKubectl(user: ClusterUser, args: string[], input?: unknown): Promise<string> {
+  const res = await kubectl(user, args, input);
+  if (res.code !== 0) throw new Error(`kubectl ${args.join(' ')} as ${user} failed (${res.code}): ${res.stderr}`);
+  return res.stdout;
+}
+
+/** The namespace and seed objects, again: a test may have deleted the namespace. */
+export async function ensureBase(): Promise<void> {
+  const base = await readFile(fileURLToPath(new URL('../harness/cluster-base.yaml', import.meta.url)), 'utf8');
+  for (let attempt = 0; ; attempt++) {
+    const res = await kubectl('admin', ['apply', '-f', '-'], base);
+    if (res.code === 0) return;
+    // A namespace still terminating refuses new objects for a moment.
+    if (attempt > 60) throw new Error(res.stderr);
+    await new Promise((r) => setTimeout(r, 1000));
+  }
+}
+
+export interface E2EWebhook {
+  webhook: RunningWebhook;
+  caCert: string;
+  /** (Re-)registers the webhook configurations and waits until the API server calls it. */
+  register(): Promise<void>;
+  stop(): Promise<void>;
+}
+
+/** Starts the webhook on a free port with the webhook identity and registers it. */
+export async function startRegisteredWebhook(): Promise<E2EWebhook> {
+  const dir = await mkdtemp(join(tmpdir(), 'edge-registrar-e2e-webhook-'));
+  const ca = createCertificateAuthority('e2e-ca', 30);
+  await writeCertificateFiles(dir, ca, createServingCertificate({ ca, hosts: ['localhost'], ips: ['127.0.0.1'], days: 30 }), true);
+  const config = {
+    ...webhookConfig(
+      { host: '127.0.0.1', port: '0', tlsCert: join(dir, 'tls.crt'), tlsKey: join(dir, 'tls.key'), kubeconfig: kubeconfigFor(inject('cluster'), 'webhook') },
+      {},
+    ),
+    shutdownDelayMs: 0,
+    drainTimeoutMs: 2000,
+  };
+  const webhook = await runWebhook(config, createLogger(process.env.E2E_LOG_LEVEL === undefined ? 'silent' : (process.env.E2E_LOG_LEVEL as 'info'), 'e2e-webhook'));
+  await waitFor(async () => (await fetchReady(webhook.port, ca.cert)) === 200, 'webhook ready (caches synced)');
+  const manifests = await localWebhookManifests(webhook.port, ca.cert);
+  const register = async (): Promise<void> => {
+    await mustKubectl('admin', ['apply', '-f', '-'], manifests);
+    // The API server picks up webhook configurations through its own informer: wait until
+    // our webhook answers for real (a dry-run of a bad entry is denied by it).
+    await waitFor(async () => {
+      const res = await kubectl('alice', ['apply', '--dry-run=server', '-f', '-'], entry({ name: 'vps-jp-99', address: '10.9.9.9' }));
+      return res.stderr.includes('address.public-unicast');
+    }, 'webhook registered with the API server');
+  };
+  await register();
+  return {
+    webhook,
+    caCert: ca.cert,
+    register,
+    stop: async () => {
+      await webhook.stop();
+      await rm(dir, { recursive: true, force: true });
+    },
+  };
+}
+
+async function fetchReady(port: number, ca: string): Promise<number> {
+  const { httpsRequest } = await import('../harness/https-client.ts');
+  return httpsRequest(port, { path: '/readyz', ca })
+    .then((r) => r.status)
+    .catch(() => 0);
+}
+
+export async function waitFor(check: () => Promise<boolean>, what: string, timeoutMs = 30_000): Promise<void> {
+  const deadline = Date.now() + timeoutMs;
+  while (Date.now() < deadline) {
+    if (await check()) return;
+    await new Promise((r) => setTimeout(r, 250));
+  }
+  throw new Error(`timed out waiting for ${what}`);
+}
+
+export interface EntrySpec {
+  name?: string;
+  address?: string;
+  country?: string;
+  labels?: Record<string, string>;
+  spec?: Record<string, unknown>;
+  managed?: boolean;
+}
+
+/** A WorkloadEntry as a kubectl user writes it: the seed's shape, before defaulting. */
+export function entry(options: EntrySpec = {}): Record<string, unknown> {
+  const country = options.country ?? 'jp';
+  const labels: Record<string, string> = { app: 'xrayr', country, ...(options.managed === true ? { 'app.kubernetes.io/managed-by': 'edge-registrar' } : {}) };
+  return {
+    apiVersion: 'networking.istio.io/v1',
+    kind: 'WorkloadEntry',
+    metadata: { name: options.name ?? `vps-${country}-01`, namespace: NAMESPACE, labels },
+    spec: {
+      address: options.address ?? '103.21.244.10',
+      labels: { app: 'xrayr', version: 'v1', country, ...options.labels },
+      serviceAccount: 'xrayr-vm',
+      ...options.spec,
+    },
+  };
+}
+
+export async function deleteAllEntries(): Promise<void> {
+  await mustKubectl('admin', ['-n', NAMESPACE, 'delete', 'workloadentries', '--all', '--wait=true']);
+}

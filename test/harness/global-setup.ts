@@ -1,0 +1,35 @@
+/**
+ * vitest global setup for the e2e project: one real control plane for the whole run,
+ * built from Go modules on first use, stopped at the end.
+ */
+import { mkdtemp, rm } from 'node:fs/promises';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+import type { TestProject } from 'vitest/node';
+import { ensureKubeBinaries, type KubeBinaries } from './kube-build.ts';
+import { startCluster, type ClusterState, type StartedCluster } from './kube-cluster.ts';
+
+declare module 'vitest' {
+  export interface ProvidedContext {
+    cluster: ClusterState;
+    binaries: KubeBinaries;
+  }
+}
+
+let cluster: StartedCluster | undefined;
+let dir: string | undefined;
+
+export async function setup(project: TestProject): Promise<void> {
+  const binaries = await ensureKubeBinaries((line) => console.error(line));
+  dir = await mkdtemp(join(tmpdir(), 'edge-registrar-kube-'));
+  const started = Date.now();
+  cluster = await startCluster({ binaries, dir, log: (line) => console.error(line) });
+  console.error(`[cluster] control plane up in ${((Date.now() - started) / 1000).toFixed(1)}s`);
+  project.provide('cluster', cluster.state);
+  project.provide('binaries', binaries);
+}
+
+export async function teardown(): Promise<void> {
+  await cluster?.stop();
+  if (dir !== undefined) await rm(dir, { recursive: true, force: true });
+}
