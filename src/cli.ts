@@ -36,7 +36,8 @@ export function buildProgram(): Command {
       .option('--tls-cert <file>', 'serving certificate, reloaded on change (env EDGE_REGISTRAR_TLS_CERT, default certs/tls.crt)')
       .option('--tls-key <file>', 'serving key, reloaded on change (env EDGE_REGISTRAR_TLS_KEY, default certs/tls.key)')
       .option('--metrics-port <port>', 'also serve /metrics, /healthz, /readyz over plain HTTP on this port (env EDGE_REGISTRAR_METRICS_PORT)')
-      .option('--istio-api-version <version>', 'WorkloadEntry version to watch: v1, v1beta1 or v1alpha3 (default v1)'),
+      .option('--istio-api-version <version>', 'WorkloadEntry version to watch: v1, v1beta1 or v1alpha3 (default v1)')
+      .option('--shutdown-delay <seconds>', 'on SIGTERM, stay up but not ready this long before draining (env EDGE_REGISTRAR_SHUTDOWN_DELAY_SECONDS, default 5)'),
     true,
   ).action(runWebhookCommand);
 

@@ -25,6 +25,7 @@ export const ENV = {
   tlsKey: 'EDGE_REGISTRAR_TLS_KEY',
   metricsPort: 'EDGE_REGISTRAR_METRICS_PORT',
   istioApiVersion: 'EDGE_REGISTRAR_ISTIO_API_VERSION',
+  shutdownDelay: 'EDGE_REGISTRAR_SHUTDOWN_DELAY_SECONDS',
 } as const;
 
 const port = z.coerce.number().int().min(0).max(65535);
@@ -55,7 +56,7 @@ const webhookSchema = commonSchema.extend({
    */
   keepAliveTimeoutMs: z.number().int().positive().default(120_000),
   /** Time between "not ready" and closing the listener, so endpoints stop sending traffic first. */
-  shutdownDelayMs: z.number().int().min(0).default(5_000),
+  shutdownDelayMs: z.coerce.number().int().min(0).default(5_000),
   /** How long in-flight requests may take to finish after the listener closes. */
   drainTimeoutMs: z.number().int().min(0).default(10_000),
   fileCheckIntervalMs: z.number().int().positive().default(10_000),
@@ -93,6 +94,7 @@ const FLAG_NAMES: Record<string, string> = {
   tlsKeyFile: `--tls-key / ${ENV.tlsKey}`,
   metricsPort: `--metrics-port / ${ENV.metricsPort}`,
   istioApiVersion: `--istio-api-version / ${ENV.istioApiVersion}`,
+  shutdownDelayMs: `--shutdown-delay / ${ENV.shutdownDelay}`,
   files: 'FILE',
   hosts: '--host',
   ips: '--ip',
@@ -138,6 +140,14 @@ export interface WebhookFlags extends CommonFlags {
   tlsKey?: string | undefined;
   metricsPort?: string | undefined;
   istioApiVersion?: string | undefined;
+  shutdownDelay?: string | undefined;
+}
+
+/** Seconds as a user writes them, milliseconds as the code uses them. */
+function secondsToMs(value: string | undefined): number | string | undefined {
+  if (value === undefined || value === '') return undefined;
+  const n = Number(value);
+  return Number.isFinite(n) ? Math.round(n * 1000) : value;
 }
 
 export function webhookConfig(flags: WebhookFlags, env: Env): WebhookConfig {
@@ -149,6 +159,7 @@ export function webhookConfig(flags: WebhookFlags, env: Env): WebhookConfig {
     tlsKeyFile: flags.tlsKey ?? env[ENV.tlsKey],
     metricsPort: flags.metricsPort ?? env[ENV.metricsPort],
     istioApiVersion: flags.istioApiVersion ?? env[ENV.istioApiVersion],
+    shutdownDelayMs: secondsToMs(flags.shutdownDelay ?? env[ENV.shutdownDelay]),
   });
 }
 

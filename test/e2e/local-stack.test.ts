@@ -1,0 +1,67 @@
+/**
+ * The README's main-job command, as a user runs it: `npm run local` comes up, writes what
+ * it promises, gates WorkloadEntries, and on SIGTERM stops every process it started. Twice
+ * in a row, in one state directory.
+ */
+import { spawn } from 'node:child_process';
+import { access, mkdtemp, readFile, rm } from 'node:fs/promises';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+import { fileURLToPath } from 'node:url';
+import { afterAll, describe, expect, it } from 'vitest';
+import { runKubectl } from '../harness/kube-cluster.ts';
+import { inject } from 'vitest';
+
+const ROOT = fileURLToPath(new URL('../../', import.meta.url));
+const exists = (p: string) => access(p).then(() => true, () => false);
+const alive = (pid: number): boolean => {
+  try {
+    process.kill(pid, 0);
+    return true;
+  } catch {
+    return false;
+  }
+};
+
+let dir: string;
+afterAll(async () => {
+  await rm(dir, { recursive: true, force: true });
+});
+
+async function runOnce(): Promise<void> {
+  const child = spawn(process.execPath, [join(ROOT, 'scripts/local.ts')], { cwd: ROOT, env: { ...process.env, EDGE_REGISTRAR_LOCAL_DIR: dir }, stdio: ['ignore', 'pipe', 'pipe'] });
+  let output = '';
+  child.stdout.on('data', (c: Buffer) => (output += c.toString()));
+  child.stderr.on('data', (c: Buffer) => (output += c.toString()));
+  const exited = new Promise<number | null>((resolve) => child.on('exit', (code) => resolve(code)));
+
+  const deadline = Date.now() + 150_000;
+  while (!(await exists(join(dir, 'ready')))) {
+    if (child.exitCode !== null || Date.now() > deadline) throw new Error(`local stack did not become ready:\n${output}`);
+    await new Promise((r) => setTimeout(r, 250));
+  }
+  expect(output).toContain('-n airport-prod get workloadentries');
+  const env = Object.fromEntries((await readFile(join(dir, 'env'), 'utf8')).trim().split('\n').map((l) => l.split('=', 2) as [string, string]));
+  expect(env.REDIS_URL).toMatch(/^redis:\/\/127\.0\.0\.1:\d+$/);
+
+  const kubectl = inject('binaries').kubectl;
+  const seeded = await runKubectl(kubectl, join(dir, 'kubeconfig'), ['-n', 'airport-prod', 'get', 'serviceaccount/xrayr-vm', 'workloadgroup/xrayr', 'serviceentry/xrayr-nodes', '-o', 'name']);
+  expect(seeded.stdout.trim().split('\n')).toEqual(['serviceaccount/xrayr-vm', 'workloadgroup.networking.istio.io/xrayr', 'serviceentry.networking.istio.io/xrayr-nodes']);
+  const bad = await runKubectl(kubectl, join(dir, 'kube/alice.kubeconfig'), ['apply', '-f', '-'], 'apiVersion: networking.istio.io/v1\nkind: WorkloadEntry\nmetadata: {name: vps-jp-01, namespace: airport-prod, labels: {app: xrayr, country: jp}}\nspec: {address: 10.0.0.5}\n');
+  expect(bad.stderr).toContain('[address.public-unicast]');
+
+  const { pids } = JSON.parse(await readFile(join(dir, 'pids.json'), 'utf8')) as { pids: number[] };
+  expect(pids.length).toBe(3);
+  child.kill('SIGTERM');
+  expect(await exited).toBe(0);
+  expect(pids.filter(alive)).toEqual([]);
+  expect(await exists(join(dir, 'ready'))).toBe(false);
+}
+
+describe('npm run local', () => {
+  it('starts, gates entries, and stops everything it started; twice in a row', async () => {
+    dir = await mkdtemp(join(tmpdir(), 'edge-registrar-local-'));
+    await runOnce();
+    await runOnce();
+  }, 400_000);
+});
