@@ -7,6 +7,7 @@
  * it started; a run that was killed is cleaned up by the next one.
  */
 import { spawn, type ChildProcess } from 'node:child_process';
+import { createWriteStream } from 'node:fs';
 import { copyFile, mkdir, readFile, rm, writeFile } from 'node:fs/promises';
 import { join, resolve } from 'node:path';
 import { fileURLToPath } from 'node:url';
@@ -21,7 +22,7 @@ import { localWebhookManifests } from '../test/harness/webhook-registration.ts';
 const ROOT = fileURLToPath(new URL('../', import.meta.url));
 const DIR = resolve(ROOT, process.env.EDGE_REGISTRAR_LOCAL_DIR ?? '.local');
 const CLI = join(ROOT, 'src/cli.ts');
-const log = (line: string): void => console.log(line);
+const log = (line: string): void => { console.log(line); };
 
 interface Pids {
   pids: number[];
@@ -50,17 +51,10 @@ async function reapPreviousRun(): Promise<void> {
 
 function startWebhook(args: string[]): ChildProcess {
   const child = spawn(process.execPath, [CLI, 'webhook', ...args], { stdio: ['ignore', 'pipe', 'pipe'] });
-  const logFile = join(DIR, 'webhook.log');
-  const chunks: Buffer[] = [];
-  const flush = (): void => void writeFile(logFile, Buffer.concat(chunks)).catch(() => undefined);
-  child.stdout?.on('data', (c: Buffer) => {
-    chunks.push(c);
-    flush();
-  });
-  child.stderr?.on('data', (c: Buffer) => {
-    chunks.push(c);
-    flush();
-  });
+  const logFile = createWriteStream(join(DIR, 'webhook.log'));
+  child.stdout.pipe(logFile, { end: false });
+  child.stderr.pipe(logFile, { end: false });
+  child.once('exit', () => logFile.end());
   return child;
 }
 
@@ -92,11 +86,12 @@ async function main(): Promise<void> {
     (stopping ??= (async () => {
       log(`[local] ${reason}: stopping everything`);
       await rm(join(DIR, 'ready'), { force: true });
-      if (webhook && webhook.exitCode === null) {
-        const exited = new Promise((r) => webhook?.once('exit', r));
-        webhook.kill('SIGTERM');
-        await Promise.race([exited, new Promise((r) => setTimeout(r, 15_000))]);
-        if (webhook.exitCode === null) webhook.kill('SIGKILL');
+      const hook = webhook;
+      if (hook && hook.exitCode === null) {
+        const exited = new Promise<boolean>((r) => hook.once('exit', () => { r(true); }));
+        hook.kill('SIGTERM');
+        const clean = await Promise.race([exited, new Promise<boolean>((r) => setTimeout(() => { r(false); }, 15_000))]);
+        if (!clean) hook.kill('SIGKILL');
       }
       await cluster?.stop();
       await redis?.stop();
