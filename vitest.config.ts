@@ -2,6 +2,7 @@ import { defineConfig } from 'vitest/config';
 
 export default defineConfig({
   test: {
+    reporters: ['default', './test/harness/summary-reporter.ts'],
     // Two cores: run files in parallel but keep the real servers' load bounded.
     maxWorkers: 2,
     projects: [
