@@ -9,6 +9,7 @@ import { runCertsGenerate } from './cli/certs-command.ts';
 import { runCheck } from './cli/check-command.ts';
 import { runPolicyPrint } from './cli/policy-command.ts';
 import { runWebhookCommand } from './cli/webhook-command.ts';
+import { runBackfill, runDlqList, runDlqPurge, runDlqReplay, runDlqShow, runPublish, runSyncCommand } from './cli/sync-commands.ts';
 import { PolicyFileError } from './policy/policy-file.ts';
 
 const collect = (value: string, previous: string[] = []): string[] => [...previous, value];
@@ -62,6 +63,53 @@ export function buildProgram(): Command {
     .option('--ca-days <n>', 'CA validity in days (default 3650)')
     .option('--force', 'replace existing files')
     .action(runCertsGenerate);
+
+  const redisOptions = (cmd: Command): Command =>
+    cmd
+      .option('--redis-url <url>', 'redis:// or rediss:// URL (env REDIS_URL; also REDIS_USERNAME, REDIS_PASSWORD, REDIS_TLS, REDIS_TLS_CA_FILE, REDIS_SENTINELS, REDIS_SENTINEL_NAME)')
+      .option('--stream <name>', 'event stream (env EDGE_REGISTRAR_STREAM, default sigma:vps-events)');
+
+  commonOptions(
+    redisOptions(program.command('sync'))
+      .description("consume sigma-api's register/retire events and keep WorkloadEntries in step (the only writer of managed entries)")
+      .option('--group <name>', 'consumer group (env EDGE_REGISTRAR_GROUP, default edge-registrar)')
+      .option('--consumer <name>', 'this replica: consumer name and Lease identity (env EDGE_REGISTRAR_CONSUMER, default HOST-PID)')
+      .option('--port <port>', '/healthz, /readyz and /metrics (env EDGE_REGISTRAR_SYNC_PORT, default 9090)')
+      .addOption(new Option('--orphan-policy <policy>', 'what resync does with managed entries no VPS is registered for (env EDGE_REGISTRAR_ORPHAN_POLICY)').choices(['sync', 'upsert-only']))
+      .option('--resync-interval <seconds>', 'drift repair period (env EDGE_REGISTRAR_RESYNC_INTERVAL_SECONDS, default 300)')
+      .option('--orphan-grace <seconds>', 'how long an orphan may stay before removal (env EDGE_REGISTRAR_ORPHAN_GRACE_SECONDS, default 600)')
+      .option('--resync-dry-run', 'log what resync would change without changing it')
+      .option('--lease-name <name>', 'Lease for leader election (env EDGE_REGISTRAR_LEASE_NAME, default edge-registrar-sync)')
+      .option('--istio-api-version <version>', 'WorkloadEntry version to write (default v1)'),
+    true,
+  ).action(runSyncCommand);
+
+  const publishCmd = program.command('publish').description('publish a register or retire event (what sigma-api does), validated against the contract');
+  redisOptions(publishCmd.command('register'))
+    .requiredOption('--vps-id <id>', "sigma-api's VPS id")
+    .requiredOption('--name <name>', 'entry name, e.g. vps-jp-01')
+    .requiredOption('--address <ip>', 'public IP address')
+    .requiredOption('--country <cc>', 'ISO 3166-1 alpha-2, lower case')
+    .option('--label <key=value>', 'extra label (repeatable)', collect)
+    .option('--occurred-at <rfc3339>', 'when it happened')
+    .action((flags: Record<string, string | string[] | undefined>) => runPublish('register', flags));
+  redisOptions(publishCmd.command('retire'))
+    .requiredOption('--vps-id <id>', "sigma-api's VPS id")
+    .option('--name <name>', 'entry name, when known')
+    .option('--occurred-at <rfc3339>', 'when it happened')
+    .action((flags: Record<string, string | undefined>) => runPublish('retire', flags));
+
+  redisOptions(program.command('backfill'))
+    .description('publish register events for existing VPSs from a JSON or CSV list (file or http(s) URL), through the same path')
+    .requiredOption('--from <file|url>', 'JSON array (or {items:[...]}) or CSV with vps_id,name,address,country[,labels]')
+    .option('--dry-run', 'print the events instead of publishing them')
+    .action(runBackfill);
+
+  const dlq = program.command('dlq').description('inspect and replay dead-lettered events (<stream>:dlq)');
+  redisOptions(dlq.command('list')).option('--count <n>', 'at most this many (default 100)').action(runDlqList);
+  redisOptions(dlq.command('show').argument('<id>')).action(runDlqShow);
+  redisOptions(dlq.command('replay').argument('[id]')).option('--all', 'every dead-lettered event').action(runDlqReplay);
+  redisOptions(dlq.command('purge').argument('[id]')).option('--all', 'every dead-lettered event').action(runDlqPurge);
 
   const policy = program.command('policy').description('the rules as data');
   policy

@@ -26,6 +26,22 @@ export const ENV = {
   metricsPort: 'EDGE_REGISTRAR_METRICS_PORT',
   istioApiVersion: 'EDGE_REGISTRAR_ISTIO_API_VERSION',
   shutdownDelay: 'EDGE_REGISTRAR_SHUTDOWN_DELAY_SECONDS',
+  redisUrl: 'REDIS_URL',
+  redisUsername: 'REDIS_USERNAME',
+  redisPassword: 'REDIS_PASSWORD',
+  redisTls: 'REDIS_TLS',
+  redisTlsCaFile: 'REDIS_TLS_CA_FILE',
+  redisSentinels: 'REDIS_SENTINELS',
+  redisSentinelName: 'REDIS_SENTINEL_NAME',
+  redisSentinelPassword: 'REDIS_SENTINEL_PASSWORD',
+  stream: 'EDGE_REGISTRAR_STREAM',
+  group: 'EDGE_REGISTRAR_GROUP',
+  consumer: 'EDGE_REGISTRAR_CONSUMER',
+  syncPort: 'EDGE_REGISTRAR_SYNC_PORT',
+  orphanPolicy: 'EDGE_REGISTRAR_ORPHAN_POLICY',
+  resyncInterval: 'EDGE_REGISTRAR_RESYNC_INTERVAL_SECONDS',
+  orphanGrace: 'EDGE_REGISTRAR_ORPHAN_GRACE_SECONDS',
+  leaseName: 'EDGE_REGISTRAR_LEASE_NAME',
 } as const;
 
 const port = z.coerce.number().int().min(0).max(65535);
@@ -77,7 +93,59 @@ const certsSchema = z.object({
   force: z.boolean().default(false),
 });
 
+const redisSchema = z.object({
+  url: z.string().regex(/^rediss?:\/\//, 'must start with redis:// or rediss:// (TLS)').default('redis://127.0.0.1:6379'),
+  username: z.string().min(1).optional(),
+  password: z.string().min(1).optional(),
+  tls: z.boolean().default(false),
+  tlsCaFile: z.string().min(1).optional(),
+  /** Sentinel mode when set: host:port pairs; the master is found by `sentinelName`. */
+  sentinels: z.array(z.object({ host: z.string().min(1), port: z.number().int().min(1).max(65535) })).optional(),
+  sentinelName: z.string().min(1).default('mymaster'),
+  sentinelPassword: z.string().min(1).optional(),
+});
+
+const streamSchema = z.object({
+  stream: z.string().min(1).default('sigma:vps-events'),
+  group: z.string().min(1).default('edge-registrar'),
+});
+
+const syncSchema = commonSchema.extend({
+  redis: redisSchema,
+  ...streamSchema.shape,
+  /** This replica's name in the consumer group and in the Lease. */
+  consumer: z.string().min(1),
+  port: port.default(9090),
+  host: z.string().min(1).default('0.0.0.0'),
+  istioApiVersion: z.enum(['v1', 'v1beta1', 'v1alpha3']).default('v1'),
+  batchSize: z.number().int().positive().default(200),
+  blockMs: z.number().int().positive().default(5_000),
+  /** Parallel VPSs within a batch; events of one VPS are always applied in order. */
+  concurrency: z.number().int().positive().default(16),
+  /** Pending entries of a consumer idle this long are taken over (a dead replica's). */
+  claimIdleMs: z.number().int().positive().default(60_000),
+  /** An entry delivered this often without being acknowledged is a poison entry. */
+  maxDeliveries: z.number().int().positive().default(10),
+  resyncIntervalMs: z.coerce.number().int().positive().default(300_000),
+  orphanGraceMs: z.coerce.number().int().min(0).default(600_000),
+  /** sync: remove orphans after the grace period; upsert-only: never delete on resync. */
+  orphanPolicy: z.enum(['sync', 'upsert-only']).default('sync'),
+  /** Log what resync would change without changing it. */
+  resyncDryRun: z.boolean().default(false),
+  leaseName: z.string().min(1).default('edge-registrar-sync'),
+  leaseDurationMs: z.number().int().positive().default(15_000),
+  leaseRenewMs: z.number().int().positive().default(5_000),
+  retryBaseMs: z.number().int().positive().default(200),
+  retryMaxMs: z.number().int().positive().default(30_000),
+  tombstoneTtlSeconds: z.number().int().positive().default(30 * 24 * 3600),
+});
+
+const publishSchema = z.object({ redis: redisSchema, ...streamSchema.shape });
+
 export type CommonConfig = z.output<typeof commonSchema>;
+export type RedisConfig = z.output<typeof redisSchema>;
+export type SyncConfig = z.output<typeof syncSchema>;
+export type PublishConfig = z.output<typeof publishSchema>;
 export type WebhookConfig = z.output<typeof webhookSchema>;
 export type CheckConfig = z.output<typeof checkSchema>;
 export type CertsConfig = z.output<typeof certsSchema>;
@@ -95,6 +163,14 @@ const FLAG_NAMES: Record<string, string> = {
   metricsPort: `--metrics-port / ${ENV.metricsPort}`,
   istioApiVersion: `--istio-api-version / ${ENV.istioApiVersion}`,
   shutdownDelayMs: `--shutdown-delay / ${ENV.shutdownDelay}`,
+  redis: `--redis-url / ${ENV.redisUrl} (and REDIS_*)`,
+  stream: `--stream / ${ENV.stream}`,
+  group: `--group / ${ENV.group}`,
+  consumer: `--consumer / ${ENV.consumer}`,
+  orphanPolicy: `--orphan-policy / ${ENV.orphanPolicy}`,
+  resyncIntervalMs: `--resync-interval / ${ENV.resyncInterval}`,
+  orphanGraceMs: `--orphan-grace / ${ENV.orphanGrace}`,
+  leaseName: `--lease-name / ${ENV.leaseName}`,
   files: 'FILE',
   hosts: '--host',
   ips: '--ip',
@@ -161,6 +237,78 @@ export function webhookConfig(flags: WebhookFlags, env: Env): WebhookConfig {
     istioApiVersion: flags.istioApiVersion ?? env[ENV.istioApiVersion],
     shutdownDelayMs: secondsToMs(flags.shutdownDelay ?? env[ENV.shutdownDelay]),
   });
+}
+
+export interface RedisFlags {
+  redisUrl?: string | undefined;
+  stream?: string | undefined;
+  group?: string | undefined;
+}
+
+function parseSentinels(value: string | undefined): { host: string; port: number }[] | string | undefined {
+  if (value === undefined || value === '') return undefined;
+  const pairs = value.split(',').map((p) => p.trim());
+  const parsed = pairs.map((p) => {
+    const m = /^(.+):(\d+)$/.exec(p);
+    return m ? { host: m[1] ?? '', port: Number(m[2]) } : undefined;
+  });
+  // A malformed list is passed through as a string so the schema names it.
+  return parsed.every((p) => p !== undefined) ? parsed : value;
+}
+
+function parseBoolean(value: string | undefined): boolean | string | undefined {
+  if (value === undefined || value === '') return undefined;
+  if (['1', 'true', 'yes'].includes(value.toLowerCase())) return true;
+  if (['0', 'false', 'no'].includes(value.toLowerCase())) return false;
+  return value; // the schema names it
+}
+
+function redisInput(flags: RedisFlags, env: Env): Record<string, unknown> {
+  const url = flags.redisUrl ?? env[ENV.redisUrl];
+  return Object.fromEntries(
+    Object.entries({
+      url,
+      username: env[ENV.redisUsername],
+      password: env[ENV.redisPassword],
+      tls: parseBoolean(env[ENV.redisTls]),
+      tlsCaFile: env[ENV.redisTlsCaFile],
+      sentinels: parseSentinels(env[ENV.redisSentinels]),
+      sentinelName: env[ENV.redisSentinelName],
+      sentinelPassword: env[ENV.redisSentinelPassword],
+    }).filter(([, v]) => v !== undefined && v !== ''),
+  );
+}
+
+export interface SyncFlags extends CommonFlags, RedisFlags {
+  consumer?: string | undefined;
+  port?: string | undefined;
+  orphanPolicy?: string | undefined;
+  resyncInterval?: string | undefined;
+  orphanGrace?: string | undefined;
+  resyncDryRun?: boolean | undefined;
+  leaseName?: string | undefined;
+  istioApiVersion?: string | undefined;
+}
+
+export function syncConfig(flags: SyncFlags, env: Env, defaultConsumer: string): SyncConfig {
+  return parseWith(syncSchema, {
+    ...commonInput(flags, env),
+    redis: redisInput(flags, env),
+    stream: flags.stream ?? env[ENV.stream],
+    group: flags.group ?? env[ENV.group],
+    consumer: flags.consumer ?? env[ENV.consumer] ?? defaultConsumer,
+    port: flags.port ?? env[ENV.syncPort],
+    orphanPolicy: flags.orphanPolicy ?? env[ENV.orphanPolicy],
+    resyncIntervalMs: secondsToMs(flags.resyncInterval ?? env[ENV.resyncInterval]),
+    orphanGraceMs: secondsToMs(flags.orphanGrace ?? env[ENV.orphanGrace]),
+    resyncDryRun: flags.resyncDryRun,
+    leaseName: flags.leaseName ?? env[ENV.leaseName],
+    istioApiVersion: flags.istioApiVersion ?? env[ENV.istioApiVersion],
+  });
+}
+
+export function publishConfig(flags: RedisFlags, env: Env): PublishConfig {
+  return parseWith(publishSchema, { redis: redisInput(flags, env), stream: flags.stream ?? env[ENV.stream], group: flags.group ?? env[ENV.group] });
 }
 
 export interface CheckFlags extends CommonFlags {

@@ -81,3 +81,64 @@ export function createWebhookMetrics(registry: Registry): WebhookMetrics {
     }),
   };
 }
+
+export interface SyncMetrics {
+  events: Counter<'event' | 'outcome'>;
+  applyDuration: Histogram<'operation'>;
+  eventDuration: Histogram;
+  deadLetters: Counter<'rule'>;
+  retries: Counter<'reason'>;
+  leader: Gauge;
+  streamLag: Gauge;
+  pending: Gauge;
+  managedEntries: Gauge<'country'>;
+  vpsInfo: Gauge<'name' | 'address' | 'country' | 'vps_id'>;
+  resyncChanges: Counter<'action'>;
+}
+
+export function createSyncMetrics(registry: Registry): SyncMetrics {
+  return {
+    events: new Counter({
+      name: 'edge_registrar_sync_events_total',
+      help: 'Stream events handled, by event type (register, retire, unknown) and outcome (applied, deleted, noop, stale, dead-lettered, trimmed).',
+      labelNames: ['event', 'outcome'],
+      registers: [registry],
+    }),
+    applyDuration: new Histogram({
+      name: 'edge_registrar_sync_apply_duration_seconds',
+      help: 'Kubernetes write latency for one event (server-side apply or owned delete).',
+      labelNames: ['operation'],
+      buckets: [0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5],
+      registers: [registry],
+    }),
+    eventDuration: new Histogram({
+      name: 'edge_registrar_sync_event_duration_seconds',
+      help: 'Time to handle one event end to end (state read, write, commit and ack).',
+      buckets: [0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5],
+      registers: [registry],
+    }),
+    deadLetters: new Counter({
+      name: 'edge_registrar_sync_dead_letters_total',
+      help: 'Events moved to the dead-letter stream, by rule.',
+      labelNames: ['rule'],
+      registers: [registry],
+    }),
+    retries: new Counter({
+      name: 'edge_registrar_sync_retries_total',
+      help: 'Transient failures retried with backoff, by what failed (kubernetes, redis).',
+      labelNames: ['reason'],
+      registers: [registry],
+    }),
+    leader: new Gauge({ name: 'edge_registrar_sync_leader', help: '1 while this replica holds the Lease and consumes.', registers: [registry] }),
+    streamLag: new Gauge({ name: 'edge_registrar_sync_stream_lag', help: "Entries in the stream not yet delivered to the consumer group (XINFO GROUPS lag).", registers: [registry] }),
+    pending: new Gauge({ name: 'edge_registrar_sync_pending', help: 'Entries delivered to the group but not yet acknowledged.', registers: [registry] }),
+    managedEntries: new Gauge({ name: 'edge_registrar_sync_managed_entries', help: 'Registered VPSs (desired managed entries), by country.', labelNames: ['country'], registers: [registry] }),
+    vpsInfo: new Gauge({
+      name: 'edge_registrar_vps_info',
+      help: 'One series per registered VPS, value 1: the join key from address to VPS for per-VPS dashboards.',
+      labelNames: ['name', 'address', 'country', 'vps_id'],
+      registers: [registry],
+    }),
+    resyncChanges: new Counter({ name: 'edge_registrar_sync_resync_changes_total', help: 'Drift repairs, by action (restored, orphan_deleted).', labelNames: ['action'], registers: [registry] }),
+  };
+}

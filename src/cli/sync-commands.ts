@@ -1,0 +1,165 @@
+/** `sync`, `publish`, `backfill` and `dlq`: the sync daemon and the tools around its stream. */
+import { readFile } from 'node:fs/promises';
+import { hostname } from 'node:os';
+import type { Redis } from 'ioredis';
+import { publishConfig, syncConfig, type RedisFlags, type SyncFlags } from '../config.ts';
+import { createRedis } from '../redis/connection.ts';
+import { formatOf, planBackfill } from '../sync/backfill.ts';
+import { dlqStream, originalFields } from '../sync/dead-letter.ts';
+import { fieldsToRecord } from '../sync/event.ts';
+import { eventFields, publish, publishMany } from '../sync/publisher.ts';
+import { runSync } from '../sync/run.ts';
+import { createLogger } from '../telemetry/logger.ts';
+
+export async function runSyncCommand(flags: SyncFlags): Promise<void> {
+  const config = syncConfig(flags, process.env, `${hostname()}-${process.pid}`);
+  const logger = createLogger(config.logLevel, 'sync');
+  const running = await runSync(config, logger);
+  await new Promise<void>((resolve) => {
+    const stop = (signal: NodeJS.Signals): void => {
+      logger.info({ signal }, 'stop requested');
+      process.off('SIGTERM', stop);
+      process.off('SIGINT', stop);
+      void running.stop().then(resolve);
+    };
+    process.on('SIGTERM', stop);
+    process.on('SIGINT', stop);
+  });
+}
+
+async function withRedis<T>(flags: RedisFlags, use: (redis: Redis, stream: string) => Promise<T>): Promise<T> {
+  const config = publishConfig(flags, process.env);
+  const redis = createRedis(config.redis, 'commands');
+  redis.on('error', () => undefined); // reported by the command that fails
+  try {
+    await redis.connect();
+    return await use(redis, config.stream);
+  } finally {
+    redis.disconnect();
+  }
+}
+
+export interface PublishFlags extends RedisFlags {
+  vpsId?: string;
+  name?: string;
+  address?: string;
+  country?: string;
+  label?: string[];
+  occurredAt?: string;
+}
+
+export async function runPublish(event: string, flags: PublishFlags): Promise<void> {
+  const labels: Record<string, string> = {};
+  for (const pair of flags.label ?? []) {
+    const [k, ...v] = pair.split('=');
+    if (k === undefined || k === '' || v.length === 0) {
+      console.error(`edge-registrar publish: --label ${JSON.stringify(pair)}: expected KEY=VALUE`);
+      process.exitCode = 2;
+      return;
+    }
+    labels[k] = v.join('=');
+  }
+  const fields = eventFields({
+    event,
+    vps_id: flags.vpsId,
+    name: flags.name,
+    address: flags.address,
+    country: flags.country,
+    labels: Object.keys(labels).length > 0 ? labels : undefined,
+    occurred_at: flags.occurredAt,
+  });
+  if (!fields.ok) {
+    console.error(`edge-registrar publish ${event}: ${fields.message}`);
+    process.exitCode = 2;
+    return;
+  }
+  const id = await withRedis(flags, (redis, stream) => publish(redis, stream, fields.fields));
+  console.log(id);
+}
+
+export async function runBackfill(flags: RedisFlags & { from: string; dryRun?: boolean }): Promise<void> {
+  let text: string;
+  let contentType: string | undefined;
+  if (/^https?:\/\//.test(flags.from)) {
+    const res = await fetch(flags.from, { headers: { accept: 'application/json, text/csv' } });
+    if (!res.ok) throw new Error(`--from ${flags.from}: HTTP ${res.status}`);
+    contentType = res.headers.get('content-type') ?? undefined;
+    text = await res.text();
+  } else {
+    text = await readFile(flags.from, 'utf8');
+  }
+  const plan = planBackfill(text, formatOf(flags.from, contentType));
+  if (plan.errors.length > 0) {
+    for (const e of plan.errors) console.error(`${flags.from}: ${e}`);
+    console.error(`edge-registrar backfill: ${plan.errors.length} invalid row(s); nothing published`);
+    process.exitCode = 2;
+    return;
+  }
+  if (flags.dryRun === true) {
+    for (const fields of plan.events) console.log(`XADD <stream> * ${fields.map((f) => (/[\s"{}]/.test(f) ? `'${f}'` : f)).join(' ')}`);
+    console.error(`dry run: ${plan.events.length} register event(s) would be published`);
+    return;
+  }
+  const ids = await withRedis(flags, (redis, stream) => publishMany(redis, stream, plan.events));
+  console.error(`published ${ids.length} register event(s) (${ids[0] ?? '-'} .. ${ids[ids.length - 1] ?? '-'})`);
+}
+
+type DlqEntry = [string, string[]];
+
+export async function runDlqList(flags: RedisFlags & { count?: string }): Promise<void> {
+  await withRedis(flags, async (redis, stream) => {
+    const entries = (await redis.xrange(dlqStream(stream), '-', '+', 'COUNT', Number(flags.count ?? 100))) as DlqEntry[];
+    for (const [id, raw] of entries) {
+      const f = fieldsToRecord(raw);
+      console.log(`${id}  ${f.dlq_at ?? ''}  ${f.dlq_rule ?? ''}  ${f.event ?? '(no event)'} vps_id=${f.vps_id ?? '-'} name=${f.name ?? '-'}  ${f.dlq_reason ?? ''}`);
+    }
+    if (entries.length === 0) console.error('the dead-letter stream is empty');
+  });
+}
+
+export async function runDlqShow(id: string, flags: RedisFlags): Promise<void> {
+  await withRedis(flags, async (redis, stream) => {
+    const [entry] = (await redis.xrange(dlqStream(stream), id, id)) as DlqEntry[];
+    if (entry === undefined) {
+      console.error(`no dead-lettered entry ${id}`);
+      process.exitCode = 1;
+      return;
+    }
+    console.log(JSON.stringify({ id: entry[0], ...fieldsToRecord(entry[1]) }, null, 2));
+  });
+}
+
+/** Puts dead-lettered events back on the stream (after the producer or the policy was fixed). */
+export async function runDlqReplay(id: string | undefined, flags: RedisFlags & { all?: boolean }): Promise<void> {
+  if ((id === undefined) === (flags.all !== true)) {
+    console.error('edge-registrar dlq replay: give one ID or --all');
+    process.exitCode = 2;
+    return;
+  }
+  await withRedis(flags, async (redis, stream) => {
+    const dlq = dlqStream(stream);
+    const entries = (id !== undefined ? await redis.xrange(dlq, id, id) : await redis.xrange(dlq, '-', '+')) as DlqEntry[];
+    if (entries.length === 0) {
+      console.error(id !== undefined ? `no dead-lettered entry ${id}` : 'the dead-letter stream is empty');
+      process.exitCode = id !== undefined ? 1 : 0;
+      return;
+    }
+    for (const [dlqId, raw] of entries) {
+      const fields = Object.entries(originalFields(fieldsToRecord(raw))).flat();
+      const results = await redis.multi().xadd(stream, '*', ...fields).xdel(dlq, dlqId).exec();
+      console.log(`${dlqId} -> ${String(results?.[0]?.[1])}`);
+    }
+  });
+}
+
+export async function runDlqPurge(id: string | undefined, flags: RedisFlags & { all?: boolean }): Promise<void> {
+  if ((id === undefined) === (flags.all !== true)) {
+    console.error('edge-registrar dlq purge: give one ID or --all');
+    process.exitCode = 2;
+    return;
+  }
+  await withRedis(flags, async (redis, stream) => {
+    const removed = id !== undefined ? await redis.xdel(dlqStream(stream), id) : await redis.del(dlqStream(stream));
+    console.error(`purged ${removed} entr${removed === 1 ? 'y' : 'ies'}`);
+  });
+}

@@ -1,0 +1,252 @@
+/**
+ * The stream consumer. Reads its own pending entries first (after start and after every
+ * reconnect), then new ones; takes over entries left idle by a dead replica (XAUTOCLAIM);
+ * applies the events of one VPS strictly in stream order while other VPSs proceed in
+ * parallel; retries transient failures with backoff and jitter without acknowledging and
+ * without blocking other VPSs; and guards the blocking read with a watchdog, since blocked
+ * reads have been seen to hang after reconnects (ioredis #1888).
+ */
+import type { Redis } from 'ioredis';
+import type { Logger } from 'pino';
+import { canonicalAddress } from '../policy/address.ts';
+import { backoffDelay } from '../util/backoff.ts';
+import { TransientError } from './entry-writer.ts';
+import { fieldsToRecord } from './event.ts';
+import type { EventProcessor, ProcessResult } from './processor.ts';
+
+type StreamEntry = [id: string, fields: string[] | null];
+
+export interface ConsumerOptions {
+  blocking: Redis;
+  commands: Redis;
+  processor: EventProcessor;
+  stream: string;
+  group: string;
+  consumer: string;
+  batchSize: number;
+  blockMs: number;
+  concurrency: number;
+  claimIdleMs: number;
+  maxDeliveries: number;
+  retryBaseMs: number;
+  retryMaxMs: number;
+  logger: Logger;
+  /** Only the Lease holder consumes. */
+  isLeader: () => boolean;
+  onResult?: (result: ProcessResult, seconds: number) => void;
+  onRetry?: (reason: string) => void;
+}
+
+const sleep = (ms: number, signal?: AbortSignal): Promise<void> =>
+  new Promise((resolve) => {
+    const timer = setTimeout(resolve, ms);
+    signal?.addEventListener('abort', () => {
+      clearTimeout(timer);
+      resolve();
+    }, { once: true });
+  });
+
+/** A counting semaphore: at most `limit` VPSs are being written at once. */
+class Semaphore {
+  #free: number;
+  readonly #waiting: (() => void)[] = [];
+  constructor(limit: number) {
+    this.#free = limit;
+  }
+  async acquire(): Promise<void> {
+    if (this.#free > 0) {
+      this.#free--;
+      return;
+    }
+    await new Promise<void>((resolve) => this.#waiting.push(resolve));
+  }
+  release(): void {
+    const next = this.#waiting.shift();
+    if (next) next();
+    else this.#free++;
+  }
+}
+
+export class StreamConsumer {
+  readonly #o: ConsumerOptions;
+  readonly #log: Logger;
+  /** Stream ids being applied (pending in Redis, owned here); never read twice. */
+  readonly #inFlight = new Set<string>();
+  /** The tail of each chain (per VPS, address, name): the next event on that key waits for it. */
+  readonly #chains = new Map<string, Promise<void>>();
+  readonly #slots: Semaphore;
+  #readPending = true;
+  #lastClaim = 0;
+  #stopped = new AbortController();
+  #running: Promise<void> | undefined;
+
+  constructor(options: ConsumerOptions) {
+    this.#o = options;
+    this.#log = options.logger.child({ component: 'consumer', stream: options.stream, group: options.group, consumer: options.consumer });
+    this.#slots = new Semaphore(options.concurrency);
+    // After a reconnect, whatever was delivered before may not have been seen: re-read
+    // this consumer's pending list before new entries.
+    options.blocking.on('ready', () => {
+      this.#readPending = true;
+    });
+  }
+
+  async ensureGroup(): Promise<void> {
+    try {
+      await this.#o.commands.xgroup('CREATE', this.#o.stream, this.#o.group, '0', 'MKSTREAM');
+      this.#log.info('consumer group created');
+    } catch (error) {
+      if (!String(error).includes('BUSYGROUP')) throw error;
+    }
+  }
+
+  /** Read through a method: the flag changes while we await, which flow analysis cannot see. */
+  #stopping(): boolean {
+    return this.#stopped.signal.aborted;
+  }
+
+  get inFlight(): number {
+    return this.#inFlight.size;
+  }
+
+  start(): void {
+    this.#running ??= this.#loop();
+  }
+
+  /** Stops reading; in-flight events finish (or stay pending for the next consumer). */
+  async stop(): Promise<void> {
+    this.#stopped.abort();
+    await this.#running;
+    await Promise.all(this.#chains.values());
+  }
+
+  async #read(id: string): Promise<StreamEntry[]> {
+    const { blocking, group, consumer, batchSize, blockMs, stream } = this.#o;
+    const read = blocking.xreadgroup('GROUP', group, consumer, 'COUNT', batchSize, 'BLOCK', blockMs, 'STREAMS', stream, id) as Promise<[string, StreamEntry[]][] | null>;
+    let timer: NodeJS.Timeout | undefined;
+    const watchdog = new Promise<'hung'>((resolve) => (timer = setTimeout(() => { resolve('hung'); }, blockMs + 10_000)));
+    const result = await Promise.race([read, watchdog]).finally(() => { clearTimeout(timer); });
+    if (result === 'hung') {
+      this.#log.warn({ blockMs }, 'blocking read did not return; reconnecting');
+      read.catch(() => undefined);
+      blocking.disconnect(true);
+      this.#readPending = true;
+      return [];
+    }
+    return result?.[0]?.[1] ?? [];
+  }
+
+  async #deliveries(ids: readonly string[]): Promise<Map<string, number>> {
+    const counts = new Map<string, number>();
+    if (ids.length === 0) return counts;
+    const first = ids[0] as string;
+    const last = ids[ids.length - 1] as string;
+    const rows = (await this.#o.commands.xpending(this.#o.stream, this.#o.group, first, last, ids.length * 2)) as [string, string, number, number][];
+    for (const [id, , , count] of rows) counts.set(id, count);
+    return counts;
+  }
+
+  async #loop(): Promise<void> {
+    const signal = this.#stopped.signal;
+    let failures = 0;
+    while (!signal.aborted) {
+      if (!this.#o.isLeader()) {
+        this.#readPending = true;
+        await sleep(250, signal);
+        continue;
+      }
+      // Back-pressure: never hold more than a few batches in memory.
+      if (this.#inFlight.size >= this.#o.batchSize * 4) {
+        await sleep(50, signal);
+        continue;
+      }
+      try {
+        if (Date.now() - this.#lastClaim > this.#o.claimIdleMs / 2) await this.#claimIdle();
+        const fromPending = this.#readPending;
+        const entries = await this.#read(fromPending ? '0' : '>');
+        failures = 0;
+        if (fromPending) {
+          const fresh = entries.filter(([id]) => !this.#inFlight.has(id));
+          if (fresh.length === 0) {
+            this.#readPending = false;
+            continue;
+          }
+          await this.#dispatch(fresh, await this.#deliveries(fresh.map(([id]) => id)));
+          // Everything pending is in flight now; the next read starts from where this one ended.
+          if (entries.length < this.#o.batchSize) this.#readPending = false;
+        } else {
+          await this.#dispatch(entries, undefined);
+        }
+      } catch (error) {
+        if (this.#stopping()) break;
+        failures++;
+        const delay = backoffDelay(failures, { baseMs: this.#o.retryBaseMs, maxMs: this.#o.retryMaxMs });
+        this.#log.warn({ err: error, retryInMs: delay }, 'reading the stream failed; retrying');
+        this.#o.onRetry?.('redis');
+        this.#readPending = true;
+        await sleep(delay, signal);
+      }
+    }
+  }
+
+  async #claimIdle(): Promise<void> {
+    this.#lastClaim = Date.now();
+    const { commands, stream, group, consumer, claimIdleMs, batchSize } = this.#o;
+    const reply = (await commands.xautoclaim(stream, group, consumer, claimIdleMs, '0-0', 'COUNT', batchSize)) as [string, StreamEntry[], string[]?];
+    const claimed = reply[1].filter(([id]) => !this.#inFlight.has(id));
+    // Entries deleted from the stream while pending come back in the third element; ack them.
+    for (const id of reply[2] ?? []) await commands.xack(stream, group, id);
+    if (claimed.length > 0) {
+      this.#log.info({ count: claimed.length }, 'claimed entries left idle by another consumer');
+      await this.#dispatch(claimed, await this.#deliveries(claimed.map(([id]) => id)));
+    }
+  }
+
+  /** Queues each entry behind the previous event of the same VPS; returns once queued. */
+  async #dispatch(entries: readonly StreamEntry[], deliveries: Map<string, number> | undefined): Promise<void> {
+    for (const [id, raw] of entries) {
+      if (this.#inFlight.has(id)) continue;
+      this.#inFlight.add(id);
+      const fields = raw === null ? null : fieldsToRecord(raw);
+      const count = deliveries?.get(id) ?? 1;
+      const poison = count > this.#o.maxDeliveries ? { deliveries: count } : undefined;
+      // Events are ordered per VPS, and also per address and per name: two VPSs claiming one
+      // address (or name) are decided in stream order, never by a race.
+      const keys = fields === null ? [`entry:${id}`] : [`vps:${fields.vps_id ?? id}`];
+      if (fields?.address !== undefined) keys.push(`address:${canonicalAddress(fields.address) ?? fields.address}`);
+      if (fields?.name !== undefined) keys.push(`name:${fields.name}`);
+      const previous = Promise.all(keys.map((k) => this.#chains.get(k) ?? Promise.resolve()));
+      const next = previous.then(() => this.#applyWithRetry(id, fields, poison)).finally(() => {
+        this.#inFlight.delete(id);
+        for (const k of keys) if (this.#chains.get(k) === next) this.#chains.delete(k);
+      });
+      for (const k of keys) this.#chains.set(k, next);
+    }
+    // Yield once so queued work starts before the next read.
+    await Promise.resolve();
+  }
+
+  async #applyWithRetry(id: string, fields: Record<string, string> | null, poison: { deliveries: number } | undefined): Promise<void> {
+    const signal = this.#stopped.signal;
+    for (let attempt = 1; ; attempt++) {
+      const delay = backoffDelay(attempt, { baseMs: this.#o.retryBaseMs, maxMs: this.#o.retryMaxMs });
+      await this.#slots.acquire();
+      const started = process.hrtime.bigint();
+      try {
+        const result = await this.#o.processor.process(id, fields, poison);
+        this.#o.onResult?.(result, Number(process.hrtime.bigint() - started) / 1e9);
+        return;
+      } catch (error) {
+        const transient = error instanceof TransientError;
+        this.#log.warn({ err: error, streamId: id, vpsId: fields?.vps_id, name: fields?.name, attempt, retryInMs: delay, transient }, 'applying event failed; will retry (not acknowledged)');
+        this.#o.onRetry?.(transient ? 'kubernetes' : 'redis');
+      } finally {
+        this.#slots.release();
+      }
+      // Stopping, or no longer the leader: leave it pending; whoever consumes next re-reads it.
+      if (this.#stopping() || !this.#o.isLeader()) return;
+      await sleep(delay, signal);
+      if (this.#stopping() || !this.#o.isLeader()) return;
+    }
+  }
+}

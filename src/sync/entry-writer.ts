@@ -1,0 +1,133 @@
+/**
+ * Writes managed WorkloadEntries: server-side apply under a fixed field manager (force,
+ * since the sync daemon owns every field it sets), and deletes that first check the entry
+ * is ours (managed marker and the same vps-id) and then delete with that resourceVersion
+ * as a precondition, so an entry someone else owns, or rewrote meanwhile, is never removed.
+ * Errors are classified: transient ones are retried by the caller, permanent ones (the
+ * webhook's denial, an invalid object) dead-letter the event.
+ */
+import * as k8s from '@kubernetes/client-node';
+import { WORKLOAD_ENTRY_GROUP, WORKLOAD_ENTRY_PLURAL } from '../kube/client.ts';
+import { VPS_ID_ANNOTATION, isManaged } from '../policy/markers.ts';
+import type { ManagedEntry } from './planner.ts';
+
+export const FIELD_MANAGER = 'edge-registrar-sync';
+
+/** A WorkloadEntry as read from the API server: only what the daemon looks at is typed. */
+export interface StoredEntry {
+  metadata?: { name?: string; labels?: Record<string, string>; annotations?: Record<string, string>; resourceVersion?: string; generation?: number };
+  spec?: Record<string, unknown>;
+}
+
+export class TransientError extends Error {
+  override name = 'TransientError';
+}
+
+export class PermanentError extends Error {
+  override name = 'PermanentError';
+  readonly rule: string;
+  constructor(message: string, rule: string, options?: ErrorOptions) {
+    super(message, options);
+    this.rule = rule;
+  }
+}
+
+function statusMessage(error: k8s.ApiException<unknown>): string {
+  const body = error.body;
+  if (typeof body === 'string') {
+    try {
+      const parsed = JSON.parse(body) as { message?: unknown };
+      if (typeof parsed.message === 'string') return parsed.message;
+    } catch {
+      return body;
+    }
+  }
+  if (body !== null && typeof body === 'object' && typeof (body as { message?: unknown }).message === 'string') {
+    return (body as { message: string }).message;
+  }
+  return error.message;
+}
+
+/** Turns a client-node failure into Transient (retry, never ack) or Permanent (dead-letter). */
+export function classify(error: unknown, what: string): TransientError | PermanentError {
+  if (error instanceof k8s.ApiException) {
+    const message = `${what}: HTTP ${error.code}: ${statusMessage(error)}`;
+    const denied = message.includes('admission webhook') && message.includes('denied the request');
+    if (error.code === 422 || error.code === 400 || (error.code === 403 && denied)) {
+      return new PermanentError(message, denied ? 'webhook.denied' : 'kubernetes.invalid', { cause: error });
+    }
+    // 5xx (including "failed calling webhook"), 429, 409 conflicts, 404 for a missing
+    // namespace or CRD, 401/403 from our own RBAC: the cluster's state, not the event's fault.
+    return new TransientError(message, { cause: error });
+  }
+  return new TransientError(`${what}: ${error instanceof Error ? error.message : String(error)}`, { cause: error });
+}
+
+export class EntryWriter {
+  readonly #api: k8s.CustomObjectsApi;
+  readonly #namespace: string;
+  readonly #version: string;
+
+  constructor(kubeConfig: k8s.KubeConfig, namespace: string, istioApiVersion: string) {
+    this.#api = kubeConfig.makeApiClient(k8s.CustomObjectsApi);
+    this.#namespace = namespace;
+    this.#version = istioApiVersion;
+  }
+
+  #coordinates(): { group: string; version: string; namespace: string; plural: string } {
+    return { group: WORKLOAD_ENTRY_GROUP, version: this.#version, namespace: this.#namespace, plural: WORKLOAD_ENTRY_PLURAL };
+  }
+
+  async apply(entry: ManagedEntry): Promise<void> {
+    try {
+      await this.#api.patchNamespacedCustomObject(
+        { ...this.#coordinates(), name: entry.metadata.name, body: entry, fieldManager: FIELD_MANAGER, force: true },
+        k8s.setHeaderOptions('Content-Type', k8s.PatchStrategy.ServerSideApply),
+      );
+    } catch (error) {
+      throw classify(error, `apply WorkloadEntry ${this.#namespace}/${entry.metadata.name}`);
+    }
+  }
+
+  async get(name: string): Promise<StoredEntry | undefined> {
+    try {
+      return (await this.#api.getNamespacedCustomObject({ ...this.#coordinates(), name })) as StoredEntry;
+    } catch (error) {
+      if (error instanceof k8s.ApiException && error.code === 404) return undefined;
+      throw classify(error, `get WorkloadEntry ${this.#namespace}/${name}`);
+    }
+  }
+
+  /** Lists the entries edge-registrar manages (the label marker), for resync. */
+  async listManaged(): Promise<StoredEntry[]> {
+    try {
+      const list = (await this.#api.listNamespacedCustomObject({ ...this.#coordinates(), labelSelector: 'app.kubernetes.io/managed-by=edge-registrar' })) as { items: StoredEntry[] };
+      return list.items;
+    } catch (error) {
+      throw classify(error, `list WorkloadEntries in ${this.#namespace}`);
+    }
+  }
+
+  /**
+   * Deletes the entry if it is ours for this VPS. Returns what happened; an entry that is
+   * not managed, or managed for another VPS, is left alone.
+   */
+  async deleteOwned(name: string, vpsId: string | undefined): Promise<'deleted' | 'absent' | 'not-ours'> {
+    const current = await this.get(name);
+    if (current === undefined) return 'absent';
+    const metadata = current.metadata ?? {};
+    if (!isManaged(metadata.labels)) return 'not-ours';
+    if (vpsId !== undefined && metadata.annotations?.[VPS_ID_ANNOTATION] !== vpsId) return 'not-ours';
+    try {
+      await this.#api.deleteNamespacedCustomObject({
+        ...this.#coordinates(),
+        name,
+        body: { apiVersion: 'v1', kind: 'DeleteOptions', preconditions: { resourceVersion: metadata.resourceVersion } },
+      });
+      return 'deleted';
+    } catch (error) {
+      if (error instanceof k8s.ApiException && error.code === 404) return 'absent';
+      throw classify(error, `delete WorkloadEntry ${this.#namespace}/${name}`);
+    }
+  }
+}

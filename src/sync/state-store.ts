@@ -1,0 +1,136 @@
+/**
+ * The desired state, in Redis: which VPSs are registered, with what, and the stream id of
+ * the event that produced each state. Retired VPSs keep a tombstone (with a TTL) so a late
+ * register older than the retire cannot resurrect them. Every change is committed by one
+ * Lua script together with the XACK of the event, so state and acknowledgement never
+ * disagree, and a stale event (older than the stored state) changes nothing.
+ *
+ * Keys, all under `<prefix>` (the namespace's own):
+ *   vps:<vps_id>   hash: state, name, address, country, labels, stream_id, updated_at
+ *   addresses      hash: canonical address -> vps_id (registered only)
+ *   names          hash: entry name -> vps_id (registered only)
+ *   registered     set of registered vps_ids
+ * Multi-key scripts need Redis standalone or Sentinel (not Redis Cluster).
+ */
+import type { Redis } from 'ioredis';
+
+export interface VpsRecord {
+  vpsId: string;
+  state: 'registered' | 'retired';
+  name: string;
+  address: string;
+  country: string;
+  labels: Record<string, string>;
+  streamId: string;
+  updatedAt: string;
+}
+
+const COMMIT = `
+local function newer(a, b)
+  local am, as = string.match(a, '^(%d+)-(%d+)$')
+  local bm, bs = string.match(b, '^(%d+)-(%d+)$')
+  am, as, bm, bs = tonumber(am), tonumber(as), tonumber(bm), tonumber(bs)
+  if am ~= bm then return am > bm end
+  return as > bs
+end
+local vpsKey, addrKey, namesKey, regKey, stream = KEYS[1], KEYS[2], KEYS[3], KEYS[4], KEYS[5]
+local group, id, vps, state = ARGV[1], ARGV[2], ARGV[3], ARGV[4]
+local current = redis.call('HGET', vpsKey, 'stream_id')
+if current and not newer(id, current) then
+  redis.call('XACK', stream, group, id)
+  return 'stale'
+end
+local oldAddr = redis.call('HGET', vpsKey, 'address')
+local oldName = redis.call('HGET', vpsKey, 'name')
+if oldAddr and redis.call('HGET', addrKey, oldAddr) == vps then redis.call('HDEL', addrKey, oldAddr) end
+if oldName and redis.call('HGET', namesKey, oldName) == vps then redis.call('HDEL', namesKey, oldName) end
+redis.call('DEL', vpsKey)
+redis.call('HSET', vpsKey, 'state', state, 'stream_id', id, 'name', ARGV[5], 'address', ARGV[6],
+  'country', ARGV[7], 'labels', ARGV[8], 'updated_at', ARGV[9])
+if state == 'registered' then
+  redis.call('HSET', addrKey, ARGV[6], vps)
+  redis.call('HSET', namesKey, ARGV[5], vps)
+  redis.call('SADD', regKey, vps)
+else
+  redis.call('SREM', regKey, vps)
+  redis.call('EXPIRE', vpsKey, tonumber(ARGV[10]))
+end
+if id ~= '0-0' then redis.call('XACK', stream, group, id) end
+return 'ok'
+`;
+
+export type CommitResult = 'ok' | 'stale';
+
+export class StateStore {
+  readonly #redis: Redis;
+  readonly #prefix: string;
+  readonly #stream: string;
+  readonly #group: string;
+  readonly #tombstoneTtlSeconds: number;
+
+  constructor(redis: Redis, options: { prefix: string; stream: string; group: string; tombstoneTtlSeconds: number }) {
+    this.#redis = redis;
+    this.#prefix = options.prefix;
+    this.#stream = options.stream;
+    this.#group = options.group;
+    this.#tombstoneTtlSeconds = options.tombstoneTtlSeconds;
+    redis.defineCommand('edgeRegistrarCommit', { numberOfKeys: 5, lua: COMMIT });
+  }
+
+  #key(suffix: string): string {
+    return `${this.#prefix}${suffix}`;
+  }
+
+  async get(vpsId: string): Promise<VpsRecord | undefined> {
+    const h = await this.#redis.hgetall(this.#key(`vps:${vpsId}`));
+    if (h.state === undefined) return undefined;
+    return {
+      vpsId,
+      state: h.state === 'registered' ? 'registered' : 'retired',
+      name: h.name ?? '',
+      address: h.address ?? '',
+      country: h.country ?? '',
+      labels: h.labels ? (JSON.parse(h.labels) as Record<string, string>) : {},
+      streamId: h.stream_id ?? '0-0',
+      updatedAt: h.updated_at ?? '',
+    };
+  }
+
+  /** The registered VPS holding an address or a name, if any. */
+  async holderOfAddress(address: string): Promise<string | undefined> {
+    return (await this.#redis.hget(this.#key('addresses'), address)) ?? undefined;
+  }
+
+  async holderOfName(name: string): Promise<string | undefined> {
+    return (await this.#redis.hget(this.#key('names'), name)) ?? undefined;
+  }
+
+  async registered(): Promise<VpsRecord[]> {
+    const ids = await this.#redis.smembers(this.#key('registered'));
+    const records = await Promise.all(ids.map((id) => this.get(id)));
+    return records.filter((r): r is VpsRecord => r?.state === 'registered');
+  }
+
+  /** Records the new state and acknowledges the event, atomically; 'stale' when a newer state is stored. */
+  async commit(record: VpsRecord): Promise<CommitResult> {
+    const redis = this.#redis as Redis & { edgeRegistrarCommit(...args: string[]): Promise<string> };
+    const result = await redis.edgeRegistrarCommit(
+      this.#key(`vps:${record.vpsId}`),
+      this.#key('addresses'),
+      this.#key('names'),
+      this.#key('registered'),
+      this.#stream,
+      this.#group,
+      record.streamId,
+      record.vpsId,
+      record.state,
+      record.name,
+      record.address,
+      record.country,
+      JSON.stringify(record.labels),
+      record.updatedAt,
+      String(this.#tombstoneTtlSeconds),
+    );
+    return result === 'stale' ? 'stale' : 'ok';
+  }
+}
