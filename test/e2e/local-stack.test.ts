@@ -41,20 +41,26 @@ async function runOnce(): Promise<void> {
     await new Promise((r) => setTimeout(r, 250));
   }
   expect(output).toContain('-n airport-prod get workloadentries');
+  expect(output).toContain('publish register');
   const env = Object.fromEntries((await readFile(join(dir, 'env'), 'utf8')).trim().split('\n').map((l) => l.split('=', 2) as [string, string]));
   expect(env.REDIS_URL).toMatch(/^redis:\/\/127\.0\.0\.1:\d+$/);
 
   const kubectl = inject('binaries').kubectl;
   const seeded = await runKubectl(kubectl, join(dir, 'kubeconfig'), ['-n', 'airport-prod', 'get', 'serviceaccount/xrayr-vm', 'workloadgroup/xrayr', 'serviceentry/xrayr-nodes', '-o', 'name']);
   expect(seeded.stdout.trim().split('\n')).toEqual(['serviceaccount/xrayr-vm', 'workloadgroup.networking.istio.io/xrayr', 'serviceentry.networking.istio.io/xrayr-nodes']);
-  const bad = await runKubectl(kubectl, join(dir, 'kube/alice.kubeconfig'), ['apply', '-f', '-'], 'apiVersion: networking.istio.io/v1\nkind: WorkloadEntry\nmetadata: {name: vps-jp-01, namespace: airport-prod, labels: {app: xrayr, country: jp}}\nspec: {address: 10.0.0.5}\n');
+  const bad = await runKubectl(kubectl, join(dir, 'kube/alice.kubeconfig'), ['apply', '-f', '-'], 'apiVersion: networking.istio.io/v1\nkind: WorkloadEntry\nmetadata: {name: vps-jp-02, namespace: airport-prod, labels: {app: xrayr, country: jp}}\nspec: {address: 10.0.0.5}\n');
   expect(bad.stderr).toContain('[address.public-unicast]');
 
   const { pids } = JSON.parse(await readFile(join(dir, 'pids.json'), 'utf8')) as { pids: number[] };
-  expect(pids.length).toBe(3);
+  expect(pids.length).toBe(4);
+  const sampled = await runKubectl(kubectl, join(dir, 'kubeconfig'), ['-n', 'airport-prod', 'get', 'workloadentries', '-o', 'name']);
+  expect(sampled.stdout.trim().split('\n')).toEqual(['workloadentry.networking.istio.io/vps-hk-01', 'workloadentry.networking.istio.io/vps-jp-01', 'workloadentry.networking.istio.io/vps-us-01']);
   child.kill('SIGTERM');
   expect(await exited).toBe(0);
-  expect(pids.filter(alive)).toEqual([]);
+  const gone = Date.now() + 5000;
+  while (pids.some(alive) && Date.now() < gone) await new Promise((r) => setTimeout(r, 100));
+  const survivors = await Promise.all(pids.filter(alive).map((pid) => readFile(`/proc/${pid}/cmdline`, 'utf8').then((c) => `${pid}: ${c.replaceAll('\0', ' ')}`, () => `${pid}: (gone)`)));
+  expect(survivors, output).toEqual([]);
   expect(await exists(join(dir, 'ready'))).toBe(false);
 }
 
