@@ -10,21 +10,13 @@ import { fieldsToRecord } from '../sync/event.ts';
 import { eventFields, publish, publishMany } from '../sync/publisher.ts';
 import { runSync } from '../sync/run.ts';
 import { createLogger } from '../telemetry/logger.ts';
+import { runUntilSignal } from './run-until-signal.ts';
 
 export async function runSyncCommand(flags: SyncFlags): Promise<void> {
   const config = syncConfig(flags, process.env, `${hostname()}-${process.pid}`);
   const logger = createLogger(config.logLevel, 'sync');
   const running = await runSync(config, logger);
-  await new Promise<void>((resolve) => {
-    const stop = (signal: NodeJS.Signals): void => {
-      logger.info({ signal }, 'stop requested');
-      process.off('SIGTERM', stop);
-      process.off('SIGINT', stop);
-      void running.stop().then(resolve);
-    };
-    process.on('SIGTERM', stop);
-    process.on('SIGINT', stop);
-  });
+  await runUntilSignal(running, logger);
 }
 
 async function withRedis<T>(flags: RedisFlags, use: (redis: Redis, stream: string) => Promise<T>): Promise<T> {

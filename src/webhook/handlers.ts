@@ -60,16 +60,14 @@ function outOfScope(request: AdmissionRequest, ctx: HandlerContext): boolean {
   return !isWorkloadEntry(request) || request.operation === 'CONNECT' || namespaceOf(request, ctx.namespace) !== ctx.namespace;
 }
 
+function ownershipOf(request: AdmissionRequest, ctx: HandlerContext): OwnershipDecision {
+  return decideOwnership({ operation: request.operation, user: request.userInfo, object: request.object, oldObject: request.oldObject, policy: ctx.policy });
+}
+
 export function handleMutate(request: AdmissionRequest, ctx: HandlerContext): HandlerOutcome {
   // Never mutate on DELETE: there is nothing to default and the object is going away.
   if (outOfScope(request, ctx) || request.operation === 'DELETE') return allow(request, 'ignored');
-  const ownership = decideOwnership({
-    operation: request.operation,
-    user: request.userInfo,
-    object: request.object,
-    oldObject: request.oldObject,
-    policy: ctx.policy,
-  });
+  const ownership = ownershipOf(request, ctx);
   if (ownership.kind === 'istiod' || ownership.kind === 'denied') {
     // istiod's entries are not ours; denied writes are refused by the validating webhook
     // with the reason, so defaulting them would only make the patch noise.
@@ -120,13 +118,7 @@ export function handleValidate(request: AdmissionRequest, ctx: HandlerContext): 
   if (outOfScope(request, ctx)) return allow(request, 'ignored');
   const namespace = namespaceOf(request, ctx.namespace);
   const ref = entryRef(request, namespace);
-  const ownership = decideOwnership({
-    operation: request.operation,
-    user: request.userInfo,
-    object: request.object,
-    oldObject: request.oldObject,
-    policy: ctx.policy,
-  });
+  const ownership = ownershipOf(request, ctx);
   const warnings: string[] = [];
   const extra: Partial<AdmissionResponse> = {};
   switch (ownership.kind) {
