@@ -17,7 +17,7 @@ afterAll(async () => {
 });
 
 beforeEach(async () => {
-  await mustKubectl('sync', ['-n', NAMESPACE, 'delete', 'workloadentries', '--all', '--wait=true']);
+  await deleteAllEntries();
   await mustKubectl('admin', ['-n', NAMESPACE, 'delete', 'services', '--all']);
 });
 

@@ -22,7 +22,7 @@ import { StateStore } from '../../src/sync/state-store.ts';
 import { createLogger } from '../../src/telemetry/logger.ts';
 import { kubeconfigFor } from '../harness/kube-cluster.ts';
 import { ensureRedisServer, startRedis, type RunningRedis } from '../harness/redis-server.ts';
-import { NAMESPACE, ensureBase, kubectl, mustKubectl, startRegisteredWebhook, waitFor, type E2EWebhook } from './support.ts';
+import { NAMESPACE, deleteAllEntries, ensureBase, kubectl, mustKubectl, startRegisteredWebhook, waitFor, type E2EWebhook } from './support.ts';
 
 const ROOT = fileURLToPath(new URL('../../', import.meta.url));
 const STREAM = 'sigma:vps-events';
@@ -95,6 +95,7 @@ beforeAll(async () => {
 });
 
 afterAll(async () => {
+  await deleteAllEntries();
   await hook.stop();
   redis.disconnect();
   await redisServer.stop();
@@ -103,7 +104,7 @@ afterAll(async () => {
 
 beforeEach(async () => {
   await redis.flushall();
-  await mustKubectl('sync', ['-n', NAMESPACE, 'delete', 'workloadentries', '--all', '--wait=true']);
+  await deleteAllEntries();
   await kubectl('admin', ['-n', NAMESPACE, 'delete', 'lease', 'edge-registrar-sync', '--ignore-not-found']);
 });
 
