@@ -12,7 +12,7 @@ import { deadLetter } from './dead-letter.ts';
 import { parseEvent, type RegisterEvent, type RetireEvent } from './event.ts';
 import { PermanentError, type EntryWriter } from './entry-writer.ts';
 import { planRegister } from './planner.ts';
-import type { StateStore } from './state-store.ts';
+import type { StateStore, VpsRecord } from './state-store.ts';
 import { compareStreamIds } from './stream-id.ts';
 
 export type Outcome = 'applied' | 'deleted' | 'noop' | 'stale' | 'dead-lettered' | 'trimmed';
@@ -76,10 +76,10 @@ export class EventProcessor {
       base.info({ appliedStreamId: record.streamId }, 'stale event ignored');
       return { outcome: 'stale', event: event.event, vpsId: event.vps_id };
     }
-    return event.event === 'register' ? this.#register(id, event, fields, base) : this.#retire(id, event, base);
+    return event.event === 'register' ? this.#register(id, event, fields, record, base) : this.#retire(id, event, fields, record, base);
   }
 
-  async #register(id: string, event: RegisterEvent, fields: Record<string, string>, log: Logger): Promise<ProcessResult> {
+  async #register(id: string, event: RegisterEvent, fields: Record<string, string>, previous: VpsRecord | undefined, log: Logger): Promise<ProcessResult> {
     const { store, writer } = this.#d;
     const plan = planRegister(event, id, { policy: this.#d.policy(), namespace: this.#d.namespace, istioApiVersion: this.#d.istioApiVersion });
     if (!plan.ok) return this.#deadLetter(id, fields, plan.rule, plan.reason, log);
@@ -92,7 +92,6 @@ export class EventProcessor {
     if (nameHolder !== undefined && nameHolder !== event.vps_id) {
       return this.#deadLetter(id, fields, 'name.unique', `name: ${JSON.stringify(event.name)} is already used by VPS ${nameHolder}`, log);
     }
-    const previous = await store.get(event.vps_id);
     const started = process.hrtime.bigint();
     try {
       if (previous?.state === 'registered' && previous.name !== event.name) {
@@ -119,9 +118,8 @@ export class EventProcessor {
     return { outcome: committed === 'ok' ? 'applied' : 'stale', event: 'register', vpsId: event.vps_id, name: event.name };
   }
 
-  async #retire(id: string, event: RetireEvent, log: Logger): Promise<ProcessResult> {
+  async #retire(id: string, event: RetireEvent, fields: Record<string, string>, previous: VpsRecord | undefined, log: Logger): Promise<ProcessResult> {
     const { store, writer } = this.#d;
-    const previous = await store.get(event.vps_id);
     const name = event.name ?? (previous?.state === 'registered' ? previous.name : undefined);
     let result: 'deleted' | 'absent' | 'not-ours' = 'absent';
     const started = process.hrtime.bigint();
@@ -129,7 +127,7 @@ export class EventProcessor {
       try {
         result = await writer.deleteOwned(name, event.vps_id);
       } catch (error) {
-        if (error instanceof PermanentError) return this.#deadLetter(id, { event: 'retire', vps_id: event.vps_id, name }, error.rule, error.message, log);
+        if (error instanceof PermanentError) return this.#deadLetter(id, fields, error.rule, error.message, log);
         throw error;
       }
       this.#d.onApplied?.('delete', Number(process.hrtime.bigint() - started) / 1e9);
