@@ -17,12 +17,17 @@ export interface WatchedIndexOptions {
   istioApiVersion: string;
   logger: Logger;
   onRestart?: (kind: IndexedKind) => void;
+  /** Called once per resource, when its first list has been indexed. */
+  onSynced?: (kind: IndexedKind) => void;
 }
 
 interface Watched {
   kind: IndexedKind;
   informer: k8s.Informer<k8s.KubernetesObject>;
+  /** The index holds a full list of this resource. */
   listed: boolean;
+  /** The most recent list call succeeded (its items are indexed once start() returns). */
+  lastListOk: boolean;
   failures: number;
   timer?: NodeJS.Timeout;
 }
@@ -32,6 +37,7 @@ export class WatchedIndex {
   readonly #watched: Watched[] = [];
   readonly #log: Logger;
   readonly #onRestart: ((kind: IndexedKind) => void) | undefined;
+  readonly #onSynced: ((kind: IndexedKind) => void) | undefined;
   readonly #namespace: string;
   #stopped = false;
 
@@ -41,6 +47,7 @@ export class WatchedIndex {
     this.index = new ClusterIndex(namespace);
     this.#log = options.logger.child({ component: 'cluster-cache', namespace });
     this.#onRestart = options.onRestart;
+    this.#onSynced = options.onSynced;
     const core = kubeConfig.makeApiClient(k8s.CoreV1Api);
     const custom = kubeConfig.makeApiClient(k8s.CustomObjectsApi);
     this.#add(kubeConfig, 'WorkloadEntry', `/apis/${WORKLOAD_ENTRY_GROUP}/${istioApiVersion}/namespaces/${namespace}/${WORKLOAD_ENTRY_PLURAL}`, async () =>
@@ -59,9 +66,12 @@ export class WatchedIndex {
     const watched: Watched = {
       kind,
       listed: false,
+      lastListOk: false,
       failures: 0,
       informer: k8s.makeInformer(kubeConfig, path, async () => {
+        watched.lastListOk = false;
         const result = await list();
+        watched.lastListOk = true;
         watched.failures = 0;
         return result;
       }),
@@ -83,13 +93,14 @@ export class WatchedIndex {
 
   async #start(watched: Watched): Promise<void> {
     if (this.#stopped) return;
-    const before = watched.failures;
+    // start() lists, indexes the items through the add callbacks, then opens the watch;
+    // when the list fails it resolves after the error callback instead.
     await watched.informer.start();
-    // start() resolves after the list (and the watch request) or after an error callback.
-    if (watched.failures === before || watched.failures === 0) {
-      if (!watched.listed) this.#log.info({ kind: watched.kind }, 'cache synced');
+    if (watched.lastListOk && !watched.listed) {
       watched.listed = true;
       this.index.markLoaded(watched.kind, this.#namespace);
+      this.#log.info({ kind: watched.kind }, 'cache synced');
+      this.#onSynced?.(watched.kind);
     }
   }
 

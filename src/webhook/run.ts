@@ -49,6 +49,7 @@ export async function runWebhook(config: WebhookConfig, logger: Logger, override
       istioApiVersion: config.istioApiVersion,
       logger,
       onRestart: (kind) => { metrics.cacheRestarts.inc({ resource: kind }); },
+      onSynced: (kind) => { metrics.cacheSynced.set({ resource: kind }, 1); },
     });
     view = watched.index;
   }
@@ -99,10 +100,7 @@ export async function runWebhook(config: WebhookConfig, logger: Logger, override
   });
 
   if (watched !== undefined) {
-    const w = watched;
-    void w.start().then(() => {
-      for (const kind of ['WorkloadEntry', 'Service', 'ServiceAccount']) metrics.cacheSynced.set({ resource: kind }, 1);
-    });
+    void watched.start();
   }
 
   let stopped: Promise<void> | undefined;

@@ -156,6 +156,12 @@ describe('ownership', () => {
 });
 
 describe('the webhook follows the cluster', () => {
+  it('reports each watched cache as synced only once it has listed', async () => {
+    const { httpsRequest } = await import('../harness/https-client.ts');
+    const metrics = (await httpsRequest(hook.webhook.port, { path: '/metrics', ca: hook.caCert })).body;
+    for (const kind of ['WorkloadEntry', 'Service', 'ServiceAccount']) expect(metrics).toContain(`edge_registrar_cache_synced{resource="${kind}"} 1`);
+  });
+
   it('an entry deleted frees its address for another', async () => {
     await mustKubectl('alice', ['apply', '-f', '-'], entry());
     await mustKubectl('alice', ['-n', NAMESPACE, 'delete', 'workloadentry', 'vps-jp-01']);
