@@ -121,13 +121,17 @@ export async function runDlqShow(id: string, flags: RedisFlags): Promise<void> {
   });
 }
 
+/** `dlq replay` and `dlq purge` take exactly one of an ID and --all; anything else is a usage error. */
+function oneIdOrAll(command: string, id: string | undefined, all: boolean | undefined): boolean {
+  if ((id === undefined) !== (all !== true)) return true;
+  console.error(`edge-registrar dlq ${command}: give one ID or --all`);
+  process.exitCode = 2;
+  return false;
+}
+
 /** Puts dead-lettered events back on the stream (after the producer or the policy was fixed). */
 export async function runDlqReplay(id: string | undefined, flags: RedisFlags & { all?: boolean }): Promise<void> {
-  if ((id === undefined) === (flags.all !== true)) {
-    console.error('edge-registrar dlq replay: give one ID or --all');
-    process.exitCode = 2;
-    return;
-  }
+  if (!oneIdOrAll('replay', id, flags.all)) return;
   await withRedis(flags, async (redis, stream) => {
     const dlq = dlqStream(stream);
     const entries = (id !== undefined ? await redis.xrange(dlq, id, id) : await redis.xrange(dlq, '-', '+')) as DlqEntry[];
@@ -145,11 +149,7 @@ export async function runDlqReplay(id: string | undefined, flags: RedisFlags & {
 }
 
 export async function runDlqPurge(id: string | undefined, flags: RedisFlags & { all?: boolean }): Promise<void> {
-  if ((id === undefined) === (flags.all !== true)) {
-    console.error('edge-registrar dlq purge: give one ID or --all');
-    process.exitCode = 2;
-    return;
-  }
+  if (!oneIdOrAll('purge', id, flags.all)) return;
   await withRedis(flags, async (redis, stream) => {
     const removed = id !== undefined ? await redis.xdel(dlqStream(stream), id) : await redis.del(dlqStream(stream));
     console.error(`purged ${removed} entr${removed === 1 ? 'y' : 'ies'}`);

@@ -129,6 +129,14 @@ describe('edge-registrar certs generate', () => {
   });
 });
 
+describe('edge-registrar dlq', () => {
+  it.each([['replay'], ['replay', '1-0', '--all'], ['purge'], ['purge', '1-0', '--all']])('%s %s %s: exactly one of ID and --all, else exit 2', async (...args) => {
+    const res = await run(['dlq', ...args.filter(Boolean), '--redis-url', 'redis://127.0.0.1:1']);
+    expect(res.code).toBe(2);
+    expect(res.stderr).toContain('give one ID or --all');
+  });
+});
+
 describe('configuration', () => {
   it('defaults fit the seeds', () => {
     const config = webhookConfig({}, {});
