@@ -16,7 +16,7 @@ import { writeCertificateFiles } from '../../src/certs/files.ts';
 import { webhookConfig } from '../../src/config.ts';
 import { createLogger } from '../../src/telemetry/logger.ts';
 import { runWebhook, type RunningWebhook } from '../../src/webhook/run.ts';
-import { kubeconfigFor, runKubectl, type ClusterUser, type KubectlResult } from '../harness/kube-cluster.ts';
+import { kubeconfigFor, runKubectl, type ClusterState, type ClusterUser, type KubectlResult } from '../harness/kube-cluster.ts';
 import { localWebhookManifests } from '../harness/webhook-registration.ts';
 
 export const NAMESPACE = 'airport-prod';
@@ -52,14 +52,19 @@ export interface E2EWebhook {
   stop(): Promise<void>;
 }
 
-/** Starts the webhook on a free port with the webhook identity and registers it. */
-export async function startRegisteredWebhook(): Promise<E2EWebhook> {
+/**
+ * Starts the webhook on a free port with the webhook identity and registers it, with the
+ * suite's shared cluster unless a test brings its own.
+ */
+export async function startRegisteredWebhook(cluster: ClusterState = inject('cluster')): Promise<E2EWebhook> {
+  const as = (user: ClusterUser, args: string[], input?: unknown): Promise<KubectlResult> =>
+    runKubectl(inject('binaries').kubectl, kubeconfigFor(cluster, user), args, input === undefined ? undefined : typeof input === 'string' ? input : stringify(input));
   const dir = await mkdtemp(join(tmpdir(), 'edge-registrar-e2e-webhook-'));
   const ca = createCertificateAuthority('e2e-ca', 30);
   await writeCertificateFiles(dir, ca, createServingCertificate({ ca, hosts: ['localhost'], ips: ['127.0.0.1'], days: 30 }), true);
   const config = {
     ...webhookConfig(
-      { host: '127.0.0.1', port: '0', tlsCert: join(dir, 'tls.crt'), tlsKey: join(dir, 'tls.key'), kubeconfig: kubeconfigFor(inject('cluster'), 'webhook') },
+      { host: '127.0.0.1', port: '0', tlsCert: join(dir, 'tls.crt'), tlsKey: join(dir, 'tls.key'), kubeconfig: kubeconfigFor(cluster, 'webhook') },
       {},
     ),
     shutdownDelayMs: 0,
@@ -69,11 +74,12 @@ export async function startRegisteredWebhook(): Promise<E2EWebhook> {
   await waitFor(async () => (await fetchReady(webhook.port, ca.cert)) === 200, 'webhook ready (caches synced)');
   const manifests = await localWebhookManifests(webhook.port, ca.cert);
   const register = async (): Promise<void> => {
-    await mustKubectl('admin', ['apply', '-f', '-'], manifests);
+    const applied = await as('admin', ['apply', '-f', '-'], manifests);
+    if (applied.code !== 0) throw new Error(`registering the webhook failed: ${applied.stderr}`);
     // The API server picks up webhook configurations through its own informer: wait until
     // our webhook answers for real (a dry-run of a bad entry is denied by it).
     await waitFor(async () => {
-      const res = await kubectl('alice', ['apply', '--dry-run=server', '-f', '-'], entry({ name: 'vps-jp-99', address: '10.9.9.9' }));
+      const res = await as('alice', ['apply', '--dry-run=server', '-f', '-'], entry({ name: 'vps-jp-99', address: '10.9.9.9' }));
       return res.stderr.includes('address.public-unicast');
     }, 'webhook registered with the API server');
   };

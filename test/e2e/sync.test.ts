@@ -10,80 +10,44 @@ import { fileURLToPath } from 'node:url';
 import { Redis } from 'ioredis';
 import { afterAll, afterEach, beforeAll, beforeEach, describe, expect, it } from 'vitest';
 import { inject } from 'vitest';
-import { syncConfig, type SyncConfig } from '../../src/config.ts';
+import type { SyncConfig } from '../../src/config.ts';
 import { loadKubeConfig } from '../../src/kube/client.ts';
 import { DEFAULT_POLICY } from '../../src/policy/policy-file.ts';
 import { planBackfill } from '../../src/sync/backfill.ts';
 import { EntryWriter } from '../../src/sync/entry-writer.ts';
 import { EventProcessor } from '../../src/sync/processor.ts';
-import { eventFields, publish, publishMany } from '../../src/sync/publisher.ts';
-import { runSync, stateKeyPrefix, type RunningSync } from '../../src/sync/run.ts';
+import { publish, publishMany } from '../../src/sync/publisher.ts';
+import { stateKeyPrefix, type RunningSync } from '../../src/sync/run.ts';
 import { StateStore } from '../../src/sync/state-store.ts';
 import { createLogger } from '../../src/telemetry/logger.ts';
 import { kubeconfigFor } from '../harness/kube-cluster.ts';
 import { ensureRedisServer, startRedis, type RunningRedis } from '../harness/redis-server.ts';
+import { STREAM, deadLetters, pendingCount, publishRegister, publishRetire, settled as settledStream, startTestSync, testSyncConfig } from './sync-support.ts';
 import { NAMESPACE, deleteAllEntries, ensureBase, kubectl, mustKubectl, startRegisteredWebhook, waitFor, type E2EWebhook } from './support.ts';
 
 const ROOT = fileURLToPath(new URL('../../', import.meta.url));
-const STREAM = 'sigma:vps-events';
 let redisServer: RunningRedis;
 let redis: Redis;
 let hook: E2EWebhook;
 let dataDir: string;
 let running: RunningSync[] = [];
 
-function config(overrides: Partial<SyncConfig> = {}): SyncConfig {
-  return {
-    ...syncConfig({ kubeconfig: kubeconfigFor(inject('cluster'), 'sync'), redisUrl: redisServer.url, port: '0', consumer: 'test-a' }, {}, 'unused'),
-    blockMs: 500,
-    leaseRenewMs: 300,
-    leaseDurationMs: 2_000,
-    retryBaseMs: 50,
-    retryMaxMs: 1_000,
-    claimIdleMs: 2_000,
-    resyncIntervalMs: 3_600_000,
-    ...overrides,
-  };
-}
-
 async function startSync(overrides: Partial<SyncConfig> = {}): Promise<RunningSync> {
-  const sync = await runSync(config(overrides), createLogger(process.env.E2E_LOG_LEVEL === undefined ? 'silent' : 'info', `sync-${overrides.consumer ?? 'a'}`));
+  const sync = await startTestSync(testSyncConfig(kubeconfigFor(inject('cluster'), 'sync'), redisServer.url, overrides));
   running.push(sync);
   return sync;
 }
 
-const register = (vpsId: string, name: string, address: string, country = 'jp', extra: Record<string, string> = {}): Promise<string> => {
-  const fields = eventFields({ event: 'register', vps_id: vpsId, name, address, country, ...extra });
-  if (!fields.ok) throw new Error(fields.message);
-  return publish(redis, STREAM, fields.fields);
-};
-const retire = (vpsId: string, name?: string): Promise<string> => publish(redis, STREAM, ['event', 'retire', 'vps_id', vpsId, ...(name ? ['name', name] : [])]);
+const register = (vpsId: string, name: string, address: string, country = 'jp', extra: Record<string, string> = {}): Promise<string> =>
+  publishRegister(redis, vpsId, name, address, country, extra);
+const retire = (vpsId: string, name?: string): Promise<string> => publishRetire(redis, vpsId, name);
+const pending = (): Promise<number> => pendingCount(redis);
+const settled = (timeoutMs?: number): Promise<void> => settledStream(redis, timeoutMs);
+const dlq = (): Promise<Record<string, string>[]> => deadLetters(redis);
 
 async function entries(): Promise<Map<string, any>> {
   const list = JSON.parse(await mustKubectl('admin', ['-n', NAMESPACE, 'get', 'workloadentries', '-o', 'json'])) as { items: any[] };
   return new Map(list.items.map((i) => [i.metadata.name as string, i]));
-}
-
-async function pending(): Promise<number> {
-  const info = (await redis.xpending(STREAM, 'edge-registrar')) as [number, ...unknown[]];
-  return info[0];
-}
-
-async function settled(timeoutMs = 60_000): Promise<void> {
-  // Everything published is delivered (lag 0) and acknowledged (pending 0).
-  await waitFor(async () => {
-    const groups = (await redis.xinfo('GROUPS', STREAM).catch(() => [])) as unknown[][];
-    const g = groups.find((x) => x[1] === 'edge-registrar');
-    if (g === undefined) return false;
-    const info = new Map<string, unknown>();
-    for (let i = 0; i + 1 < g.length; i += 2) info.set(String(g[i]), g[i + 1]);
-    return Number(info.get('pending')) === 0 && Number(info.get('lag') ?? 1) === 0;
-  }, 'the stream to be consumed', timeoutMs);
-}
-
-async function dlq(): Promise<Record<string, string>[]> {
-  const rows = (await redis.xrange(`${STREAM}:dlq`, '-', '+')) as [string, string[]][];
-  return rows.map(([, f]) => Object.fromEntries(f.flatMap((_, i) => (i % 2 === 0 ? [[f[i], f[i + 1]]] : []))) as Record<string, string>);
 }
 
 beforeAll(async () => {

@@ -68,11 +68,16 @@ export interface StartClusterOptions {
   binaries: KubeBinaries;
   dir: string;
   withControllerManager?: boolean;
+  /**
+   * Start from a previous run in `dir` (same CA, ports and etcd data) and keep the data at
+   * exit: stop() then startCluster() again is an API server that went away and came back.
+   */
+  resume?: boolean;
   log?: (line: string) => void;
 }
 
-export async function startCluster({ binaries, dir, withControllerManager = true, log = () => undefined }: StartClusterOptions): Promise<StartedCluster> {
-  const args = ['--dir', dir, '--stdin-watch'];
+export async function startCluster({ binaries, dir, withControllerManager = true, resume = false, log = () => undefined }: StartClusterOptions): Promise<StartedCluster> {
+  const args = ['--dir', dir, '--stdin-watch', ...(resume ? ['--resume'] : [])];
   if (withControllerManager) args.push('--controller-manager', binaries.controllerManager);
   for (const [name, spec] of Object.entries(CLUSTER_USERS)) args.push('--user', `${name}=${spec}`);
   // stdin stays open for the harness's lifetime; if this process dies, EOF stops the cluster.

@@ -11,7 +11,10 @@
 //	sa.key, sa.pub          service-account signing keys
 //	state.json              ports and paths, written last, when /readyz is ok
 //
-// and prints the same JSON on one line to stdout. It stops everything it started on
+// and prints the same JSON on one line to stdout. With --resume it starts again from a
+// previous run's --dir: the same CA, service-account keys, ports and etcd data, so clients
+// holding the old kubeconfigs see an API server that went away and came back; and it
+// keeps that data at exit. Without it, --dir starts empty and etcd's data is removed. It stops everything it started on
 // SIGINT/SIGTERM, on stdin EOF with --stdin-watch, and when its parent process dies.
 package main
 
@@ -54,6 +57,7 @@ func (u *userFlag) Set(v string) error { *u = append(*u, v); return nil }
 type state struct {
 	Server          string            `json:"server"`
 	EtcdURL         string            `json:"etcdUrl"`
+	EtcdPeerURL     string            `json:"etcdPeerUrl"`
 	Dir             string            `json:"dir"`
 	AdminKubeconfig string            `json:"adminKubeconfig"`
 	Kubeconfigs     map[string]string `json:"kubeconfigs"`
@@ -74,6 +78,7 @@ func run() error {
 	kcm := flag.String("controller-manager", "", "path to a kube-controller-manager binary to run as a child (optional)")
 	stdinWatch := flag.Bool("stdin-watch", false, "exit when stdin reaches EOF (the parent closed it or died)")
 	verbose := flag.Bool("v", false, "show kube-apiserver and etcd logs")
+	resume := flag.Bool("resume", false, "restart from a previous run's --dir (same CA, ports and etcd data) and keep the data at exit")
 	var users userFlag
 	flag.Var(&users, "user", "NAME=USERNAME[|GROUP,GROUP...] writes NAME.kubeconfig with a client certificate (repeatable)")
 	flag.Parse()
@@ -92,20 +97,34 @@ func run() error {
 	defer cancel()
 	watchForStop(ctx, cancel, *stdinWatch)
 
-	ca, err := newCA()
+	previous, resuming := (*state)(nil), false
+	if *resume {
+		previous, err = readState(abs)
+		if err != nil {
+			return err
+		}
+		resuming = previous != nil
+	}
+	var ca *authority
+	if resuming {
+		if ca, err = readCA(abs); err != nil {
+			return err
+		}
+	} else {
+		if ca, err = newCA(); err != nil {
+			return err
+		}
+		if err := ca.write(abs); err != nil {
+			return err
+		}
+	}
+	ports, err := choosePorts(previous)
 	if err != nil {
 		return err
 	}
-	if err := ca.write(abs); err != nil {
-		return err
-	}
-	apiPort, err := freePort()
-	if err != nil {
-		return err
-	}
-	server := fmt.Sprintf("https://127.0.0.1:%d", apiPort)
+	server := fmt.Sprintf("https://127.0.0.1:%d", ports.api)
 
-	etcdURL, stopEtcd, err := startEtcd(filepath.Join(abs, "etcd"), *verbose)
+	etcdURL, etcdPeerURL, stopEtcd, err := startEtcd(filepath.Join(abs, "etcd"), ports, resuming, *resume, *verbose)
 	if err != nil {
 		return fmt.Errorf("etcd: %w", err)
 	}
@@ -114,10 +133,13 @@ func run() error {
 	if err := writeServingCert(ca, abs); err != nil {
 		return err
 	}
-	if err := writeSAKeys(abs); err != nil {
-		return err
+	// Tokens already issued stay valid only if the signing key survives a restart.
+	if !resuming {
+		if err := writeSAKeys(abs); err != nil {
+			return err
+		}
 	}
-	st := state{Server: server, EtcdURL: etcdURL, Dir: abs, Kubeconfigs: map[string]string{},
+	st := state{Server: server, EtcdURL: etcdURL, EtcdPeerURL: etcdPeerURL, Dir: abs, Kubeconfigs: map[string]string{},
 		CACert: filepath.Join(abs, "ca.crt"), CAKey: filepath.Join(abs, "ca.key"), PID: os.Getpid()}
 	st.AdminKubeconfig, err = writeKubeconfig(ca, abs, "admin", "kube-harness-admin", []string{"system:masters"}, server)
 	if err != nil {
@@ -143,7 +165,7 @@ func run() error {
 	}
 
 	apiErr := make(chan error, 1)
-	go func() { apiErr <- runAPIServer(ctx, abs, apiPort, etcdURL, *verbose) }()
+	go func() { apiErr <- runAPIServer(ctx, abs, ports.api, etcdURL, *verbose) }()
 	if err := waitReady(ctx, ca, server, apiErr); err != nil {
 		return err
 	}
@@ -224,16 +246,63 @@ func freePort() (int, error) {
 	return l.Addr().(*net.TCPAddr).Port, nil
 }
 
-func startEtcd(dataDir string, verbose bool) (string, func(), error) {
-	_ = os.RemoveAll(dataDir)
-	clientPort, err := freePort()
-	if err != nil {
-		return "", nil, err
+type harnessPorts struct{ api, etcdClient, etcdPeer int }
+
+// choosePorts reuses a previous run's ports, so its kubeconfigs and etcd membership still
+// hold, or picks free ones.
+func choosePorts(previous *state) (harnessPorts, error) {
+	if previous != nil {
+		api, err1 := portOf(previous.Server)
+		client, err2 := portOf(previous.EtcdURL)
+		peer, err3 := portOf(previous.EtcdPeerURL)
+		if err := errors.Join(err1, err2, err3); err != nil {
+			return harnessPorts{}, fmt.Errorf("state.json: %w", err)
+		}
+		return harnessPorts{api, client, peer}, nil
 	}
-	peerPort, err := freePort()
-	if err != nil {
-		return "", nil, err
+	var p harnessPorts
+	var err error
+	for _, port := range []*int{&p.api, &p.etcdClient, &p.etcdPeer} {
+		if *port, err = freePort(); err != nil {
+			return p, err
+		}
 	}
+	return p, nil
+}
+
+func portOf(raw string) (int, error) {
+	u, err := url.Parse(raw)
+	if err != nil {
+		return 0, err
+	}
+	var port int
+	if _, err := fmt.Sscanf(u.Port(), "%d", &port); err != nil {
+		return 0, fmt.Errorf("no port in %q", raw)
+	}
+	return port, nil
+}
+
+// readState returns the previous run's state.json in dir, or nil when there is none.
+func readState(dir string) (*state, error) {
+	raw, err := os.ReadFile(filepath.Join(dir, "state.json"))
+	if errors.Is(err, os.ErrNotExist) {
+		return nil, nil
+	}
+	if err != nil {
+		return nil, err
+	}
+	var st state
+	if err := json.Unmarshal(raw, &st); err != nil {
+		return nil, fmt.Errorf("state.json: %w", err)
+	}
+	return &st, nil
+}
+
+func startEtcd(dataDir string, ports harnessPorts, resuming, keep, verbose bool) (string, string, func(), error) {
+	if !resuming {
+		_ = os.RemoveAll(dataDir)
+	}
+	clientPort, peerPort := ports.etcdClient, ports.etcdPeer
 	cfg := embed.NewConfig()
 	cfg.Name = "harness"
 	cfg.Dir = dataDir
@@ -248,19 +317,26 @@ func startEtcd(dataDir string, verbose bool) (string, func(), error) {
 	cfg.ListenPeerUrls = []url.URL{*peerURL}
 	cfg.AdvertisePeerUrls = []url.URL{*peerURL}
 	cfg.InitialCluster = cfg.InitialClusterFromName(cfg.Name)
-	// Test data is thrown away at exit: durability buys nothing and fsync costs seconds.
+	// Test data never has to survive a machine crash, only a process restart (the page
+	// cache keeps it): fsync buys nothing and costs seconds.
 	cfg.UnsafeNoFsync = true
 	e, err := embed.StartEtcd(cfg)
 	if err != nil {
-		return "", nil, err
+		return "", "", nil, err
 	}
 	select {
 	case <-e.Server.ReadyNotify():
 	case <-time.After(60 * time.Second):
 		e.Close()
-		return "", nil, errors.New("etcd did not become ready in 60s")
+		return "", "", nil, errors.New("etcd did not become ready in 60s")
 	}
-	return clientURL.String(), func() { e.Close(); _ = os.RemoveAll(dataDir) }, nil
+	stop := func() {
+		e.Close()
+		if !keep {
+			_ = os.RemoveAll(dataDir)
+		}
+	}
+	return clientURL.String(), peerURL.String(), stop, nil
 }
 
 func runAPIServer(ctx context.Context, dir string, port int, etcdURL string, verbose bool) error {
@@ -404,6 +480,31 @@ func newCA() (*authority, error) {
 		return nil, err
 	}
 	cert, err := x509.ParseCertificate(der)
+	if err != nil {
+		return nil, err
+	}
+	return &authority{cert: cert, key: key}, nil
+}
+
+func readCA(dir string) (*authority, error) {
+	certPEM, err := os.ReadFile(filepath.Join(dir, "ca.crt"))
+	if err != nil {
+		return nil, err
+	}
+	keyPEM, err := os.ReadFile(filepath.Join(dir, "ca.key"))
+	if err != nil {
+		return nil, err
+	}
+	certBlock, _ := pem.Decode(certPEM)
+	keyBlock, _ := pem.Decode(keyPEM)
+	if certBlock == nil || keyBlock == nil {
+		return nil, errors.New("ca.crt or ca.key is not PEM")
+	}
+	cert, err := x509.ParseCertificate(certBlock.Bytes)
+	if err != nil {
+		return nil, err
+	}
+	key, err := x509.ParseECPrivateKey(keyBlock.Bytes)
 	if err != nil {
 		return nil, err
 	}

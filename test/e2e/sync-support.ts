@@ -1,0 +1,70 @@
+/**
+ * Shared pieces of the sync daemon's e2e tests: the test configuration (short leases and
+ * backoffs), producers for the two event types, and "everything consumed" as the group
+ * reports it.
+ */
+import type { Redis } from 'ioredis';
+import { syncConfig, type SyncConfig } from '../../src/config.ts';
+import { eventFields, publish } from '../../src/sync/publisher.ts';
+import { runSync, type RunningSync } from '../../src/sync/run.ts';
+import { createLogger } from '../../src/telemetry/logger.ts';
+import { waitFor } from './support.ts';
+
+export const STREAM = 'sigma:vps-events';
+export const GROUP = 'edge-registrar';
+
+export function testSyncConfig(kubeconfig: string, redisUrl: string, overrides: Partial<SyncConfig> = {}): SyncConfig {
+  return {
+    ...syncConfig({ kubeconfig, redisUrl, port: '0', consumer: 'test-a' }, {}, 'unused'),
+    blockMs: 500,
+    leaseRenewMs: 300,
+    leaseDurationMs: 2_000,
+    retryBaseMs: 50,
+    retryMaxMs: 1_000,
+    claimIdleMs: 2_000,
+    resyncIntervalMs: 3_600_000,
+    ...overrides,
+  };
+}
+
+export function startTestSync(config: SyncConfig): Promise<RunningSync> {
+  return runSync(config, createLogger(process.env.E2E_LOG_LEVEL === undefined ? 'silent' : 'info', `sync-${config.consumer}`));
+}
+
+export function publishRegister(redis: Redis, vpsId: string, name: string, address: string, country = 'jp', extra: Record<string, string> = {}): Promise<string> {
+  const fields = eventFields({ event: 'register', vps_id: vpsId, name, address, country, ...extra });
+  if (!fields.ok) throw new Error(fields.message);
+  return publish(redis, STREAM, fields.fields);
+}
+
+export function publishRetire(redis: Redis, vpsId: string, name?: string): Promise<string> {
+  return publish(redis, STREAM, ['event', 'retire', 'vps_id', vpsId, ...(name ? ['name', name] : [])]);
+}
+
+export async function pendingCount(redis: Redis): Promise<number> {
+  const info = (await redis.xpending(STREAM, GROUP)) as [number, ...unknown[]];
+  return info[0];
+}
+
+/**
+ * Events the group has not acknowledged: delivered but pending, plus not yet delivered
+ * (lag); undefined before the group exists.
+ */
+export async function unacknowledged(redis: Redis): Promise<number | undefined> {
+  const groups = (await redis.xinfo('GROUPS', STREAM).catch(() => [])) as unknown[][];
+  const g = groups.find((x) => x[1] === GROUP);
+  if (g === undefined) return undefined;
+  const info = new Map<string, unknown>();
+  for (let i = 0; i + 1 < g.length; i += 2) info.set(String(g[i]), g[i + 1]);
+  return Number(info.get('pending')) + Number(info.get('lag') ?? Number.NaN);
+}
+
+/** Waits until everything published is delivered and acknowledged. */
+export async function settled(redis: Redis, timeoutMs = 60_000): Promise<void> {
+  await waitFor(async () => (await unacknowledged(redis)) === 0, 'the stream to be consumed', timeoutMs);
+}
+
+export async function deadLetters(redis: Redis): Promise<Record<string, string>[]> {
+  const rows = (await redis.xrange(`${STREAM}:dlq`, '-', '+')) as [string, string[]][];
+  return rows.map(([, f]) => Object.fromEntries(f.flatMap((_, i) => (i % 2 === 0 ? [[f[i], f[i + 1]]] : []))) as Record<string, string>);
+}
