@@ -7,18 +7,14 @@
  * .local/env and, when everything is up, .local/ready. Ctrl-C or SIGTERM stops everything
  * it started; a run that was killed is cleaned up by the next one.
  */
-import { spawn, type ChildProcess } from 'node:child_process';
-import { createWriteStream } from 'node:fs';
+import { spawn } from 'node:child_process';
 import { copyFile, mkdir, readFile, rm, writeFile } from 'node:fs/promises';
 import { join, resolve } from 'node:path';
 import { fileURLToPath } from 'node:url';
-import { createCertificateAuthority, createServingCertificate } from '../src/certs/authority.ts';
-import { writeCertificateFiles } from '../src/certs/files.ts';
 import { ensureKubeBinaries } from '../test/harness/kube-build.ts';
 import { kubeconfigFor, startCluster, type StartedCluster } from '../test/harness/kube-cluster.ts';
-import { ensureRedisServer, freePort, startRedis, type RunningRedis } from '../test/harness/redis-server.ts';
-import { httpsRequest } from '../test/harness/https-client.ts';
-import { localWebhookManifests } from '../test/harness/webhook-registration.ts';
+import { spawnSync, spawnWebhook, type SyncProcess, type WebhookProcess } from '../test/harness/processes.ts';
+import { ensureRedisServer, startRedis, type RunningRedis } from '../test/harness/redis-server.ts';
 
 const ROOT = fileURLToPath(new URL('../', import.meta.url));
 const DIR = resolve(ROOT, process.env.EDGE_REGISTRAR_LOCAL_DIR ?? '.local');
@@ -50,29 +46,6 @@ async function reapPreviousRun(): Promise<void> {
   }
 }
 
-function startCli(command: 'webhook' | 'sync', args: string[]): ChildProcess {
-  const child = spawn(process.execPath, [CLI, command, ...args], { stdio: ['ignore', 'pipe', 'pipe'] });
-  const logFile = createWriteStream(join(DIR, `${command}.log`));
-  child.stdout.pipe(logFile, { end: false });
-  child.stderr.pipe(logFile, { end: false });
-  child.once('exit', () => logFile.end());
-  return child;
-}
-
-async function waitReady(port: number, ca: string, child: ChildProcess): Promise<void> {
-  const deadline = Date.now() + 60_000;
-  while (Date.now() < deadline) {
-    if (child.exitCode !== null) throw new Error(`the webhook exited with ${child.exitCode}; see ${join(DIR, 'webhook.log')}`);
-    const status = await httpsRequest(port, { path: '/readyz', ca }).then(
-      (r) => r.status,
-      () => 0,
-    );
-    if (status === 200) return;
-    await new Promise((r) => setTimeout(r, 200));
-  }
-  throw new Error('the webhook did not become ready in 60s');
-}
-
 async function main(): Promise<void> {
   await reapPreviousRun();
   await rm(join(DIR, 'ready'), { force: true });
@@ -81,24 +54,20 @@ async function main(): Promise<void> {
 
   let redis: RunningRedis | undefined;
   let cluster: StartedCluster | undefined;
-  let webhook: ChildProcess | undefined;
-  let sync: ChildProcess | undefined;
+  let webhook: WebhookProcess | undefined;
+  let sync: SyncProcess | undefined;
   let stopping: Promise<void> | undefined;
   const stop = (reason: string): Promise<void> =>
     (stopping ??= (async () => {
       log(`[local] ${reason}: stopping everything`);
       await rm(join(DIR, 'ready'), { force: true });
       // The sync daemon first (it writes through the webhook), then the webhook.
-      for (const child of [sync, webhook]) {
-        if (child === undefined || child.exitCode !== null || child.signalCode !== null) continue;
-        const exited = new Promise<boolean>((r) => child.once('exit', () => { r(true); }));
-        child.kill('SIGTERM');
-        const clean = await Promise.race([exited, new Promise<boolean>((r) => setTimeout(() => { r(false); }, 15_000))]);
-        if (!clean) {
-          log(`[local] pid ${child.pid} did not stop in 15s; killing it`);
-          child.kill('SIGKILL');
-          await exited;
-        }
+      for (const service of [sync, webhook]) {
+        if (service === undefined) continue;
+        const pid = service.child.pid;
+        const started = Date.now();
+        await service.stop(15_000);
+        if (Date.now() - started >= 15_000) log(`[local] pid ${pid} did not stop in 15s; killed it`);
       }
       await cluster?.stop();
       await redis?.stop();
@@ -116,33 +85,12 @@ async function main(): Promise<void> {
     const binaries = await ensureKubeBinaries(log);
     cluster = await startCluster({ binaries, dir: join(DIR, 'kube'), log });
 
-    const certDir = join(DIR, 'certs');
-    const ca = createCertificateAuthority('edge-registrar-local-ca', 30);
-    await writeCertificateFiles(certDir, ca, createServingCertificate({ ca, hosts: ['localhost'], ips: ['127.0.0.1'], days: 30 }), true);
-
-    const port = await freePort();
-    const metricsPort = await freePort();
-    webhook = startCli('webhook', [
-      '--host', '127.0.0.1',
-      '--port', String(port),
-      '--metrics-port', String(metricsPort),
-      '--tls-cert', join(certDir, 'tls.crt'),
-      '--tls-key', join(certDir, 'tls.key'),
-      '--kubeconfig', kubeconfigFor(cluster.state, 'webhook'),
-      // No load balancer to drain from locally.
-      '--shutdown-delay', '0',
-    ]);
-    const syncPort = await freePort();
-    sync = startCli('sync', [
-      '--kubeconfig', kubeconfigFor(cluster.state, 'sync'),
-      '--redis-url', redis.url,
-      '--port', String(syncPort),
-      '--consumer', 'local',
-    ]);
-    await writeFile(join(DIR, 'pids.json'), JSON.stringify({ pids: [redis.process.pid, cluster.state.pid, webhook.pid, sync.pid].filter((p) => p !== undefined) }));
-    await waitReady(port, ca.cert, webhook);
-    const registered = await cluster.kubectl('admin', ['apply', '-f', '-'], await localWebhookManifests(port, ca.cert));
-    if (registered.code !== 0) throw new Error(`registering the webhook failed: ${registered.stderr}`);
+    webhook = await spawnWebhook(cluster, join(DIR, 'certs'), DIR);
+    sync = await spawnSync(cluster, redis.url, DIR, ['--consumer', 'local']);
+    await writeFile(join(DIR, 'pids.json'), JSON.stringify({ pids: [redis.process.pid, cluster.state.pid, webhook.child.pid, sync.child.pid].filter((p) => p !== undefined) }));
+    await webhook.ready();
+    const { port, metricsPort, certDir } = webhook;
+    const syncPort = sync.port;
     log(`[local] webhook serving https://127.0.0.1:${port} (metrics http://127.0.0.1:${metricsPort}/metrics), registered`);
 
     await copyFile(cluster.state.adminKubeconfig, join(DIR, 'kubeconfig'));
@@ -161,23 +109,9 @@ async function main(): Promise<void> {
     };
     await writeFile(join(DIR, 'env'), Object.entries(env).map(([k, v]) => `${k}=${v}`).join('\n') + '\n');
 
-    // Until the webhook has waited for the API server to pick up its registration, a write
-    // could slip past it: prove the gate is closed before saying ready.
-    const probe = `apiVersion: networking.istio.io/v1\nkind: WorkloadEntry\nmetadata: {name: vps-jp-99, namespace: airport-prod}\nspec: {address: 10.9.9.9}\n`;
-    for (let i = 0; ; i++) {
-      const res = await cluster.kubectl('admin', ['apply', '--dry-run=server', '-f', '-'], probe);
-      if (res.stderr.includes('address.public-unicast')) break;
-      if (i > 120) throw new Error('the API server did not start calling the webhook');
-      await new Promise((r) => setTimeout(r, 250));
-    }
     // The sync daemon is consuming once it holds the Lease; then replay a small sample so a
     // new user sees entries appear.
-    for (let i = 0; ; i++) {
-      const metrics = await fetch(`http://127.0.0.1:${syncPort}/metrics`).then((r) => r.text()).catch(() => '');
-      if (/^edge_registrar_sync_leader 1$/m.test(metrics)) break;
-      if (sync.exitCode !== null || i > 240) throw new Error(`the sync daemon did not start consuming; see ${join(DIR, 'sync.log')}`);
-      await new Promise((r) => setTimeout(r, 250));
-    }
+    await sync.ready();
     const samples: string[][] = [
       ['--vps-id', 'sample-jp-01', '--name', 'vps-jp-01', '--address', '103.21.244.10', '--country', 'jp'],
       ['--vps-id', 'sample-hk-01', '--name', 'vps-hk-01', '--address', '45.76.10.1', '--country', 'hk'],
@@ -215,8 +149,8 @@ edge-registrar local stack is up (state in ${DIR}; ${join(DIR, 'ready')} exists 
 
 Ctrl-C stops everything.`);
     await new Promise<void>((resolveExit) => {
-      for (const [name, child] of [['webhook', webhook], ['sync', sync]] as const) {
-        child?.once('exit', (code) => {
+      for (const [name, service] of [['webhook', webhook], ['sync', sync]] as const) {
+        service?.child.once('exit', (code) => {
           if (stopping !== undefined) return;
           log(`[local] ${name} exited unexpectedly (${code}); see ${join(DIR, `${name}.log`)}`);
           void stop(`${name} exited`).then(() => {

@@ -80,6 +80,7 @@ export function buildProgram(): Command {
       .option('--orphan-grace <seconds>', 'how long an orphan may stay before removal (env EDGE_REGISTRAR_ORPHAN_GRACE_SECONDS, default 600)')
       .option('--resync-dry-run', 'log what resync would change without changing it')
       .option('--lease-name <name>', 'Lease for leader election (env EDGE_REGISTRAR_LEASE_NAME, default edge-registrar-sync)')
+      .option('--concurrency <n>', 'Kubernetes writes in flight at once, across VPSs (env EDGE_REGISTRAR_SYNC_CONCURRENCY, default 16)')
       .option('--istio-api-version <version>', 'WorkloadEntry version to write (default v1)'),
     true,
   ).action(runSyncCommand);

@@ -42,6 +42,7 @@ export const ENV = {
   resyncInterval: 'EDGE_REGISTRAR_RESYNC_INTERVAL_SECONDS',
   orphanGrace: 'EDGE_REGISTRAR_ORPHAN_GRACE_SECONDS',
   leaseName: 'EDGE_REGISTRAR_LEASE_NAME',
+  syncConcurrency: 'EDGE_REGISTRAR_SYNC_CONCURRENCY',
 } as const;
 
 const port = z.coerce.number().int().min(0).max(65535);
@@ -121,7 +122,7 @@ const syncSchema = commonSchema.extend({
   batchSize: z.number().int().positive().default(200),
   blockMs: z.number().int().positive().default(5_000),
   /** Parallel VPSs within a batch; events of one VPS are always applied in order. */
-  concurrency: z.number().int().positive().default(16),
+  concurrency: z.coerce.number().int().positive().max(256).default(16),
   /** Pending entries of a consumer idle this long are taken over (a dead replica's). */
   claimIdleMs: z.number().int().positive().default(60_000),
   /** An entry delivered this often without being acknowledged is a poison entry. */
@@ -171,6 +172,7 @@ const FLAG_NAMES: Record<string, string> = {
   resyncIntervalMs: `--resync-interval / ${ENV.resyncInterval}`,
   orphanGraceMs: `--orphan-grace / ${ENV.orphanGrace}`,
   leaseName: `--lease-name / ${ENV.leaseName}`,
+  concurrency: `--concurrency / ${ENV.syncConcurrency}`,
   files: 'FILE',
   hosts: '--host',
   ips: '--ip',
@@ -288,6 +290,7 @@ export interface SyncFlags extends CommonFlags, RedisFlags {
   resyncDryRun?: boolean | undefined;
   leaseName?: string | undefined;
   istioApiVersion?: string | undefined;
+  concurrency?: string | undefined;
 }
 
 export function syncConfig(flags: SyncFlags, env: Env, defaultConsumer: string): SyncConfig {
@@ -304,6 +307,7 @@ export function syncConfig(flags: SyncFlags, env: Env, defaultConsumer: string):
     resyncDryRun: flags.resyncDryRun,
     leaseName: flags.leaseName ?? env[ENV.leaseName],
     istioApiVersion: flags.istioApiVersion ?? env[ENV.istioApiVersion],
+    concurrency: flags.concurrency ?? env[ENV.syncConcurrency],
   });
 }
 
