@@ -13,6 +13,7 @@ import { backoffDelay } from '../util/backoff.ts';
 import { TransientError } from './entry-writer.ts';
 import { fieldsToRecord } from './event.ts';
 import type { EventProcessor, ProcessResult } from './processor.ts';
+import { Semaphore } from '../util/semaphore.ts';
 
 type StreamEntry = [id: string, fields: string[] | null];
 
@@ -46,27 +47,6 @@ const sleep = (ms: number, signal?: AbortSignal): Promise<void> =>
     }, { once: true });
   });
 
-/** A counting semaphore: at most `limit` VPSs are being written at once. */
-class Semaphore {
-  #free: number;
-  readonly #waiting: (() => void)[] = [];
-  constructor(limit: number) {
-    this.#free = limit;
-  }
-  async acquire(): Promise<void> {
-    if (this.#free > 0) {
-      this.#free--;
-      return;
-    }
-    await new Promise<void>((resolve) => this.#waiting.push(resolve));
-  }
-  release(): void {
-    const next = this.#waiting.shift();
-    if (next) next();
-    else this.#free++;
-  }
-}
-
 export class StreamConsumer {
   readonly #o: ConsumerOptions;
   readonly #log: Logger;
@@ -74,6 +54,7 @@ export class StreamConsumer {
   readonly #inFlight = new Set<string>();
   /** The tail of each chain (per VPS, address, name): the next event on that key waits for it. */
   readonly #chains = new Map<string, Promise<void>>();
+  /** At most `concurrency` VPSs are being written at once. */
   readonly #slots: Semaphore;
   #readPending = true;
   #lastClaim = 0;

@@ -1,0 +1,248 @@
+/**
+ * The sync daemon against a baseline, in one run on one machine: a real redis-server, the
+ * real kube-apiserver with Istio's CRDs, and the webhook registered, so both sides pay for
+ * the same guarded path.
+ *
+ *   backfill   N register events published at once (what `backfill` does) and applied by
+ *              `edge-registrar sync --concurrency C`, against the same N entries written
+ *              directly with client-node server-side apply, C at a time.
+ *   trickle    R events a second for S seconds; latency from XADD (or from the baseline's
+ *              apply call) to the entry appearing in a watch of the API server.
+ *
+ * The baseline writes exactly the objects the daemon writes (the same planner, the same
+ * field manager, the sync identity); only Redis, ordering and bookkeeping are missing.
+ */
+import { mkdir, mkdtemp, rm } from 'node:fs/promises';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+import { performance } from 'node:perf_hooks';
+import { parseArgs } from 'node:util';
+import * as k8s from '@kubernetes/client-node';
+import { Redis } from 'ioredis';
+import { loadKubeConfig } from '../src/kube/client.ts';
+import { DEFAULT_POLICY } from '../src/policy/policy-file.ts';
+import { FIELD_MANAGER } from '../src/sync/entry-writer.ts';
+import { registerEventSchema } from '../src/sync/event.ts';
+import { planRegister, type ManagedEntry } from '../src/sync/planner.ts';
+import { eventFields, publish, publishMany } from '../src/sync/publisher.ts';
+import { ensureKubeBinaries } from '../test/harness/kube-build.ts';
+import { kubeconfigFor, startCluster, type StartedCluster } from '../test/harness/kube-cluster.ts';
+import { spawnSync, spawnWebhook } from '../test/harness/processes.ts';
+import { ensureRedisServer, startRedis } from '../test/harness/redis-server.ts';
+import { EntryWatch } from './entry-watch.ts';
+import { Semaphore } from '../src/util/semaphore.ts';
+import { percentile, printTable } from './stats.ts';
+
+const NAMESPACE = 'airport-prod';
+const STREAM = 'sigma:vps-events';
+
+const { values: opts } = parseArgs({
+  options: {
+    vps: { type: 'string', default: '5000' },
+    concurrency: { type: 'string', default: '32' },
+    rate: { type: 'string', default: '20' },
+    seconds: { type: 'string', default: '15' },
+  },
+});
+const VPS = Number(opts.vps);
+const CONCURRENCY = Number(opts.concurrency);
+const RATE = Number(opts.rate);
+const SECONDS = Number(opts.seconds);
+const log = (line: string): void => {
+  console.error(line);
+};
+
+interface Vps {
+  vpsId: string;
+  name: string;
+  address: string;
+  country: string;
+}
+
+/**
+ * N VPSs with distinct public addresses (45.77.0.0/16 onwards); each phase numbers its names
+ * from its own offset, so no phase sees another's entries.
+ */
+function fleet(n: number, offset: number): Vps[] {
+  return Array.from({ length: n }, (_, i) => ({
+    vpsId: `bench-${offset + i}`,
+    name: `vps-us-${offset + i}`,
+    address: `45.${77 + Math.floor(i / 60_000)}.${Math.floor(i / 240) % 250}.${(i % 240) + 1}`,
+    country: 'us',
+  }));
+}
+
+function registerFields(vps: Vps): string[] {
+  const built = eventFields({ event: 'register', vps_id: vps.vpsId, name: vps.name, address: vps.address, country: vps.country });
+  if (!built.ok) throw new Error(built.message);
+  return built.fields;
+}
+
+/** The object the daemon would write for this VPS, for the baseline to write directly. */
+function plannedEntry(vps: Vps, index: number): ManagedEntry {
+  const event = registerEventSchema.parse({ event: 'register', vps_id: vps.vpsId, name: vps.name, address: vps.address, country: vps.country });
+  const plan = planRegister(event, `${Date.now()}-${index}`, { policy: DEFAULT_POLICY, namespace: NAMESPACE, istioApiVersion: 'v1' });
+  if (!plan.ok) throw new Error(`${plan.rule}: ${plan.reason}`);
+  return plan.entry;
+}
+
+class DirectWriter {
+  readonly #api: k8s.CustomObjectsApi;
+  constructor(kubeconfig: string) {
+    this.#api = loadKubeConfig(kubeconfig).makeApiClient(k8s.CustomObjectsApi);
+  }
+
+  async apply(entry: ManagedEntry): Promise<void> {
+    await this.#api.patchNamespacedCustomObject(
+      { group: 'networking.istio.io', version: 'v1', namespace: NAMESPACE, plural: 'workloadentries', name: entry.metadata.name, body: entry, fieldManager: FIELD_MANAGER, force: true },
+      k8s.setHeaderOptions('Content-Type', k8s.PatchStrategy.ServerSideApply),
+    );
+  }
+
+  async deleteAll(): Promise<void> {
+    await this.#api.deleteCollectionNamespacedCustomObject({ group: 'networking.istio.io', version: 'v1', namespace: NAMESPACE, plural: 'workloadentries' });
+  }
+}
+
+interface Throughput {
+  seconds: number;
+  perSecond: number;
+}
+
+interface Latency {
+  p50: number;
+  p90: number;
+  p99: number;
+  max: number;
+}
+
+function latencyOf(samples: number[]): Latency {
+  const sorted = [...samples].sort((a, b) => a - b);
+  return { p50: percentile(sorted, 50), p90: percentile(sorted, 90), p99: percentile(sorted, 99), max: sorted.at(-1) ?? Number.NaN };
+}
+
+async function main(): Promise<void> {
+  const work = await mkdtemp(join(tmpdir(), 'edge-registrar-bench-'));
+  const cleanups: (() => Promise<void>)[] = [];
+  try {
+    const redisServer = await startRedis({ binary: await ensureRedisServer(log) });
+    cleanups.push(() => redisServer.stop());
+    const redis = new Redis(redisServer.url, { maxRetriesPerRequest: null });
+    cleanups.push(() => {
+      redis.disconnect();
+      return Promise.resolve();
+    });
+    const binaries = await ensureKubeBinaries(log);
+    const cluster: StartedCluster = await startCluster({ binaries, dir: join(work, 'kube'), withControllerManager: false, log });
+    cleanups.push(() => cluster.stop());
+    await mkdir(join(work, 'logs'));
+    const webhook = await spawnWebhook(cluster, join(work, 'certs'), join(work, 'logs'), ['--log-level', 'warn']);
+    cleanups.push(() => webhook.stop());
+    await webhook.ready();
+
+    const watch = new EntryWatch(loadKubeConfig(cluster.state.adminKubeconfig), NAMESPACE);
+    await watch.start();
+    cleanups.push(() => {
+      watch.stop();
+      return Promise.resolve();
+    });
+    const direct = new DirectWriter(kubeconfigFor(cluster.state, 'sync'));
+
+    const reset = async (): Promise<void> => {
+      await redis.flushall();
+      await direct.deleteAll();
+      await watch.waitForCount(0, 300_000);
+    };
+    const withDaemon = async <T>(run: () => Promise<T>): Promise<T> => {
+      const sync = await spawnSync(cluster, redisServer.url, join(work, 'logs'), ['--consumer', 'bench', '--concurrency', String(CONCURRENCY), '--log-level', 'warn']);
+      try {
+        await sync.ready();
+        return await run();
+      } finally {
+        await sync.stop();
+      }
+    };
+
+    // Warm-up: JIT, connection pools, the webhook's caches, etcd's first compaction.
+    log('[bench] warm-up: 300 entries directly');
+    const limiter = new Semaphore(CONCURRENCY);
+    const warm = fleet(300, 0);
+    watch.expect(warm.map((v) => [v.name, v.address]));
+    await Promise.all(warm.map((v, i) => limiter.run(() => direct.apply(plannedEntry(v, i)))));
+    await watch.waitForAll(120_000);
+    await reset();
+
+    // ---- backfill ----
+    const backfillBaseline = async (): Promise<Throughput> => {
+      const vpss = fleet(VPS, 1_000_000);
+      const entries = vpss.map((v, i) => plannedEntry(v, i));
+      watch.expect(vpss.map((v) => [v.name, v.address]));
+      const start = performance.now();
+      await Promise.all(entries.map((e) => limiter.run(() => direct.apply(e))));
+      const end = await watch.waitForAll(600_000);
+      const seconds = (end - start) / 1000;
+      return { seconds, perSecond: VPS / seconds };
+    };
+    const backfillDaemon = (): Promise<Throughput> =>
+      withDaemon(async () => {
+        const vpss = fleet(VPS, 2_000_000);
+        const events = vpss.map(registerFields);
+        watch.expect(vpss.map((v) => [v.name, v.address]));
+        const start = performance.now();
+        await publishMany(redis, STREAM, events);
+        const end = await watch.waitForAll(600_000);
+        const seconds = (end - start) / 1000;
+        return { seconds, perSecond: VPS / seconds };
+      });
+    log(`[bench] backfill of ${VPS} VPSs at concurrency ${CONCURRENCY}: baseline`);
+    const baseBackfill = await backfillBaseline();
+    await reset();
+    log(`[bench] backfill of ${VPS} VPSs at concurrency ${CONCURRENCY}: edge-registrar sync`);
+    const syncBackfill = await backfillDaemon();
+    await reset();
+
+    // ---- trickle ----
+    const trickle = async (offset: number, send: (vps: Vps, index: number) => Promise<unknown>): Promise<Latency> => {
+      const count = RATE * SECONDS;
+      const vpss = fleet(count, offset);
+      watch.expect(vpss.map((v) => [v.name, v.address]));
+      const sentAt = new Map<string, number>();
+      const start = performance.now();
+      const sends: Promise<unknown>[] = [];
+      for (const [i, vps] of vpss.entries()) {
+        const due = start + (i * 1000) / RATE;
+        const wait = due - performance.now();
+        if (wait > 0) await new Promise((r) => setTimeout(r, wait));
+        sentAt.set(vps.name, performance.now());
+        sends.push(limiter.run(() => send(vps, i)));
+      }
+      await Promise.all(sends);
+      await watch.waitForAll(120_000);
+      return latencyOf(vpss.map((v) => (watch.seenAt(v.name) ?? Number.NaN) - (sentAt.get(v.name) ?? Number.NaN)));
+    };
+    log(`[bench] trickle of ${RATE} events/s for ${SECONDS}s: baseline`);
+    const baseTrickle = await trickle(3_000_000, (vps, i) => direct.apply(plannedEntry(vps, i)));
+    await reset();
+    log(`[bench] trickle of ${RATE} events/s for ${SECONDS}s: edge-registrar sync`);
+    const syncTrickle = await withDaemon(() => trickle(4_000_000, (vps) => publish(redis, STREAM, registerFields(vps))));
+    await reset();
+
+    const ms = (x: number): string => `${x.toFixed(1)} ms`;
+    const rate = (t: Throughput): string => `${t.perSecond.toFixed(0)} /s (${t.seconds.toFixed(1)} s)`;
+    printTable(
+      [`measure (same run, same machine; concurrency ${CONCURRENCY})`, 'edge-registrar sync', 'direct client-node (baseline)', 'sync / baseline'],
+      [
+        [`${VPS}-VPS backfill, entries applied per second`, rate(syncBackfill), rate(baseBackfill), (syncBackfill.perSecond / baseBackfill.perSecond).toFixed(2)],
+        [`trickle ${RATE}/s for ${SECONDS}s, event to entry p50`, ms(syncTrickle.p50), ms(baseTrickle.p50), (syncTrickle.p50 / baseTrickle.p50).toFixed(2)],
+        ['  p90', ms(syncTrickle.p90), ms(baseTrickle.p90), (syncTrickle.p90 / baseTrickle.p90).toFixed(2)],
+        ['  p99', ms(syncTrickle.p99), ms(baseTrickle.p99), (syncTrickle.p99 / baseTrickle.p99).toFixed(2)],
+        ['  max', ms(syncTrickle.max), ms(baseTrickle.max), (syncTrickle.max / baseTrickle.max).toFixed(2)],
+      ],
+    );
+  } finally {
+    for (const cleanup of cleanups.reverse()) await cleanup().catch((e: unknown) => { log(`[bench] cleanup: ${String(e)}`); });
+    await rm(work, { recursive: true, force: true });
+  }
+}
+
+await main();
