@@ -38,7 +38,15 @@ export function buildProgram(): Command {
       .option('--tls-key <file>', 'serving key, reloaded on change (env EDGE_REGISTRAR_TLS_KEY, default certs/tls.key)')
       .option('--metrics-port <port>', 'also serve /metrics, /healthz, /readyz over plain HTTP on this port (env EDGE_REGISTRAR_METRICS_PORT)')
       .option('--istio-api-version <version>', 'WorkloadEntry version to watch: v1, v1beta1 or v1alpha3 (default v1)')
-      .option('--shutdown-delay <seconds>', 'on SIGTERM, stay up but not ready this long before draining (env EDGE_REGISTRAR_SHUTDOWN_DELAY_SECONDS, default 5)'),
+      .option('--shutdown-delay <seconds>', 'on SIGTERM, stay up but not ready this long before draining (env EDGE_REGISTRAR_SHUTDOWN_DELAY_SECONDS, default 5)')
+      .addOption(new Option('--cert-mode <mode>', 'files: --tls-cert/--tls-key; self: a CA and certificate kept in a Secret, CA bundle injected, renewed (env EDGE_REGISTRAR_CERT_MODE, default files)').choices(['files', 'self']))
+      .option('--cert-secret <name>', 'self mode: the Secret holding the CA and serving certificate (env EDGE_REGISTRAR_CERT_SECRET)')
+      .option('--cert-secret-namespace <ns>', "self mode: the Secret's namespace, also the Service's (env EDGE_REGISTRAR_CERT_SECRET_NAMESPACE, else POD_NAMESPACE)")
+      .option('--service <name>', "self mode: the webhook's Service, for the certificate's DNS names (env EDGE_REGISTRAR_WEBHOOK_SERVICE)")
+      .option('--mutating-webhook <name>', 'self mode: MutatingWebhookConfiguration to inject the CA bundle into (env EDGE_REGISTRAR_MUTATING_WEBHOOK)')
+      .option('--validating-webhook <name>', 'self mode: ValidatingWebhookConfiguration to inject the CA bundle into (env EDGE_REGISTRAR_VALIDATING_WEBHOOK)')
+      .option('--cert-days <n>', 'self mode: serving certificate validity (env EDGE_REGISTRAR_CERT_DAYS, default 365)')
+      .option('--cert-renew-before <days>', 'self mode: renew when fewer days are left (env EDGE_REGISTRAR_CERT_RENEW_BEFORE_DAYS, default 30)'),
     true,
   ).action(runWebhookCommand);
 

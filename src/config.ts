@@ -43,6 +43,17 @@ export const ENV = {
   orphanGrace: 'EDGE_REGISTRAR_ORPHAN_GRACE_SECONDS',
   leaseName: 'EDGE_REGISTRAR_LEASE_NAME',
   syncConcurrency: 'EDGE_REGISTRAR_SYNC_CONCURRENCY',
+  certMode: 'EDGE_REGISTRAR_CERT_MODE',
+  certSecret: 'EDGE_REGISTRAR_CERT_SECRET',
+  certSecretNamespace: 'EDGE_REGISTRAR_CERT_SECRET_NAMESPACE',
+  /** The Downward API's namespace of the pod, the fallback for the Secret's namespace. */
+  podNamespace: 'POD_NAMESPACE',
+  webhookService: 'EDGE_REGISTRAR_WEBHOOK_SERVICE',
+  mutatingWebhook: 'EDGE_REGISTRAR_MUTATING_WEBHOOK',
+  validatingWebhook: 'EDGE_REGISTRAR_VALIDATING_WEBHOOK',
+  certDays: 'EDGE_REGISTRAR_CERT_DAYS',
+  certRenewBefore: 'EDGE_REGISTRAR_CERT_RENEW_BEFORE_DAYS',
+  certCheckInterval: 'EDGE_REGISTRAR_CERT_CHECK_INTERVAL_SECONDS',
 } as const;
 
 const port = z.coerce.number().int().min(0).max(65535);
@@ -56,6 +67,21 @@ const commonSchema = z.object({
   policyPath: z.string().min(1).optional(),
   logLevel: logLevel.default('info'),
 });
+
+const selfCertificateSchema = z
+  .object({
+    secretName: z.string().min(1),
+    secretNamespace: dnsLabel,
+    /** The webhook's Service: the serving certificate's DNS names. */
+    service: dnsLabel,
+    mutatingWebhook: z.string().min(1).optional(),
+    validatingWebhook: z.string().min(1).optional(),
+    days: z.coerce.number().int().positive().default(365),
+    caDays: z.coerce.number().int().positive().default(3650),
+    renewBeforeDays: z.coerce.number().int().positive().default(30),
+    checkIntervalMs: z.coerce.number().int().positive().default(60_000),
+  })
+  .refine((c) => c.renewBeforeDays < c.days, { message: 'renew-before must be shorter than the certificate validity', path: ['renewBeforeDays'] });
 
 const webhookSchema = commonSchema.extend({
   host: z.string().min(1).default('0.0.0.0'),
@@ -77,6 +103,9 @@ const webhookSchema = commonSchema.extend({
   /** How long in-flight requests may take to finish after the listener closes. */
   drainTimeoutMs: z.number().int().min(0).default(10_000),
   fileCheckIntervalMs: z.number().int().positive().default(10_000),
+  /** files: --tls-cert/--tls-key (cert-manager, a provided Secret); self: the webhook's own Secret. */
+  certificateMode: z.enum(['files', 'self']).default('files'),
+  selfCertificate: selfCertificateSchema.optional(),
 });
 
 const checkSchema = commonSchema.extend({
@@ -164,6 +193,12 @@ const FLAG_NAMES: Record<string, string> = {
   metricsPort: `--metrics-port / ${ENV.metricsPort}`,
   istioApiVersion: `--istio-api-version / ${ENV.istioApiVersion}`,
   shutdownDelayMs: `--shutdown-delay / ${ENV.shutdownDelay}`,
+  certificateMode: `--cert-mode / ${ENV.certMode}`,
+  selfCertificate: 'self-managed certificate',
+  secretName: `--cert-secret / ${ENV.certSecret}`,
+  secretNamespace: `--cert-secret-namespace / ${ENV.certSecretNamespace} (or ${ENV.podNamespace})`,
+  service: `--service / ${ENV.webhookService}`,
+  renewBeforeDays: `--cert-renew-before / ${ENV.certRenewBefore}`,
   redis: `--redis-url / ${ENV.redisUrl} (and REDIS_*)`,
   stream: `--stream / ${ENV.stream}`,
   group: `--group / ${ENV.group}`,
@@ -185,6 +220,13 @@ function parseWith<S extends z.ZodType>(schema: S, input: Record<string, unknown
   if (!result.success) {
     const lines = result.error.issues.map((issue) => {
       const [head, ...rest] = issue.path;
+      // A nested setting with a flag of its own (the self-managed certificate's) is named by it.
+      const last = issue.path.at(-1);
+      const nested = rest.length > 0 && typeof last === 'string' ? FLAG_NAMES[last] : undefined;
+      if (nested !== undefined) {
+        const value = issue.path.reduce<unknown>((v, key) => (v !== null && typeof v === 'object' ? (v as Record<PropertyKey, unknown>)[key] : undefined), defined);
+        return `${nested}: ${issue.message} (${value === undefined ? 'missing' : `got ${JSON.stringify(value)}`})`;
+      }
       const name = typeof head === 'string' ? (FLAG_NAMES[head] ?? head) : formatPath(issue.path);
       const value = typeof head === 'string' ? defined[head] : undefined;
       const where = rest.length > 0 ? `${name} ${formatPath(rest)}` : name;
@@ -219,6 +261,14 @@ export interface WebhookFlags extends CommonFlags {
   metricsPort?: string | undefined;
   istioApiVersion?: string | undefined;
   shutdownDelay?: string | undefined;
+  certMode?: string | undefined;
+  certSecret?: string | undefined;
+  certSecretNamespace?: string | undefined;
+  service?: string | undefined;
+  mutatingWebhook?: string | undefined;
+  validatingWebhook?: string | undefined;
+  certDays?: string | undefined;
+  certRenewBefore?: string | undefined;
 }
 
 /** Seconds as a user writes them, milliseconds as the code uses them. */
@@ -238,7 +288,23 @@ export function webhookConfig(flags: WebhookFlags, env: Env): WebhookConfig {
     metricsPort: flags.metricsPort ?? env[ENV.metricsPort],
     istioApiVersion: flags.istioApiVersion ?? env[ENV.istioApiVersion],
     shutdownDelayMs: secondsToMs(flags.shutdownDelay ?? env[ENV.shutdownDelay]),
+    certificateMode: flags.certMode ?? env[ENV.certMode],
+    selfCertificate: (flags.certMode ?? env[ENV.certMode]) === 'self' ? selfCertificateInput(flags, env) : undefined,
   });
+}
+
+function selfCertificateInput(flags: WebhookFlags, env: Env): Record<string, unknown> {
+  const input = {
+    secretName: flags.certSecret ?? env[ENV.certSecret],
+    secretNamespace: flags.certSecretNamespace ?? env[ENV.certSecretNamespace] ?? env[ENV.podNamespace],
+    service: flags.service ?? env[ENV.webhookService],
+    mutatingWebhook: flags.mutatingWebhook ?? env[ENV.mutatingWebhook],
+    validatingWebhook: flags.validatingWebhook ?? env[ENV.validatingWebhook],
+    days: flags.certDays ?? env[ENV.certDays],
+    renewBeforeDays: flags.certRenewBefore ?? env[ENV.certRenewBefore],
+    checkIntervalMs: secondsToMs(env[ENV.certCheckInterval]),
+  };
+  return Object.fromEntries(Object.entries(input).filter(([, v]) => v !== undefined && v !== ''));
 }
 
 export interface RedisFlags {

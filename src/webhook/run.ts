@@ -12,7 +12,7 @@ import { createRegistry, createWebhookMetrics } from '../telemetry/metrics.ts';
 import express from 'express';
 import { createApp, probeRoutes } from './app.ts';
 import { closeGracefully, listenHttp, listenHttps, swapCertificate } from './server.ts';
-import { loadCertificate, watchCertificate } from './serving-cert.ts';
+import { openCertificateSource } from './certificate-source.ts';
 
 export interface RunningWebhook {
   port: number;
@@ -36,7 +36,8 @@ export async function runWebhook(config: WebhookConfig, logger: Logger, override
     onReload: (result) => { metrics.policyReloads.inc({ result }); },
   });
 
-  let certificate = await loadCertificate(config.tlsCertFile, config.tlsKeyFile);
+  const certificates = await openCertificateSource(config, logger);
+  let certificate = certificates.initial;
   metrics.certificateExpiry.set(certificate.notAfter.getTime() / 1000);
 
   let watched: WatchedIndex | undefined;
@@ -84,8 +85,7 @@ export async function runWebhook(config: WebhookConfig, logger: Logger, override
   }
   logger.info({ port: https.port, metricsPort: plain?.port, namespace: config.namespace, policy: config.policyPath ?? '(built-in)' }, 'webhook listening');
 
-  const stopCertWatch = watchCertificate(config.tlsCertFile, config.tlsKeyFile, certificate, {
-    intervalMs: config.fileCheckIntervalMs,
+  const stopCertWatch = certificates.watch({
     onLoad: (next) => {
       swapCertificate(https.server, next);
       certificate = next;
