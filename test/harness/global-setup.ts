@@ -6,6 +6,7 @@ import { mkdtemp, rm } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import type { TestProject } from 'vitest/node';
+import { ensureHelm } from './helm-build.ts';
 import { ensureKubeBinaries, type KubeBinaries } from './kube-build.ts';
 import { startCluster, type ClusterState, type StartedCluster } from './kube-cluster.ts';
 
@@ -13,6 +14,7 @@ declare module 'vitest' {
   export interface ProvidedContext {
     cluster: ClusterState;
     binaries: KubeBinaries;
+    helm: string;
   }
 }
 
@@ -21,6 +23,7 @@ let dir: string | undefined;
 
 export async function setup(project: TestProject): Promise<void> {
   const binaries = await ensureKubeBinaries((line) => console.error(line));
+  project.provide('helm', await ensureHelm((line) => console.error(line)));
   dir = await mkdtemp(join(tmpdir(), 'edge-registrar-kube-'));
   const started = Date.now();
   cluster = await startCluster({ binaries, dir, log: (line) => console.error(line) });

@@ -26,14 +26,14 @@ export interface KubeBinaries {
   istioCrds: string;
 }
 
-async function exists(path: string): Promise<boolean> {
+export async function exists(path: string): Promise<boolean> {
   return stat(path).then(
     () => true,
     () => false,
   );
 }
 
-function run(command: string, args: string[], cwd: string, log: (line: string) => void): Promise<string> {
+export function run(command: string, args: string[], cwd: string, log: (line: string) => void): Promise<string> {
   return new Promise((resolve, reject) => {
     const child = spawn(command, args, { cwd, env: { ...process.env, GOFLAGS: '-mod=mod' }, stdio: ['ignore', 'pipe', 'pipe'] });
     let out = '';

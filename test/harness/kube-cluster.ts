@@ -73,10 +73,12 @@ export interface StartClusterOptions {
    * exit: stop() then startCluster() again is an API server that went away and came back.
    */
   resume?: boolean;
+  /** Create cluster-base.yaml's namespaces, seed objects and test RBAC (default true). */
+  base?: boolean;
   log?: (line: string) => void;
 }
 
-export async function startCluster({ binaries, dir, withControllerManager = true, resume = false, log = () => undefined }: StartClusterOptions): Promise<StartedCluster> {
+export async function startCluster({ binaries, dir, withControllerManager = true, resume = false, base = true, log = () => undefined }: StartClusterOptions): Promise<StartedCluster> {
   const args = ['--dir', dir, '--stdin-watch', ...(resume ? ['--resume'] : [])];
   if (withControllerManager) args.push('--controller-manager', binaries.controllerManager);
   for (const [name, spec] of Object.entries(CLUSTER_USERS)) args.push('--user', `${name}=${spec}`);
@@ -114,8 +116,10 @@ export async function startCluster({ binaries, dir, withControllerManager = true
   // Istio's CRDs are large; server-side apply avoids the last-applied annotation size limit.
   await must('admin', ['apply', '--server-side', '-f', binaries.istioCrds]);
   await must('admin', ['wait', '--for', 'condition=Established', '--timeout', '60s', 'crd/workloadentries.networking.istio.io', 'crd/serviceentries.networking.istio.io', 'crd/workloadgroups.networking.istio.io']);
-  await must('admin', ['apply', '-f', '-'], await readFile(join(HERE, 'cluster-base.yaml'), 'utf8'));
-  log('[cluster] Istio CRDs, namespace airport-prod and the seed objects are in place');
+  if (base) {
+    await must('admin', ['apply', '-f', '-'], await readFile(join(HERE, 'cluster-base.yaml'), 'utf8'));
+    log('[cluster] Istio CRDs, namespace airport-prod and the seed objects are in place');
+  } else log("[cluster] Istio CRDs in place");
 
   let stopped: Promise<void> | undefined;
   return {

@@ -1,0 +1,181 @@
+/**
+ * charts/edge-registrar with the real helm CLI (built from its Go module): lint, template in
+ * every certificate mode, the values schema, and fullnameOverride. No cluster needed here;
+ * helm-install.test.ts installs it into a real API server.
+ */
+import { spawn } from 'node:child_process';
+import { readFile } from 'node:fs/promises';
+import { fileURLToPath } from 'node:url';
+import { parse, parseAllDocuments } from 'yaml';
+import { describe, expect, inject, it } from 'vitest';
+
+const CHART = fileURLToPath(new URL('../../charts/edge-registrar', import.meta.url));
+const WEBHOOK_CONFIG = fileURLToPath(new URL('../../webhook-config/', import.meta.url));
+
+export interface K8sObject {
+  apiVersion: string;
+  kind: string;
+  metadata: { name: string; namespace?: string; labels?: Record<string, string>; annotations?: Record<string, string> };
+  [key: string]: any;
+}
+
+export function helm(args: string[], kubeconfig?: string): Promise<{ code: number; stdout: string; stderr: string }> {
+  return new Promise((resolve, reject) => {
+    const child = spawn(inject('helm'), [...args, ...(kubeconfig ? ['--kubeconfig', kubeconfig] : [])], { stdio: ['ignore', 'pipe', 'pipe'], env: { ...process.env, HELM_CACHE_HOME: '/tmp/helm-cache', HELM_CONFIG_HOME: '/tmp/helm-config', HELM_DATA_HOME: '/tmp/helm-data' } });
+    let stdout = '';
+    let stderr = '';
+    child.stdout.on('data', (c: Buffer) => (stdout += c.toString()));
+    child.stderr.on('data', (c: Buffer) => (stderr += c.toString()));
+    child.on('error', reject);
+    child.on('close', (code) => resolve({ code: code ?? -1, stdout, stderr }));
+  });
+}
+
+/** `helm template edge-registrar CHART -n edge-registrar --set ...`, parsed. */
+export async function render(set: string[] = [], release = 'edge-registrar'): Promise<K8sObject[]> {
+  const res = await helm(['template', release, CHART, '--namespace', 'edge-registrar', ...set.flatMap((s) => ['--set', s])]);
+  if (res.code !== 0) throw new Error(res.stderr);
+  return parseAllDocuments(res.stdout)
+    .map((d) => d.toJS() as K8sObject | null)
+    .filter((o): o is K8sObject => o !== null);
+}
+
+const find = (objects: K8sObject[], kind: string, name?: string): K8sObject => {
+  const found = objects.find((o) => o.kind === kind && (name === undefined || o.metadata.name === name));
+  if (found === undefined) throw new Error(`no ${kind} ${name ?? ''} in the rendered chart`);
+  return found;
+};
+const container = (objects: K8sObject[], deployment: string): any => find(objects, 'Deployment', deployment).spec.template.spec.containers[0];
+const env = (c: any): Record<string, unknown> => Object.fromEntries(c.env.map((e: any) => [e.name, e.value ?? e.valueFrom]));
+
+describe('helm lint and template', () => {
+  it('helm lint --strict passes', async () => {
+    const res = await helm(['lint', '--strict', CHART]);
+    expect(res.stderr + res.stdout).toContain('0 chart(s) failed');
+    expect(res.code).toBe(0);
+  });
+
+  it('default values: both Deployments, Services, PDB, RBAC, the seed Istio objects, standard labels', async () => {
+    const objects = await render();
+    const kinds = objects.map((o) => `${o.kind}/${o.metadata.name}`).sort();
+    expect(kinds).toEqual(
+      expect.arrayContaining([
+        'Deployment/edge-registrar-webhook',
+        'Deployment/edge-registrar-sync',
+        'Service/edge-registrar-webhook',
+        'Service/edge-registrar-sync',
+        'PodDisruptionBudget/edge-registrar-webhook',
+        'MutatingWebhookConfiguration/edge-registrar',
+        'ValidatingWebhookConfiguration/edge-registrar',
+        'ServiceAccount/xrayr-vm',
+        'WorkloadGroup/xrayr',
+        'ServiceEntry/xrayr-nodes',
+        'NetworkPolicy/edge-registrar-webhook',
+        'ConfigMap/edge-registrar-policy',
+      ]),
+    );
+    for (const o of objects) {
+      expect(o.metadata.labels, `${o.kind}/${o.metadata.name}`).toMatchObject({ 'app.kubernetes.io/name': 'edge-registrar', 'app.kubernetes.io/instance': 'edge-registrar', 'app.kubernetes.io/managed-by': 'Helm' });
+    }
+    const webhook = find(objects, 'Deployment', 'edge-registrar-webhook');
+    expect(webhook.spec.replicas).toBe(2);
+    expect(webhook.spec.template.spec.affinity.podAntiAffinity).toBeDefined();
+    const c = container(objects, 'edge-registrar-webhook');
+    expect(c.readinessProbe.httpGet.path).toBe('/readyz');
+    expect(c.livenessProbe.httpGet.path).toBe('/healthz');
+    expect(c.securityContext).toEqual({ allowPrivilegeEscalation: false, readOnlyRootFilesystem: true, capabilities: { drop: ['ALL'] } });
+    expect(webhook.spec.template.spec.securityContext).toMatchObject({ runAsNonRoot: true, seccompProfile: { type: 'RuntimeDefault' } });
+    expect(c.resources.requests).toBeDefined();
+    expect(find(objects, 'ServiceEntry').spec).toMatchObject({ hosts: ['xrayr.airport-prod.mesh'], resolution: 'STATIC', workloadSelector: { labels: { app: 'xrayr' } } });
+    // The policy names the chart's sync ServiceAccount as the owner of managed entries.
+    const policy = parse(find(objects, 'ConfigMap', 'edge-registrar-policy').data['policy.yaml'] as string);
+    expect(policy.ownership.syncUsers).toEqual(['system:serviceaccount:edge-registrar:edge-registrar-sync']);
+  });
+
+  it('the webhook configurations equal webhook-config/ in substance', async () => {
+    const objects = await render();
+    for (const [kind, file] of [['MutatingWebhookConfiguration', 'mutating-webhook.yaml'], ['ValidatingWebhookConfiguration', 'validating-webhook.yaml']] as const) {
+      const plain = parse((await readFile(`${WEBHOOK_CONFIG}${file}`, 'utf8')).replace('${CA_BUNDLE}', 'x'));
+      const chart = find(objects, kind);
+      expect(chart.metadata.name).toBe(plain.metadata.name);
+      for (const w of plain.webhooks) delete w.clientConfig.caBundle;
+      // Self mode: no caBundle in the template; the webhook injects it (an upgrade never blanks it).
+      expect(chart.webhooks).toEqual(plain.webhooks);
+    }
+  });
+
+  it('self mode (default): the webhook keeps its Secret and patches only its own configurations', async () => {
+    const objects = await render();
+    expect(env(container(objects, 'edge-registrar-webhook'))).toMatchObject({ EDGE_REGISTRAR_CERT_MODE: 'self', EDGE_REGISTRAR_CERT_SECRET: 'edge-registrar-webhook-tls', EDGE_REGISTRAR_WEBHOOK_SERVICE: 'edge-registrar-webhook' });
+    const injector = find(objects, 'ClusterRole', 'edge-registrar-webhook-ca-injector');
+    expect(injector.rules).toEqual([{ apiGroups: ['admissionregistration.k8s.io'], resources: ['mutatingwebhookconfigurations', 'validatingwebhookconfigurations'], resourceNames: ['edge-registrar'], verbs: ['get', 'patch'] }]);
+    expect(objects.filter((o) => o.kind === 'ClusterRole')).toHaveLength(1);
+  });
+
+  it('cert-manager mode: a Certificate, the cainjector annotation, the Secret mounted, no CA injector RBAC', async () => {
+    const objects = await render(['certificates.mode=cert-manager']);
+    const cert = find(objects, 'Certificate', 'edge-registrar-webhook');
+    expect(cert.spec).toMatchObject({ secretName: 'edge-registrar-webhook-tls', issuerRef: { name: 'edge-registrar-webhook-selfsigned', kind: 'Issuer' } });
+    expect(cert.spec.dnsNames).toContain('edge-registrar-webhook.edge-registrar.svc');
+    expect(find(objects, 'Issuer').spec).toEqual({ selfSigned: {} });
+    for (const kind of ['MutatingWebhookConfiguration', 'ValidatingWebhookConfiguration']) {
+      expect(find(objects, kind).metadata.annotations).toEqual({ 'cert-manager.io/inject-ca-from': 'edge-registrar/edge-registrar-webhook' });
+    }
+    expect(find(objects, 'Deployment', 'edge-registrar-webhook').spec.template.spec.volumes).toContainEqual({ name: 'tls', secret: { secretName: 'edge-registrar-webhook-tls' } });
+    expect(objects.some((o) => o.kind === 'ClusterRole')).toBe(false);
+    const withIssuer = await render(['certificates.mode=cert-manager', 'certificates.certManager.issuerRef.name=corp-ca', 'certificates.certManager.issuerRef.kind=ClusterIssuer']);
+    expect(find(withIssuer, 'Certificate').spec.issuerRef).toEqual({ name: 'corp-ca', kind: 'ClusterIssuer' });
+    expect(withIssuer.some((o) => o.kind === 'Issuer')).toBe(false);
+  });
+
+  it('provided mode: the given Secret and caBundle', async () => {
+    const objects = await render(['certificates.mode=provided', 'certificates.provided.secretName=my-tls', 'certificates.provided.caBundle=Q0E=']);
+    expect(find(objects, 'ValidatingWebhookConfiguration').webhooks[0].clientConfig.caBundle).toBe('Q0E=');
+    expect(find(objects, 'Deployment', 'edge-registrar-webhook').spec.template.spec.volumes).toContainEqual({ name: 'tls', secret: { secretName: 'my-tls' } });
+    expect(objects.some((o) => o.kind === 'ClusterRole' || o.kind === 'Certificate')).toBe(false);
+  });
+
+  it('Redis from an existing Secret, with TLS and Sentinel', async () => {
+    const objects = await render(['redis.existingSecret=redis-auth', 'redis.existingSecretKeys.url=url', 'redis.tls.enabled=true', 'redis.tls.caSecret=redis-ca', 'redis.sentinel.enabled=true', 'redis.sentinel.hosts={s1:26379,s2:26379}', 'redis.sentinel.passwordKey=sentinel-password']);
+    const e = env(container(objects, 'edge-registrar-sync'));
+    expect(e).toMatchObject({
+      REDIS_URL: { secretKeyRef: { name: 'redis-auth', key: 'url' } },
+      REDIS_PASSWORD: { secretKeyRef: { name: 'redis-auth', key: 'password', optional: true } },
+      REDIS_TLS: 'true',
+      REDIS_TLS_CA_FILE: '/etc/edge-registrar/redis-ca/ca.crt',
+      REDIS_SENTINELS: 's1:26379,s2:26379',
+      REDIS_SENTINEL_PASSWORD: { secretKeyRef: { name: 'redis-auth', key: 'sentinel-password' } },
+    });
+    const inline = await render(['redis.password=s3cret']);
+    expect(find(inline, 'Secret', 'edge-registrar-redis').stringData).toEqual({ password: 's3cret' });
+  });
+
+  it('fullnameOverride renames everything, references included', async () => {
+    const objects = await render(['fullnameOverride=reg'], 'whatever');
+    const names = objects.filter((o) => o.metadata.labels?.['app.kubernetes.io/part-of'] === 'edge-registrar' && o.metadata.namespace === undefined && !['xrayr-vm', 'xrayr', 'xrayr-nodes'].includes(o.metadata.name));
+    for (const o of names) expect(o.metadata.name, `${o.kind}`).toMatch(/^reg(-|$)/);
+    expect(find(objects, 'ValidatingWebhookConfiguration', 'reg').webhooks[0].clientConfig.service.name).toBe('reg-webhook');
+    expect(find(objects, 'ClusterRole', 'reg-webhook-ca-injector').rules[0].resourceNames).toEqual(['reg']);
+    expect(find(objects, 'Deployment', 'reg-sync').spec.template.spec.serviceAccountName).toBe('reg-sync');
+  });
+
+  it('optional pieces: ServiceMonitor, priority classes, no Istio objects, no NetworkPolicy', async () => {
+    const objects = await render(['serviceMonitor.enabled=true', 'webhook.priorityClassName=system-cluster-critical', 'istioResources.create=false', 'networkPolicy.enabled=false']);
+    expect(objects.filter((o) => o.kind === 'ServiceMonitor').map((o) => o.metadata.name)).toEqual(['edge-registrar-webhook', 'edge-registrar-sync']);
+    expect(find(objects, 'Deployment', 'edge-registrar-webhook').spec.template.spec.priorityClassName).toBe('system-cluster-critical');
+    expect(objects.some((o) => ['WorkloadGroup', 'ServiceEntry', 'NetworkPolicy'].includes(o.kind))).toBe(false);
+  });
+
+  it.each([
+    ['an unknown certificate mode', 'certificates.mode=vault', "at '/certificates/mode': value must be one of 'self', 'cert-manager', 'provided'"],
+    ['zero webhook replicas', 'webhook.replicas=0', "at '/webhook/replicas': minimum: got 0, want 1"],
+    ['a Redis URL that is not redis:// or rediss://', 'redis.url=http://redis:6379', "at '/redis/url'"],
+    ['a misspelt key', 'webhok.replicas=3', 'webhok'],
+    ['provided mode without a caBundle', 'certificates.mode=provided', 'caBundle'],
+  ])('values.schema.json rejects %s with a message naming it', async (_what, set, named) => {
+    const res = await helm(['template', 'edge-registrar', CHART, '--set', set, ...(set.includes('provided') ? ['--set', 'certificates.provided.secretName=x'] : [])]);
+    expect(res.code).not.toBe(0);
+    expect(res.stderr).toContain('values don\'t meet the specifications of the schema');
+    expect(res.stderr).toContain(named);
+  });
+});
