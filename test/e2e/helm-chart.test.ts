@@ -3,42 +3,13 @@
  * every certificate mode, the values schema, and fullnameOverride. No cluster needed here;
  * helm-install.test.ts installs it into a real API server.
  */
-import { spawn } from 'node:child_process';
 import { readFile } from 'node:fs/promises';
 import { fileURLToPath } from 'node:url';
-import { parse, parseAllDocuments } from 'yaml';
-import { describe, expect, inject, it } from 'vitest';
+import { parse } from 'yaml';
+import { describe, expect, it } from 'vitest';
+import { CHART, helm, render, type K8sObject } from './helm-support.ts';
 
-const CHART = fileURLToPath(new URL('../../charts/edge-registrar', import.meta.url));
 const WEBHOOK_CONFIG = fileURLToPath(new URL('../../webhook-config/', import.meta.url));
-
-export interface K8sObject {
-  apiVersion: string;
-  kind: string;
-  metadata: { name: string; namespace?: string; labels?: Record<string, string>; annotations?: Record<string, string> };
-  [key: string]: any;
-}
-
-export function helm(args: string[], kubeconfig?: string): Promise<{ code: number; stdout: string; stderr: string }> {
-  return new Promise((resolve, reject) => {
-    const child = spawn(inject('helm'), [...args, ...(kubeconfig ? ['--kubeconfig', kubeconfig] : [])], { stdio: ['ignore', 'pipe', 'pipe'], env: { ...process.env, HELM_CACHE_HOME: '/tmp/helm-cache', HELM_CONFIG_HOME: '/tmp/helm-config', HELM_DATA_HOME: '/tmp/helm-data' } });
-    let stdout = '';
-    let stderr = '';
-    child.stdout.on('data', (c: Buffer) => (stdout += c.toString()));
-    child.stderr.on('data', (c: Buffer) => (stderr += c.toString()));
-    child.on('error', reject);
-    child.on('close', (code) => resolve({ code: code ?? -1, stdout, stderr }));
-  });
-}
-
-/** `helm template edge-registrar CHART -n edge-registrar --set ...`, parsed. */
-export async function render(set: string[] = [], release = 'edge-registrar'): Promise<K8sObject[]> {
-  const res = await helm(['template', release, CHART, '--namespace', 'edge-registrar', ...set.flatMap((s) => ['--set', s])]);
-  if (res.code !== 0) throw new Error(res.stderr);
-  return parseAllDocuments(res.stdout)
-    .map((d) => d.toJS() as K8sObject | null)
-    .filter((o): o is K8sObject => o !== null);
-}
 
 const find = (objects: K8sObject[], kind: string, name?: string): K8sObject => {
   const found = objects.find((o) => o.kind === kind && (name === undefined || o.metadata.name === name));
@@ -153,7 +124,7 @@ describe('helm lint and template', () => {
   it('fullnameOverride renames everything, references included', async () => {
     const objects = await render(['fullnameOverride=reg'], 'whatever');
     const names = objects.filter((o) => o.metadata.labels?.['app.kubernetes.io/part-of'] === 'edge-registrar' && o.metadata.namespace === undefined && !['xrayr-vm', 'xrayr', 'xrayr-nodes'].includes(o.metadata.name));
-    for (const o of names) expect(o.metadata.name, `${o.kind}`).toMatch(/^reg(-|$)/);
+    for (const o of names) expect(o.metadata.name, o.kind).toMatch(/^reg(-|$)/);
     expect(find(objects, 'ValidatingWebhookConfiguration', 'reg').webhooks[0].clientConfig.service.name).toBe('reg-webhook');
     expect(find(objects, 'ClusterRole', 'reg-webhook-ca-injector').rules[0].resourceNames).toEqual(['reg']);
     expect(find(objects, 'Deployment', 'reg-sync').spec.template.spec.serviceAccountName).toBe('reg-sync');

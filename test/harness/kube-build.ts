@@ -53,8 +53,18 @@ export function run(command: string, args: string[], cwd: string, log: (line: st
   });
 }
 
+/**
+ * Stamped the way Kubernetes' own release builds are, so the API server reports v1.35.4 (an
+ * unstamped build says v0.0.0-master, which fails every chart's kubeVersion constraint).
+ */
+const [MAJOR, MINOR] = KUBERNETES_VERSION.slice(1).split('.');
+const VERSION_LDFLAGS = ['k8s.io/component-base/version', 'k8s.io/client-go/pkg/version']
+  .flatMap((pkg) => [`-X ${pkg}.gitVersion=${KUBERNETES_VERSION}`, `-X ${pkg}.gitMajor=${MAJOR}`, `-X ${pkg}.gitMinor=${MINOR}`, `-X ${pkg}.gitTreeState=clean`])
+  .join(' ');
+
 async function cacheKey(): Promise<string> {
   const hash = createHash('sha256');
+  hash.update(VERSION_LDFLAGS);
   for (const file of ['go.mod', 'go.sum', 'main.go']) hash.update(await readFile(join(MODULE_DIR, file)));
   hash.update(ISTIO_API_VERSION);
   return `${KUBERNETES_VERSION}-${hash.digest('hex').slice(0, 12)}`;
@@ -86,7 +96,7 @@ export async function ensureKubeBinaries(log: (line: string) => void = (l) => co
     const t = Date.now();
     log(`[kube-build] go build ${pkg}`);
     // Build to a temporary name and rename, so an interrupted build never looks finished.
-    await run('go', ['build', '-o', `${path}.partial`, pkg], MODULE_DIR, log);
+    await run('go', ['build', '-ldflags', VERSION_LDFLAGS, '-o', `${path}.partial`, pkg], MODULE_DIR, log);
     await rename(`${path}.partial`, path);
     log(`[kube-build] built ${path} in ${Math.round((Date.now() - t) / 1000)}s`);
   }

@@ -1,0 +1,213 @@
+/**
+ * `helm install` of charts/edge-registrar into a real kube-apiserver of its own (no kubelet,
+ * so no pods run), then what the chart grants checked with `kubectl auth can-i`, and the
+ * self-mode certificate lifecycle run from this process with the chart's webhook identity:
+ * one Secret under concurrent starts, the CA bundle injected, renewal and hot reload near
+ * expiry, a restart reusing the stored certificate.
+ */
+import { X509Certificate } from 'node:crypto';
+import { mkdtemp, rm } from 'node:fs/promises';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+import { connect } from 'node:tls';
+import * as k8s from '@kubernetes/client-node';
+import { afterAll, beforeAll, describe, expect, inject, it } from 'vitest';
+import { createServingCertificate, serviceHostNames } from '../../src/certs/authority.ts';
+import { pemBlocks } from '../../src/certs/renewal.ts';
+import { SECRET_KEYS, SelfManagedCertificate } from '../../src/certs/self-managed.ts';
+import { webhookConfig } from '../../src/config.ts';
+import { loadKubeConfig } from '../../src/kube/client.ts';
+import { createLogger } from '../../src/telemetry/logger.ts';
+import { runWebhook, type RunningWebhook } from '../../src/webhook/run.ts';
+import { kubeconfigFor, startCluster, type StartedCluster } from '../harness/kube-cluster.ts';
+import { CHART, helm } from './helm-support.ts';
+import { waitFor } from './support.ts';
+
+const RELEASE_NS = 'edge-registrar';
+const SECRET = 'edge-registrar-webhook-tls';
+const SERVICE = 'edge-registrar-webhook';
+// The harness's `webhook` user is system:serviceaccount:edge-registrar:edge-registrar-webhook:
+// exactly the ServiceAccount the chart creates for release "edge-registrar".
+const WEBHOOK_SA = 'system:serviceaccount:edge-registrar:edge-registrar-webhook';
+const SYNC_SA = 'system:serviceaccount:edge-registrar:edge-registrar-sync';
+
+let dir: string;
+let cluster: StartedCluster;
+let webhook: RunningWebhook | undefined;
+
+const kubectl = async (args: string[]): Promise<string> => {
+  const res = await cluster.kubectl('admin', args);
+  if (res.code !== 0) throw new Error(`kubectl ${args.join(' ')}: ${res.stderr}`);
+  return res.stdout;
+};
+const getJson = async (args: string[]): Promise<any> => JSON.parse(await kubectl([...args, '-o', 'json']));
+
+function manager(): SelfManagedCertificate {
+  return new SelfManagedCertificate({
+    kubeConfig: loadKubeConfig(kubeconfigFor(cluster.state, 'webhook')),
+    secretNamespace: RELEASE_NS,
+    secretName: SECRET,
+    mutatingWebhook: 'edge-registrar',
+    validatingWebhook: 'edge-registrar',
+    wants: { hosts: serviceHostNames(SERVICE, RELEASE_NS), days: 365, caDays: 3650, renewBeforeDays: 30, caCommonName: 'test CA' },
+    logger: createLogger('silent', 'cert'),
+  });
+}
+
+/** The certificate the webhook presents to a client that asks for the Service's name. */
+function servedCertificate(port: number, ca: string): Promise<X509Certificate> {
+  return new Promise((resolve, reject) => {
+    const socket = connect({ host: '127.0.0.1', port, servername: `${SERVICE}.${RELEASE_NS}.svc`, ca }, () => {
+      const raw = socket.getPeerX509Certificate();
+      socket.end();
+      if (raw === undefined) reject(new Error('no peer certificate'));
+      else resolve(raw);
+    });
+    socket.on('error', reject);
+  });
+}
+
+beforeAll(async () => {
+  dir = await mkdtemp(join(tmpdir(), 'edge-registrar-kube-helm-'));
+  cluster = await startCluster({ binaries: inject('binaries'), dir, withControllerManager: false, base: false });
+  // The managed namespace is the user's application namespace: it exists before the chart.
+  await kubectl(['create', 'namespace', 'airport-prod']);
+});
+
+afterAll(async () => {
+  await webhook?.stop();
+  await cluster.stop();
+  await rm(dir, { recursive: true, force: true });
+});
+
+describe('helm install into a real API server', () => {
+  it('installs with default values; the objects carry what they must', async () => {
+    const res = await helm(['install', 'edge-registrar', CHART, '--namespace', RELEASE_NS, '--create-namespace', '--set', 'sync.replicas=1'], kubeconfigFor(cluster.state, 'admin'));
+    expect(res.stderr).toBe('');
+    expect(res.stdout).toContain('STATUS: deployed');
+    // NOTES.txt tells the user how to check that entries flow.
+    expect(res.stdout).toContain('XADD sigma:vps-events');
+
+    const deployments = await getJson(['-n', RELEASE_NS, 'get', 'deployments']);
+    expect(deployments.items.map((d: any) => `${d.metadata.name}=${d.spec.replicas}`).sort()).toEqual(['edge-registrar-sync=1', 'edge-registrar-webhook=2']);
+    expect((await getJson(['-n', RELEASE_NS, 'get', 'pdb', 'edge-registrar-webhook'])).spec.minAvailable).toBe(1);
+    const validating = await getJson(['get', 'validatingwebhookconfiguration', 'edge-registrar']);
+    expect(validating.webhooks[0]).toMatchObject({ failurePolicy: 'Fail', sideEffects: 'None', clientConfig: { service: { namespace: RELEASE_NS, name: SERVICE, path: '/validate' } } });
+    expect(validating.webhooks[0].clientConfig.caBundle).toBeUndefined();
+    expect((await getJson(['-n', 'airport-prod', 'get', 'serviceentry', 'xrayr-nodes'])).spec.hosts).toEqual(['xrayr.airport-prod.mesh']);
+    expect((await getJson(['-n', 'airport-prod', 'get', 'workloadgroup', 'xrayr'])).spec.template.serviceAccount).toBe('xrayr-vm');
+    expect((await getJson(['-n', 'airport-prod', 'get', 'serviceaccount', 'xrayr-vm'])).metadata.labels['app.kubernetes.io/managed-by']).toBe('Helm');
+  });
+
+  it('kubectl auth can-i: each ServiceAccount can do what it needs and nothing more', async () => {
+    const can = async (user: string, verb: string, resource: string, namespace?: string): Promise<boolean> => {
+      const res = await cluster.kubectl('admin', ['auth', 'can-i', verb, resource, '--as', user, ...(namespace ? ['-n', namespace] : [])]);
+      return res.stdout.trim() === 'yes';
+    };
+    const table: [string, string, string, string | undefined, boolean][] = [
+      [WEBHOOK_SA, 'watch', 'workloadentries.networking.istio.io', 'airport-prod', true],
+      [WEBHOOK_SA, 'list', 'services', 'airport-prod', true],
+      [WEBHOOK_SA, 'list', 'serviceaccounts', 'airport-prod', true],
+      [WEBHOOK_SA, 'create', 'workloadentries.networking.istio.io', 'airport-prod', false],
+      [WEBHOOK_SA, 'delete', 'workloadentries.networking.istio.io', 'airport-prod', false],
+      [WEBHOOK_SA, 'list', 'workloadentries.networking.istio.io', 'default', false],
+      [WEBHOOK_SA, 'get', `secrets/${SECRET}`, RELEASE_NS, true],
+      [WEBHOOK_SA, 'update', `secrets/${SECRET}`, RELEASE_NS, true],
+      [WEBHOOK_SA, 'create', 'secrets', RELEASE_NS, true],
+      [WEBHOOK_SA, 'get', 'secrets/other', RELEASE_NS, false],
+      [WEBHOOK_SA, 'list', 'secrets', RELEASE_NS, false],
+      [WEBHOOK_SA, 'create', 'secrets', 'airport-prod', false],
+      [WEBHOOK_SA, 'patch', 'mutatingwebhookconfigurations/edge-registrar', undefined, true],
+      [WEBHOOK_SA, 'patch', 'validatingwebhookconfigurations/edge-registrar', undefined, true],
+      [WEBHOOK_SA, 'patch', 'validatingwebhookconfigurations/someone-else', undefined, false],
+      [WEBHOOK_SA, 'delete', 'validatingwebhookconfigurations/edge-registrar', undefined, false],
+      [WEBHOOK_SA, 'list', 'validatingwebhookconfigurations', undefined, false],
+      [SYNC_SA, 'create', 'workloadentries.networking.istio.io', 'airport-prod', true],
+      [SYNC_SA, 'patch', 'workloadentries.networking.istio.io', 'airport-prod', true],
+      [SYNC_SA, 'delete', 'workloadentries.networking.istio.io', 'airport-prod', true],
+      [SYNC_SA, 'list', 'workloadentries.networking.istio.io', 'airport-prod', true],
+      [SYNC_SA, 'create', 'workloadentries.networking.istio.io', 'default', false],
+      [SYNC_SA, 'deletecollection', 'workloadentries.networking.istio.io', 'airport-prod', false],
+      [SYNC_SA, 'create', 'leases.coordination.k8s.io', 'airport-prod', true],
+      [SYNC_SA, 'update', 'leases.coordination.k8s.io/edge-registrar-sync', 'airport-prod', true],
+      [SYNC_SA, 'update', 'leases.coordination.k8s.io/someone-else', 'airport-prod', false],
+      [SYNC_SA, 'get', 'secrets', 'airport-prod', false],
+      [SYNC_SA, 'get', 'secrets', RELEASE_NS, false],
+      [SYNC_SA, 'list', 'pods', 'airport-prod', false],
+      [SYNC_SA, 'create', 'serviceentries.networking.istio.io', 'airport-prod', false],
+    ];
+    const results = await Promise.all(table.map(async ([user, verb, resource, ns]) => can(user, verb, resource, ns)));
+    const wrong = table.filter((row, i) => results[i] !== row[4]).map(([user, verb, resource, ns, want]) => `${user.split(':').at(-1)} ${verb} ${resource} -n ${ns ?? '(cluster)'}: want ${want ? 'yes' : 'no'}`);
+    expect(wrong).toEqual([]);
+  });
+});
+
+describe('self-mode certificate lifecycle against the real API server, as the chart grants it', () => {
+  it('replicas starting at once agree on one certificate; the CA bundle is injected into both configurations', async () => {
+    const results = await Promise.all([manager().reconcile(), manager().reconcile(), manager().reconcile()]);
+    expect(results.map((r) => r.action).sort()).toEqual(['created', 'used', 'used']);
+    expect(new Set(results.map((r) => r.stored.cert)).size).toBe(1);
+    const secret = await getJson(['-n', RELEASE_NS, 'get', 'secret', SECRET]);
+    expect(secret.type).toBe('kubernetes.io/tls');
+    expect(Buffer.from(secret.data[SECRET_KEYS.cert], 'base64').toString()).toBe(results[0].stored.cert);
+    const bundle = Buffer.from(results[0].stored.caBundle).toString('base64');
+    for (const kind of ['mutatingwebhookconfiguration', 'validatingwebhookconfiguration']) {
+      expect((await getJson(['get', kind, 'edge-registrar'])).webhooks[0].clientConfig.caBundle).toBe(bundle);
+    }
+    // A restarted replica reuses the stored certificate and writes nothing.
+    const before = secret.metadata.resourceVersion;
+    expect((await manager().reconcile()).action).toBe('used');
+    expect((await getJson(['-n', RELEASE_NS, 'get', 'secret', SECRET])).metadata.resourceVersion).toBe(before);
+    // helm upgrade leaves the injected caBundle alone (the template does not set it).
+    const upgraded = await helm(['upgrade', 'edge-registrar', CHART, '--namespace', RELEASE_NS, '--set', 'sync.replicas=1', '--set', 'webhook.timeoutSeconds=7'], kubeconfigFor(cluster.state, 'admin'));
+    expect(upgraded.code, upgraded.stderr).toBe(0);
+    const after = await getJson(['get', 'validatingwebhookconfiguration', 'edge-registrar']);
+    expect(after.webhooks[0].timeoutSeconds).toBe(7);
+    expect(after.webhooks[0].clientConfig.caBundle).toBe(bundle);
+  });
+
+  it('the running webhook serves the stored certificate, renews it near expiry and swaps it in without a restart', async () => {
+    const config = webhookConfig(
+      {
+        host: '127.0.0.1',
+        port: '0',
+        kubeconfig: kubeconfigFor(cluster.state, 'webhook'),
+        certMode: 'self',
+        certSecret: SECRET,
+        certSecretNamespace: RELEASE_NS,
+        service: SERVICE,
+        mutatingWebhook: 'edge-registrar',
+        validatingWebhook: 'edge-registrar',
+      },
+      { EDGE_REGISTRAR_CERT_CHECK_INTERVAL_SECONDS: '1' },
+    );
+    webhook = await runWebhook({ ...config, shutdownDelayMs: 0 }, createLogger(process.env.E2E_LOG_LEVEL === undefined ? 'silent' : 'info', 'webhook'));
+    const stored = (await manager().reconcile()).stored;
+    const served = await servedCertificate(webhook.port, stored.caBundle);
+    expect(served.fingerprint256).toBe(new X509Certificate(stored.cert).fingerprint256);
+
+    // Time passes: put a certificate with one day left into the Secret, as if it had aged.
+    const [caCert] = pemBlocks(stored.caBundle);
+    const aged = createServingCertificate({ ca: { cert: caCert ?? '', key: stored.caKey }, hosts: serviceHostNames(SERVICE, RELEASE_NS), days: 1 });
+    const api = loadKubeConfig(kubeconfigFor(cluster.state, 'admin')).makeApiClient(k8s.CoreV1Api);
+    await api.patchNamespacedSecret(
+      { name: SECRET, namespace: RELEASE_NS, body: { data: { [SECRET_KEYS.cert]: Buffer.from(aged.cert).toString('base64'), [SECRET_KEYS.key]: Buffer.from(aged.key).toString('base64') } } },
+      k8s.setHeaderOptions('Content-Type', k8s.PatchStrategy.MergePatch),
+    );
+    // Within a check interval the webhook notices, renews (same CA) and serves the new one.
+    const yearFromNow = Date.now() + 300 * 24 * 3600 * 1000;
+    await waitFor(
+      async () => {
+        const now = await servedCertificate(webhook?.port ?? 0, stored.caBundle);
+        return now.fingerprint256 !== served.fingerprint256 && new Date(now.validTo).getTime() > yearFromNow;
+      },
+      'a renewed certificate to be served',
+      20_000,
+    );
+    const secret = await getJson(['-n', RELEASE_NS, 'get', 'secret', SECRET]);
+    const renewed = new X509Certificate(Buffer.from(secret.data[SECRET_KEYS.cert], 'base64'));
+    expect(renewed.fingerprint256).toBe((await servedCertificate(webhook.port, stored.caBundle)).fingerprint256);
+    expect(renewed.fingerprint256).not.toBe(new X509Certificate(aged.cert).fingerprint256);
+    expect(Buffer.from(secret.data[SECRET_KEYS.caBundle], 'base64').toString()).toBe(stored.caBundle);
+  });
+});
