@@ -6,7 +6,7 @@
  * expiry, a restart reusing the stored certificate.
  */
 import { X509Certificate } from 'node:crypto';
-import { mkdtemp, rm } from 'node:fs/promises';
+import { mkdtemp, rm, writeFile } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { connect } from 'node:tls';
@@ -20,7 +20,8 @@ import { loadKubeConfig } from '../../src/kube/client.ts';
 import { createLogger } from '../../src/telemetry/logger.ts';
 import { runWebhook, type RunningWebhook } from '../../src/webhook/run.ts';
 import { kubeconfigFor, startCluster, type StartedCluster } from '../harness/kube-cluster.ts';
-import { CHART, helm } from './helm-support.ts';
+import { capture } from '../harness/capture.ts';
+import { CHART, helm, render } from './helm-support.ts';
 import { waitFor } from './support.ts';
 
 const RELEASE_NS = 'edge-registrar';
@@ -209,5 +210,18 @@ describe('self-mode certificate lifecycle against the real API server, as the ch
     expect(renewed.fingerprint256).toBe((await servedCertificate(webhook.port, stored.caBundle)).fingerprint256);
     expect(renewed.fingerprint256).not.toBe(new X509Certificate(aged.cert).fingerprint256);
     expect(Buffer.from(secret.data[SECRET_KEYS.caBundle], 'base64').toString()).toBe(stored.caBundle);
+  });
+  it("helm test's script gets a denial from the webhook through the Service name, trusting the stored CA", async () => {
+    // No kubelet runs the test pod here, so its script runs in a node process instead, with
+    // the Service's name resolved to the webhook listening on this machine.
+    const pod = (await render([], 'edge-registrar')).find((o) => o.kind === 'Pod');
+    const script = String(pod?.spec.containers[0].args[0]).replace('.svc/validate', `.svc:${webhook?.port ?? 0}/validate`);
+    const caFile = join(dir, 'webhook-ca.crt');
+    const secret = await getJson(['-n', RELEASE_NS, 'get', 'secret', SECRET]);
+    await writeFile(caFile, Buffer.from(secret.data[SECRET_KEYS.caBundle], 'base64'));
+    const resolveSvc = `import dns from 'node:dns'; const lookup = dns.lookup; dns.lookup = (host, options, callback) => host.endsWith('.svc') ? lookup('127.0.0.1', options, callback) : lookup(host, options, callback);`;
+    const res = await capture(process.execPath, ['--import', `data:text/javascript,${encodeURIComponent(resolveSvc)}`, '--input-type=module', '-e', script], { env: { ...process.env, NODE_EXTRA_CA_CERTS: caFile } });
+    expect(res.code, res.stderr).toBe(0);
+    expect(res.stdout).toContain('address.public-unicast');
   });
 });

@@ -1,10 +1,10 @@
 /** The helm CLI (built from its Go module by the e2e global setup) against charts/edge-registrar. */
-import { spawn } from 'node:child_process';
 import { join } from 'node:path';
 import { tmpdir } from 'node:os';
 import { fileURLToPath } from 'node:url';
 import { parseAllDocuments } from 'yaml';
 import { inject } from 'vitest';
+import { capture, type Captured } from '../harness/capture.ts';
 
 export const CHART = fileURLToPath(new URL('../../charts/edge-registrar', import.meta.url));
 // helm's own cache, config and data stay out of the user's home.
@@ -17,16 +17,9 @@ export interface K8sObject {
   [key: string]: any;
 }
 
-export function helm(args: string[], kubeconfig?: string): Promise<{ code: number; stdout: string; stderr: string }> {
-  return new Promise((resolve, reject) => {
-    const child = spawn(inject('helm'), [...args, ...(kubeconfig ? ['--kubeconfig', kubeconfig] : [])], { stdio: ['ignore', 'pipe', 'pipe'], env: { ...process.env, HELM_CACHE_HOME: join(HELM_HOME, 'cache'), HELM_CONFIG_HOME: join(HELM_HOME, 'config'), HELM_DATA_HOME: join(HELM_HOME, 'data') } });
-    let stdout = '';
-    let stderr = '';
-    child.stdout.on('data', (c: Buffer) => (stdout += c.toString()));
-    child.stderr.on('data', (c: Buffer) => (stderr += c.toString()));
-    child.on('error', reject);
-    child.on('close', (code) => resolve({ code: code ?? -1, stdout, stderr }));
-  });
+export function helm(args: string[], kubeconfig?: string): Promise<Captured> {
+  const env = { ...process.env, HELM_CACHE_HOME: join(HELM_HOME, 'cache'), HELM_CONFIG_HOME: join(HELM_HOME, 'config'), HELM_DATA_HOME: join(HELM_HOME, 'data') };
+  return capture(inject('helm'), [...args, ...(kubeconfig ? ['--kubeconfig', kubeconfig] : [])], { env });
 }
 
 /** `helm template edge-registrar CHART -n edge-registrar --set ...`, parsed. */

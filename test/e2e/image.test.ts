@@ -3,25 +3,19 @@
  * Dockerfile copies and nothing else, and the entrypoint runs from the built output with the
  * production dependencies alone (as the image's last stage has them).
  */
-import { spawn } from 'node:child_process';
 import { cp, mkdtemp, readFile, rm } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { afterAll, describe, expect, it } from 'vitest';
+import { capture } from '../harness/capture.ts';
 
 const ROOT = fileURLToPath(new URL('../../', import.meta.url));
 let work: string | undefined;
 
-function run(command: string, args: string[], cwd: string): Promise<{ code: number; out: string }> {
-  return new Promise((resolve, reject) => {
-    const child = spawn(command, args, { cwd, stdio: ['ignore', 'pipe', 'pipe'] });
-    let out = '';
-    child.stdout.on('data', (c: Buffer) => (out += c.toString()));
-    child.stderr.on('data', (c: Buffer) => (out += c.toString()));
-    child.on('error', reject);
-    child.on('close', (code) => resolve({ code: code ?? -1, out }));
-  });
+async function run(command: string, args: string[], cwd: string): Promise<{ code: number; out: string }> {
+  const res = await capture(command, args, { cwd });
+  return { code: res.code, out: res.stdout + res.stderr };
 }
 
 afterAll(async () => {

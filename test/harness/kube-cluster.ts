@@ -8,6 +8,7 @@ import { spawn, type ChildProcess } from 'node:child_process';
 import { readFile } from 'node:fs/promises';
 import { join } from 'node:path';
 import { fileURLToPath } from 'node:url';
+import { capture } from './capture.ts';
 import type { KubeBinaries } from './kube-build.ts';
 
 const HERE = fileURLToPath(new URL('.', import.meta.url));
@@ -45,16 +46,7 @@ export function kubeconfigFor(state: ClusterState, user: ClusterUser): string {
 }
 
 export function runKubectl(kubectl: string, kubeconfig: string, args: string[], input?: string): Promise<KubectlResult> {
-  return new Promise((resolve, reject) => {
-    const child = spawn(kubectl, ['--kubeconfig', kubeconfig, ...args], { stdio: ['pipe', 'pipe', 'pipe'] });
-    let stdout = '';
-    let stderr = '';
-    child.stdout.on('data', (c: Buffer) => (stdout += c.toString()));
-    child.stderr.on('data', (c: Buffer) => (stderr += c.toString()));
-    child.on('error', reject);
-    child.on('close', (code) => resolve({ code: code ?? -1, stdout, stderr }));
-    child.stdin.end(input ?? '');
-  });
+  return capture(kubectl, ['--kubeconfig', kubeconfig, ...args], input === undefined ? {} : { input });
 }
 
 export interface StartedCluster {
