@@ -57,7 +57,7 @@ export function createWebhookMetrics(registry: Registry): WebhookMetrics {
     }),
     certificateReloads: new Counter({
       name: 'edge_registrar_webhook_certificate_reloads_total',
-      help: 'Serving certificate reloads from disk, by result (ok, error).',
+      help: 'Serving certificate reloads (changed files, or the self-managed Secret renewed), by result (ok, error).',
       labelNames: ['result'],
       registers: [registry],
     }),
