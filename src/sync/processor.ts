@@ -92,18 +92,14 @@ export class EventProcessor {
     if (nameHolder !== undefined && nameHolder !== event.vps_id) {
       return this.#deadLetter(id, fields, 'name.unique', `name: ${JSON.stringify(event.name)} is already used by VPS ${nameHolder}`, log);
     }
-    const started = process.hrtime.bigint();
-    try {
+    const written = await this.#write('apply', async () => {
       if (previous?.state === 'registered' && previous.name !== event.name) {
         // Renamed: the old entry goes, so one VPS never has two entries.
         await writer.deleteOwned(previous.name, event.vps_id);
       }
       await writer.apply(plan.entry);
-    } catch (error) {
-      if (error instanceof PermanentError) return this.#deadLetter(id, fields, error.rule, error.message, log);
-      throw error;
-    }
-    this.#d.onApplied?.('apply', Number(process.hrtime.bigint() - started) / 1e9);
+    });
+    if (written instanceof PermanentError) return this.#deadLetter(id, fields, written.rule, written.message, log);
     const committed = await store.commit({
       vpsId: event.vps_id,
       state: 'registered',
@@ -122,15 +118,10 @@ export class EventProcessor {
     const { store, writer } = this.#d;
     const name = event.name ?? (previous?.state === 'registered' ? previous.name : undefined);
     let result: 'deleted' | 'absent' | 'not-ours' = 'absent';
-    const started = process.hrtime.bigint();
     if (name !== undefined) {
-      try {
-        result = await writer.deleteOwned(name, event.vps_id);
-      } catch (error) {
-        if (error instanceof PermanentError) return this.#deadLetter(id, fields, error.rule, error.message, log);
-        throw error;
-      }
-      this.#d.onApplied?.('delete', Number(process.hrtime.bigint() - started) / 1e9);
+      const deleted = await this.#write('delete', () => writer.deleteOwned(name, event.vps_id));
+      if (deleted instanceof PermanentError) return this.#deadLetter(id, fields, deleted.rule, deleted.message, log);
+      result = deleted;
     }
     // A tombstone even for an unknown VPS: a late, older register must not create it.
     const committed = await store.commit({
@@ -147,5 +138,22 @@ export class EventProcessor {
     const outcome: Outcome = committed === 'stale' ? 'stale' : result === 'deleted' ? 'deleted' : 'noop';
     log.info({ outcome }, 'retire applied');
     return { outcome, event: 'retire', vpsId: event.vps_id, ...(name !== undefined ? { name } : {}) };
+  }
+
+  /**
+   * One Kubernetes write of an event, timed for the apply histogram when it succeeds. A
+   * permanent refusal is returned (the caller dead-letters the event); anything else is
+   * thrown, to be retried.
+   */
+  async #write<T>(operation: 'apply' | 'delete', write: () => Promise<T>): Promise<T | PermanentError> {
+    const started = process.hrtime.bigint();
+    try {
+      const value = await write();
+      this.#d.onApplied?.(operation, Number(process.hrtime.bigint() - started) / 1e9);
+      return value;
+    } catch (error) {
+      if (error instanceof PermanentError) return error;
+      throw error;
+    }
   }
 }
