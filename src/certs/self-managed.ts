@@ -58,11 +58,12 @@ export class SelfManagedCertificate {
     for (let attempt = 1; ; attempt++) {
       const { stored, resourceVersion } = await this.#read();
       const decision = decide(stored, this.#o.wants, now);
-      if (decision.action === 'use' && stored !== undefined) {
+      if (decision.action === 'use') {
+        if (stored === undefined) throw new Error('decide() chose "use" with nothing stored');
         return { stored, action: 'used', caBundleInjected: await this.#inject(stored.caBundle) };
       }
-      const reason = decision.action === 'use' ? 'unreadable' : decision.reason;
-      const next = renew(stored, decision.action === 'use' ? { action: 'new-ca', reason } : decision, this.#o.wants, now);
+      const { reason } = decision;
+      const next = renew(stored, decision, this.#o.wants, now);
       try {
         await this.#write(next, resourceVersion);
       } catch (error) {
