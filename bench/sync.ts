@@ -137,7 +137,9 @@ async function main(): Promise<void> {
     cleanups.push(() => cluster.stop());
     await mkdir(join(work, 'logs'));
     const webhook = await spawnWebhook(cluster, join(work, 'certs'), join(work, 'logs'), ['--log-level', 'warn']);
-    cleanups.push(() => webhook.stop());
+    cleanups.push(async () => {
+      await webhook.stop();
+    });
     await webhook.ready();
 
     const watch = new EntryWatch(loadKubeConfig(cluster.state.adminKubeconfig), NAMESPACE);

@@ -64,10 +64,7 @@ async function main(): Promise<void> {
       // The sync daemon first (it writes through the webhook), then the webhook.
       for (const service of [sync, webhook]) {
         if (service === undefined) continue;
-        const pid = service.child.pid;
-        const started = Date.now();
-        await service.stop(15_000);
-        if (Date.now() - started >= 15_000) log(`[local] pid ${pid} did not stop in 15s; killed it`);
+        if ((await service.stop(15_000)) === 'killed') log(`[local] pid ${service.child.pid} did not stop in 15s; killed it`);
       }
       await cluster?.stop();
       await redis?.stop();

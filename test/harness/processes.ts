@@ -22,8 +22,8 @@ export interface CliProcess {
   child: ChildProcess;
   /** Resolves once the process serves; rejects if it exits first or takes too long. */
   ready(): Promise<void>;
-  /** SIGTERM, then SIGKILL after the grace period; resolves when it has exited. */
-  stop(graceMs?: number): Promise<void>;
+  /** SIGTERM, then SIGKILL after the grace period; resolves when it has exited, saying how. */
+  stop(graceMs?: number): Promise<StopResult>;
 }
 
 /** Spawns `node src/cli.ts COMMAND ARGS`, output appended to LOGFILE. */
@@ -36,13 +36,20 @@ export function spawnCli(command: string, args: string[], logFile: string): Chil
   return child;
 }
 
-export function stopChild(child: ChildProcess, graceMs = 15_000): Promise<void> {
-  if (child.exitCode !== null || child.signalCode !== null) return Promise.resolve();
+/** 'killed' when the process had to be sent SIGKILL after the grace period. */
+export type StopResult = 'exited' | 'killed';
+
+export function stopChild(child: ChildProcess, graceMs = 15_000): Promise<StopResult> {
+  if (child.exitCode !== null || child.signalCode !== null) return Promise.resolve('exited');
   return new Promise((resolve) => {
-    const timer = setTimeout(() => child.kill('SIGKILL'), graceMs);
+    let result: StopResult = 'exited';
+    const timer = setTimeout(() => {
+      result = 'killed';
+      child.kill('SIGKILL');
+    }, graceMs);
     child.once('exit', () => {
       clearTimeout(timer);
-      resolve();
+      resolve(result);
     });
     child.kill('SIGTERM');
   });
