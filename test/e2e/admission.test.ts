@@ -4,6 +4,7 @@
  */
 import { afterAll, beforeAll, beforeEach, describe, expect, it } from 'vitest';
 import { NAMESPACE, deleteAllEntries, ensureBase, entry, kubectl, mustKubectl, startRegisteredWebhook, waitFor, type E2EWebhook } from './support.ts';
+import { defaultedSpecLabels } from '../fixtures/entries.ts';
 
 let hook: E2EWebhook;
 
@@ -32,14 +33,7 @@ describe('a good entry', () => {
     expect(stored.spec).toEqual({
       address: '2606:4700::1111',
       serviceAccount: 'xrayr-vm',
-      labels: {
-        app: 'xrayr',
-        country: 'jp',
-        version: 'v1',
-        'security.istio.io/tlsMode': 'disabled',
-        'service.istio.io/canonical-name': 'xrayr',
-        'service.istio.io/canonical-revision': 'v1',
-      },
+      labels: defaultedSpecLabels(),
     });
   });
 

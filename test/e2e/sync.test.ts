@@ -24,6 +24,7 @@ import { kubeconfigFor } from '../harness/kube-cluster.ts';
 import { ensureRedisServer, startRedis, type RunningRedis } from '../harness/redis-server.ts';
 import { STREAM, deadLetters, pendingCount, publishRegister, publishRetire, settled as settledStream, startTestSync, testSyncConfig } from './sync-support.ts';
 import { NAMESPACE, deleteAllEntries, ensureBase, kubectl, mustKubectl, startRegisteredWebhook, waitFor, type E2EWebhook } from './support.ts';
+import { defaultedSpecLabels } from '../fixtures/entries.ts';
 
 const ROOT = fileURLToPath(new URL('../../', import.meta.url));
 let redisServer: RunningRedis;
@@ -88,7 +89,7 @@ describe('register, re-register, retire', () => {
     expect(e.spec).toEqual({
       address: '103.21.244.10',
       serviceAccount: 'xrayr-vm',
-      labels: { app: 'xrayr', version: 'v1', country: 'jp', 'security.istio.io/tlsMode': 'disabled', 'service.istio.io/canonical-name': 'xrayr', 'service.istio.io/canonical-revision': 'v1' },
+      labels: defaultedSpecLabels(),
     });
     const withFields = JSON.parse(await mustKubectl('admin', ['-n', NAMESPACE, 'get', 'workloadentry', 'vps-jp-01', '-o', 'json', '--show-managed-fields']));
     expect(withFields.metadata.managedFields.map((m: { manager: string }) => m.manager)).toContain('edge-registrar-sync');

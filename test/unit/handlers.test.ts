@@ -5,7 +5,7 @@ import { applyDefaults } from '../../src/policy/mutate.ts';
 import { DEFAULT_POLICY } from '../../src/policy/policy-file.ts';
 import type { AdmissionResponse } from '../../src/webhook/admission.ts';
 import { handleMutate, handleValidate, type HandlerContext } from '../../src/webhook/handlers.ts';
-import { NAMESPACE, USERS, admissionRequest, completeEntry, seedEntry } from '../fixtures/entries.ts';
+import { NAMESPACE, USERS, admissionRequest, completeEntry, defaultedSpecLabels, seedEntry } from '../fixtures/entries.ts';
 
 function context(setup: (index: ClusterIndex) => void = () => undefined): HandlerContext {
   const index = new ClusterIndex(NAMESPACE);
@@ -42,14 +42,7 @@ describe('mutation', () => {
     expect(result.spec).toEqual({
       address: '2606:4700::1111',
       serviceAccount: 'xrayr-vm',
-      labels: {
-        app: 'xrayr',
-        country: 'jp',
-        version: 'v1',
-        'security.istio.io/tlsMode': 'disabled',
-        'service.istio.io/canonical-name': 'xrayr',
-        'service.istio.io/canonical-revision': 'v1',
-      },
+      labels: defaultedSpecLabels(),
     });
   });
 
