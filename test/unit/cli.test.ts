@@ -6,7 +6,7 @@ import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
-import { ConfigError, webhookConfig } from '../../src/config.ts';
+import { ConfigError, syncConfig, webhookConfig } from '../../src/config.ts';
 
 const CLI = fileURLToPath(new URL('../../src/cli.ts', import.meta.url));
 let dir: string;
@@ -154,5 +154,24 @@ describe('configuration', () => {
     expect(() => webhookConfig({ port: '99999' }, {})).toThrow(ConfigError);
     expect(() => webhookConfig({ port: '99999' }, {})).toThrow(/--port \/ EDGE_REGISTRAR_WEBHOOK_PORT.*got "99999"/);
     expect(() => webhookConfig({}, { AIRPORT_NAMESPACE: 'Airport_Prod' })).toThrow(/--namespace \/ AIRPORT_NAMESPACE: must be a DNS label.*got "Airport_Prod"/);
+  });
+
+  it('self-managed certificate: settings from flags or the environment (POD_NAMESPACE as the fallback), errors named by their own flags', () => {
+    const env = { EDGE_REGISTRAR_CERT_MODE: 'self', EDGE_REGISTRAR_CERT_SECRET: 'hook-tls', POD_NAMESPACE: 'edge-registrar', EDGE_REGISTRAR_WEBHOOK_SERVICE: 'hook', EDGE_REGISTRAR_CERT_CHECK_INTERVAL_SECONDS: '5' };
+    expect(webhookConfig({}, env)).toMatchObject({
+      certificateMode: 'self',
+      selfCertificate: { secretName: 'hook-tls', secretNamespace: 'edge-registrar', service: 'hook', days: 365, renewBeforeDays: 30, checkIntervalMs: 5000 },
+    });
+    expect(webhookConfig({}, {}).selfCertificate).toBeUndefined();
+    expect(() => webhookConfig({ certMode: 'self', certSecret: 'x' }, {})).toThrow(/--cert-secret-namespace \/ EDGE_REGISTRAR_CERT_SECRET_NAMESPACE \(or POD_NAMESPACE\): .*\(missing\).*--service \/ EDGE_REGISTRAR_WEBHOOK_SERVICE: .*\(missing\)/);
+    expect(() => webhookConfig({ certDays: '10', certRenewBefore: '20' }, env)).toThrow(/--cert-renew-before \/ EDGE_REGISTRAR_CERT_RENEW_BEFORE_DAYS: renew-before must be shorter than the certificate validity \(got "20"\)/);
+    expect(() => webhookConfig({ service: 'Bad_' }, env)).toThrow(/--service \/ EDGE_REGISTRAR_WEBHOOK_SERVICE: must be a DNS label.*got "Bad_"/);
+  });
+
+  it('sync --concurrency / EDGE_REGISTRAR_SYNC_CONCURRENCY', () => {
+    expect(syncConfig({}, {}, 'c').concurrency).toBe(16);
+    expect(syncConfig({}, { EDGE_REGISTRAR_SYNC_CONCURRENCY: '32' }, 'c').concurrency).toBe(32);
+    expect(syncConfig({ concurrency: '8' }, { EDGE_REGISTRAR_SYNC_CONCURRENCY: '32' }, 'c').concurrency).toBe(8);
+    expect(() => syncConfig({ concurrency: '0' }, {}, 'c')).toThrow(/--concurrency \/ EDGE_REGISTRAR_SYNC_CONCURRENCY: .*got "0"/);
   });
 });
