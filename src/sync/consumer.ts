@@ -8,11 +8,12 @@
  */
 import type { Redis } from 'ioredis';
 import type { Logger } from 'pino';
-import { canonicalAddress } from '../policy/address.ts';
 import { backoffDelay } from '../util/backoff.ts';
 import { TransientError } from './entry-writer.ts';
 import { fieldsToRecord } from './event.ts';
+import { orderingKeys } from './ordering.ts';
 import type { EventProcessor, ProcessResult } from './processor.ts';
+import type { KeyedQueue } from '../util/keyed-queue.ts';
 import { Semaphore } from '../util/semaphore.ts';
 
 type StreamEntry = [id: string, fields: string[] | null];
@@ -21,6 +22,8 @@ export interface ConsumerOptions {
   blocking: Redis;
   commands: Redis;
   processor: EventProcessor;
+  /** Orders events per VPS, name and address; shared with the resync. */
+  queue: KeyedQueue;
   stream: string;
   group: string;
   consumer: string;
@@ -52,8 +55,6 @@ export class StreamConsumer {
   readonly #log: Logger;
   /** Stream ids being applied (pending in Redis, owned here); never read twice. */
   readonly #inFlight = new Set<string>();
-  /** The tail of each chain (per VPS, address, name): the next event on that key waits for it. */
-  readonly #chains = new Map<string, Promise<void>>();
   /** At most `concurrency` VPSs are being written at once. */
   readonly #slots: Semaphore;
   #readPending = true;
@@ -98,7 +99,7 @@ export class StreamConsumer {
   async stop(): Promise<void> {
     this.#stopped.abort();
     await this.#running;
-    await Promise.all(this.#chains.values());
+    await this.#o.queue.idle();
   }
 
   async #read(id: string): Promise<StreamEntry[]> {
@@ -191,17 +192,15 @@ export class StreamConsumer {
       const fields = raw === null ? null : fieldsToRecord(raw);
       const count = deliveries?.get(id) ?? 1;
       const poison = count > this.#o.maxDeliveries ? { deliveries: count } : undefined;
-      // Events are ordered per VPS, and also per address and per name: two VPSs claiming one
-      // address (or name) are decided in stream order, never by a race.
-      const keys = fields === null ? [`entry:${id}`] : [`vps:${fields.vps_id ?? id}`];
-      if (fields?.address !== undefined) keys.push(`address:${canonicalAddress(fields.address) ?? fields.address}`);
-      if (fields?.name !== undefined) keys.push(`name:${fields.name}`);
-      const previous = Promise.all(keys.map((k) => this.#chains.get(k) ?? Promise.resolve()));
-      const next = previous.then(() => this.#applyWithRetry(id, fields, poison)).finally(() => {
-        this.#inFlight.delete(id);
-        for (const k of keys) if (this.#chains.get(k) === next) this.#chains.delete(k);
-      });
-      for (const k of keys) this.#chains.set(k, next);
+      const keys = fields === null ? [`entry:${id}`] : orderingKeys({ vpsId: fields.vps_id ?? id, name: fields.name, address: fields.address });
+      this.#o.queue
+        .run(keys, () => this.#applyWithRetry(id, fields, poison))
+        .catch((error: unknown) => {
+          this.#log.error({ err: error, streamId: id }, 'applying event failed unexpectedly; it stays pending');
+        })
+        .finally(() => {
+          this.#inFlight.delete(id);
+        });
     }
     // Yield once so queued work starts before the next read.
     await Promise.resolve();

@@ -4,18 +4,28 @@
  * no registered VPS behind it (an orphan) is removed once it has been an orphan for the
  * grace period, unless the policy is upsert-only (as external-dns's policies). Dry-run logs
  * what would change. Only entries carrying our marker are ever looked at.
+ *
+ * The comparison works on a snapshot while events keep flowing, so no write is made from the
+ * snapshot alone: each repair is queued behind any event about the same VPS, name or address
+ * (the consumer's queue) and re-checks the desired state first. A repair that finds the VPS
+ * changed by an event since the snapshot is dropped; the event's state is newer, and the
+ * next resync compares against it.
  */
 import { isDeepStrictEqual } from 'node:util';
 import type { Logger } from 'pino';
 import { VPS_ID_ANNOTATION } from '../policy/markers.ts';
 import type { Policy } from '../policy/policy-file.ts';
+import type { KeyedQueue } from '../util/keyed-queue.ts';
 import type { EntryWriter, StoredEntry } from './entry-writer.ts';
+import { orderingKeys } from './ordering.ts';
 import { planRegister, type ManagedEntry } from './planner.ts';
 import type { StateStore, VpsRecord } from './state-store.ts';
 
 export interface ResyncOptions {
   store: StateStore;
   writer: EntryWriter;
+  /** The consumer's queue: a repair waits for in-flight events about the same VPS. */
+  queue: KeyedQueue;
   policy: () => Policy;
   namespace: string;
   istioApiVersion: string;
@@ -31,6 +41,8 @@ export interface ResyncReport {
   orphansDeleted: string[];
   orphansWaiting: string[];
   unplannable: string[];
+  /** Drift seen in the snapshot that an event overtook before the repair could run. */
+  overtaken: string[];
   registered: VpsRecord[];
 }
 
@@ -57,7 +69,7 @@ export class Resyncer {
   async run(): Promise<ResyncReport> {
     const { store, writer, logger, dryRun } = this.#o;
     const now = this.#o.now ?? Date.now;
-    const report: ResyncReport = { restored: [], orphansDeleted: [], orphansWaiting: [], unplannable: [], registered: [] };
+    const report: ResyncReport = { restored: [], orphansDeleted: [], orphansWaiting: [], unplannable: [], overtaken: [], registered: [] };
     const [registered, actual] = await Promise.all([store.registered(), writer.listManaged()]);
     report.registered = registered;
     const byName = new Map(actual.map((e) => [e.metadata?.name ?? '', e]));
@@ -79,9 +91,25 @@ export class Resyncer {
       const current = byName.get(record.name);
       const desired = { ...plan.entry, spec: plan.entry.spec as unknown as Record<string, unknown> };
       if (current !== undefined && isDeepStrictEqual(owned(current, plan.entry), { labels: plan.entry.metadata.labels, vpsId: record.vpsId, spec: desired.spec })) continue;
-      report.restored.push(record.name);
-      logger.info({ vpsId: record.vpsId, name: record.name, drift: current === undefined ? 'missing' : 'changed', dryRun }, 'drift: restoring entry');
-      if (!dryRun) await writer.apply(plan.entry);
+      const drift = current === undefined ? 'missing' : 'changed';
+      if (dryRun) {
+        report.restored.push(record.name);
+        logger.info({ vpsId: record.vpsId, name: record.name, drift, dryRun }, 'drift: would restore entry');
+        continue;
+      }
+      const restored = await this.#o.queue.run(orderingKeys(record), async () => {
+        const latest = await store.get(record.vpsId);
+        if (latest?.state !== 'registered' || latest.streamId !== record.streamId) return false;
+        await writer.apply(plan.entry);
+        return true;
+      });
+      if (restored) {
+        report.restored.push(record.name);
+        logger.info({ vpsId: record.vpsId, name: record.name, drift }, 'drift: entry restored');
+      } else {
+        report.overtaken.push(record.name);
+        logger.debug({ vpsId: record.vpsId, name: record.name }, 'drift overtaken by a newer event; left to it');
+      }
     }
 
     for (const [name, entry] of byName) {
@@ -97,8 +125,14 @@ export class Resyncer {
         logger.info({ name, vpsId, orphanForMs: now() - since, policy: this.#o.orphanPolicy, dryRun }, 'orphan managed entry (no registered VPS)');
         continue;
       }
-      const result = await writer.deleteOwned(name, vpsId);
-      if (result === 'deleted') {
+      // Re-checked behind the events for this name: a register may have claimed it meanwhile.
+      const result = await this.#o.queue.run(orderingKeys({ vpsId: vpsId ?? `orphan:${name}`, name }), async () =>
+        (await store.holderOfName(name)) === undefined ? writer.deleteOwned(name, vpsId) : ('claimed' as const),
+      );
+      if (result === 'claimed') {
+        report.overtaken.push(name);
+        this.#orphanSince.delete(name);
+      } else if (result === 'deleted') {
         report.orphansDeleted.push(name);
         this.#orphanSince.delete(name);
         logger.info({ name, vpsId }, 'orphan managed entry removed');

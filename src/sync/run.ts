@@ -16,6 +16,7 @@ import { StreamConsumer } from './consumer.ts';
 import { EntryWriter } from './entry-writer.ts';
 import { EventProcessor } from './processor.ts';
 import { Resyncer } from './resync.ts';
+import { KeyedQueue } from '../util/keyed-queue.ts';
 import { StateStore, type VpsRecord } from './state-store.ts';
 
 export interface RunningSync {
@@ -65,10 +66,13 @@ export async function runSync(config: SyncConfig, logger: Logger): Promise<Runni
     logger,
     onChange: (leader) => { metrics.leader.set(leader ? 1 : 0); },
   });
+  // Events and drift repairs about one VPS never interleave: both queue on the same keys.
+  const queue = new KeyedQueue();
   const consumer = new StreamConsumer({
     blocking,
     commands,
     processor,
+    queue,
     stream: config.stream,
     group: config.group,
     consumer: config.consumer,
@@ -120,6 +124,7 @@ export async function runSync(config: SyncConfig, logger: Logger): Promise<Runni
   const resyncer = new Resyncer({
     store,
     writer,
+    queue,
     policy: () => policy.current(),
     namespace: config.namespace,
     istioApiVersion: config.istioApiVersion,

@@ -16,6 +16,9 @@ import { DEFAULT_POLICY } from '../../src/policy/policy-file.ts';
 import { planBackfill } from '../../src/sync/backfill.ts';
 import { EntryWriter } from '../../src/sync/entry-writer.ts';
 import { EventProcessor } from '../../src/sync/processor.ts';
+import { orderingKeys } from '../../src/sync/ordering.ts';
+import { Resyncer } from '../../src/sync/resync.ts';
+import { KeyedQueue } from '../../src/util/keyed-queue.ts';
 import { publish, publishMany } from '../../src/sync/publisher.ts';
 import { stateKeyPrefix, type RunningSync } from '../../src/sync/run.ts';
 import { StateStore } from '../../src/sync/state-store.ts';
@@ -120,21 +123,28 @@ describe('register, re-register, retire', () => {
   });
 });
 
+/** The daemon's parts, built in the test process against the real servers, so a test can drive the timing. */
+function daemonParts(): { kubeConfig: ReturnType<typeof loadKubeConfig>; storeOptions: ConstructorParameters<typeof StateStore>[1]; processor: EventProcessor } {
+  const kubeConfig = loadKubeConfig(kubeconfigFor(inject('cluster'), 'sync'));
+  const storeOptions = { prefix: stateKeyPrefix(NAMESPACE), stream: STREAM, group: 'edge-registrar', tombstoneTtlSeconds: 60 };
+  const processor = new EventProcessor({
+    redis,
+    store: new StateStore(redis, storeOptions),
+    writer: new EntryWriter(kubeConfig, NAMESPACE, 'v1'),
+    policy: () => DEFAULT_POLICY,
+    namespace: NAMESPACE,
+    istioApiVersion: 'v1',
+    stream: STREAM,
+    group: 'edge-registrar',
+    logger: createLogger('silent', 't'),
+  });
+  return { kubeConfig, storeOptions, processor };
+}
+
 describe('order per VPS', () => {
   it('a redelivered older event never overwrites newer state; a stale register does not resurrect a retired VPS', async () => {
-    const kubeConfig = loadKubeConfig(kubeconfigFor(inject('cluster'), 'sync'));
     await redis.xgroup('CREATE', STREAM, 'edge-registrar', '0', 'MKSTREAM');
-    const processor = new EventProcessor({
-      redis,
-      store: new StateStore(redis, { prefix: stateKeyPrefix(NAMESPACE), stream: STREAM, group: 'edge-registrar', tombstoneTtlSeconds: 60 }),
-      writer: new EntryWriter(kubeConfig, NAMESPACE, 'v1'),
-      policy: () => DEFAULT_POLICY,
-      namespace: NAMESPACE,
-      istioApiVersion: 'v1',
-      stream: STREAM,
-      group: 'edge-registrar',
-      logger: createLogger('silent', 't'),
-    });
+    const { processor } = daemonParts();
     const first = { event: 'register', vps_id: 'v9', name: 'vps-jp-09', address: '103.21.244.9', country: 'jp' };
     const second = { ...first, address: '103.21.244.99' };
     expect((await processor.process('100-0', second)).outcome).toBe('applied');
@@ -297,6 +307,49 @@ describe('drift repair', () => {
       const e = await entries();
       return e.has('vps-jp-01') && e.get('vps-jp-02')?.spec.address === '103.21.244.11' && !e.has('vps-jp-77');
     }, 'resync to repair drift', 30_000);
+  });
+
+  it('a repair never overwrites an event that overtook its snapshot, nor deletes an entry registered meanwhile', async () => {
+    // Found by the SIGKILL test: the resync read the desired state, the consumer then applied
+    // two newer registers, and the resync wrote the old address back from its snapshot.
+    await redis.xgroup('CREATE', STREAM, 'edge-registrar', '0', 'MKSTREAM');
+    const { kubeConfig, storeOptions, processor } = daemonParts();
+    const queue = new KeyedQueue();
+    const consume = (id: string, fields: Record<string, string>): Promise<unknown> =>
+      queue.run(orderingKeys({ vpsId: fields.vps_id ?? id, name: fields.name, address: fields.address }), () => processor.process(id, fields));
+    const v9 = { event: 'register', vps_id: 'v9', name: 'vps-jp-09', address: '103.21.244.9', country: 'jp' };
+    await consume('100-0', v9);
+    // Events arrive between the resync's read of the desired state and its list of entries.
+    let eventsApplied: Promise<unknown> = Promise.resolve();
+    class SnapshotThenEvents extends StateStore {
+      override async registered(): ReturnType<StateStore['registered']> {
+        const snapshot = await super.registered();
+        eventsApplied = Promise.all([
+          consume('101-0', { ...v9, address: '103.21.244.99' }),
+          consume('102-0', { event: 'register', vps_id: 'v10', name: 'vps-jp-10', address: '103.21.244.10', country: 'jp' }),
+        ]);
+        return snapshot;
+      }
+    }
+    class ListAfterEvents extends EntryWriter {
+      override async listManaged(): ReturnType<EntryWriter['listManaged']> {
+        await new Promise((r) => setTimeout(r, 0));
+        await eventsApplied;
+        return super.listManaged();
+      }
+    }
+    const resyncer = (store: StateStore, writer: EntryWriter): Resyncer =>
+      new Resyncer({ store, writer, queue, policy: () => DEFAULT_POLICY, namespace: NAMESPACE, istioApiVersion: 'v1', orphanPolicy: 'sync', orphanGraceMs: 0, dryRun: false, logger: createLogger('silent', 't') });
+    const report = await resyncer(new SnapshotThenEvents(redis, storeOptions), new ListAfterEvents(kubeConfig, NAMESPACE, 'v1')).run();
+    expect(report.restored).toEqual([]);
+    expect(report.orphansDeleted).toEqual([]);
+    expect(report.overtaken.sort()).toEqual(['vps-jp-09', 'vps-jp-10']);
+    const actual = await entries();
+    expect(actual.get('vps-jp-09')?.spec.address).toBe('103.21.244.99');
+    expect(actual.has('vps-jp-10')).toBe(true);
+    // The next resync compares against the new state and finds nothing to do.
+    const again = await resyncer(new StateStore(redis, storeOptions), new EntryWriter(kubeConfig, NAMESPACE, 'v1')).run();
+    expect([again.restored, again.orphansDeleted, again.overtaken]).toEqual([[], [], []]);
   });
 
   it('upsert-only never removes orphans', async () => {
