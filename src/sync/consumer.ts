@@ -1,8 +1,9 @@
 /**
- * The stream consumer. Reads its own pending entries first (after start and after every
- * reconnect), then new ones; takes over entries left idle by a dead replica (XAUTOCLAIM);
- * applies the events of one VPS strictly in stream order while other VPSs proceed in
- * parallel; retries transient failures with backoff and jitter without acknowledging and
+ * The stream consumer. On becoming leader it takes over every entry still pending in the group
+ * (the previous leader's unfinished work); after that, and after every reconnect, it reads
+ * all of its own pending entries, page by page in stream order, before any new one. It also
+ * takes over entries left idle by any other consumer (XAUTOCLAIM); applies the events of one
+ * VPS strictly in stream order while other VPSs proceed in parallel; retries transient failures with backoff and jitter without acknowledging and
  * without blocking other VPSs; and guards the blocking read with a watchdog, since blocked
  * reads have been seen to hang after reconnects (ioredis #1888).
  */
@@ -57,7 +58,13 @@ export class StreamConsumer {
   readonly #inFlight = new Set<string>();
   /** At most `concurrency` VPSs are being written at once. */
   readonly #slots: Semaphore;
-  #readPending = true;
+  /**
+   * Where the next read of this consumer's own pending entries starts ('0': from the oldest),
+   * or undefined once they have all been read and new entries come next.
+   */
+  #pendingCursor: string | undefined = '0';
+  /** Leadership seen by the previous turn of the loop; gaining it triggers the takeover. */
+  #wasLeader = false;
   #lastClaim = 0;
   #stopped = new AbortController();
   #running: Promise<void> | undefined;
@@ -69,7 +76,7 @@ export class StreamConsumer {
     // After a reconnect, whatever was delivered before may not have been seen: re-read
     // this consumer's pending list before new entries.
     options.blocking.on('ready', () => {
-      this.#readPending = true;
+      this.#pendingCursor = '0';
     });
   }
 
@@ -112,7 +119,7 @@ export class StreamConsumer {
       this.#log.warn({ blockMs }, 'blocking read did not return; reconnecting');
       read.catch(() => undefined);
       blocking.disconnect(true);
-      this.#readPending = true;
+      this.#pendingCursor = '0';
       return [];
     }
     return result?.[0]?.[1] ?? [];
@@ -133,7 +140,8 @@ export class StreamConsumer {
     let failures = 0;
     while (!signal.aborted) {
       if (!this.#o.isLeader()) {
-        this.#readPending = true;
+        this.#wasLeader = false;
+        this.#pendingCursor = '0';
         await sleep(250, signal);
         continue;
       }
@@ -143,19 +151,23 @@ export class StreamConsumer {
         continue;
       }
       try {
+        if (!this.#wasLeader) {
+          await this.#takeOver();
+          this.#wasLeader = true;
+          this.#pendingCursor = '0';
+        }
         if (Date.now() - this.#lastClaim > this.#o.claimIdleMs / 2) await this.#claimIdle();
-        const fromPending = this.#readPending;
-        const entries = await this.#read(fromPending ? '0' : '>');
+        const cursor = this.#pendingCursor;
+        const entries = await this.#read(cursor ?? '>');
         failures = 0;
-        if (fromPending) {
+        if (cursor !== undefined) {
+          // A full page may have more behind it: continue after its last entry. Reading from
+          // '0' again would return the same page (still pending, being applied) and leave the
+          // rest to wait for the idle claim, behind newer events.
+          const last = entries.at(-1)?.[0];
+          this.#pendingCursor = entries.length < this.#o.batchSize || last === undefined ? undefined : last;
           const fresh = entries.filter(([id]) => !this.#inFlight.has(id));
-          if (fresh.length === 0) {
-            this.#readPending = false;
-            continue;
-          }
-          await this.#dispatch(fresh, await this.#deliveries(fresh.map(([id]) => id)));
-          // Everything pending is in flight now; the next read starts from where this one ended.
-          if (entries.length < this.#o.batchSize) this.#readPending = false;
+          if (fresh.length > 0) await this.#dispatch(fresh, await this.#deliveries(fresh.map(([id]) => id)));
         } else {
           await this.#dispatch(entries, undefined);
         }
@@ -165,10 +177,31 @@ export class StreamConsumer {
         const delay = backoffDelay(failures, { baseMs: this.#o.retryBaseMs, maxMs: this.#o.retryMaxMs });
         this.#log.warn({ err: error, retryInMs: delay }, 'reading the stream failed; retrying');
         this.#o.onRetry?.('redis');
-        this.#readPending = true;
+        this.#pendingCursor = '0';
         await sleep(delay, signal);
       }
     }
+  }
+
+  /**
+   * A new leader continues where the old one stopped: everything pending in the group (the
+   * old leader's unfinished events, whatever their idle time) becomes this consumer's, and
+   * is then read in stream order with its own pending entries, before any new event. Only
+   * the Lease holder reads, and the old one stopped reading when its renewal deadline passed,
+   * so nothing is taken from a consumer still working. JUSTID: a takeover is not a delivery,
+   * and must not count towards the poison limit.
+   */
+  async #takeOver(): Promise<void> {
+    const { commands, stream, group, consumer } = this.#o;
+    let cursor = '0-0';
+    let moved = 0;
+    do {
+      const reply = (await commands.xautoclaim(stream, group, consumer, 0, cursor, 'COUNT', 1000, 'JUSTID')) as [string, string[], string[]?];
+      cursor = reply[0];
+      moved += reply[1].length;
+      for (const id of reply[2] ?? []) await commands.xack(stream, group, id);
+    } while (cursor !== '0-0');
+    if (moved > 0) this.#log.info({ count: moved }, 'took over the pending entries of the group');
   }
 
   async #claimIdle(): Promise<void> {

@@ -289,6 +289,25 @@ describe('several replicas', () => {
   });
 });
 
+describe('a new leader continues where the old one stopped', () => {
+  it("the old leader's unfinished events are applied before newer ones, so a contested address goes by stream order", async () => {
+    await redis.xgroup('CREATE', STREAM, 'edge-registrar', '0', 'MKSTREAM');
+    // The old leader read these and died before acknowledging them.
+    await register('v1', 'vps-jp-01', '103.21.244.10');
+    await register('v2', 'vps-jp-02', '103.21.244.20');
+    await redis.xreadgroup('GROUP', 'edge-registrar', 'old-leader', 'COUNT', 10, 'STREAMS', STREAM, '>');
+    // Newer events: another VPS wants v1's address.
+    await register('v3', 'vps-jp-03', '103.21.244.10');
+    await retire('v2');
+    // Claim-idle is far away: only the takeover can pick the old leader's events up first.
+    await startSync({ consumer: 'new-leader', claimIdleMs: 600_000 });
+    await settled(20_000);
+    expect(new Map([...(await entries())].map(([name, e]) => [name, e.spec.address]))).toEqual(new Map([['vps-jp-01', '103.21.244.10']]));
+    const letters = await dlq();
+    expect(letters.map((l) => [l.vps_id, l.dlq_rule])).toEqual([['v3', 'address.unique']]);
+  });
+});
+
 describe('drift repair', () => {
   it('restores a deleted or edited managed entry and removes an orphan', async () => {
     await startSync({ resyncIntervalMs: 500, orphanGraceMs: 0 });
