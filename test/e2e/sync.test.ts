@@ -339,20 +339,21 @@ describe('drift repair', () => {
     const v9 = { event: 'register', vps_id: 'v9', name: 'vps-jp-09', address: '103.21.244.9', country: 'jp' };
     await consume('100-0', v9);
     // Events arrive between the resync's read of the desired state and its list of entries.
-    let eventsApplied: Promise<unknown> = Promise.resolve();
+    const { promise: eventsApplied, resolve: eventsDone } = Promise.withResolvers<unknown>();
     class SnapshotThenEvents extends StateStore {
       override async registered(): ReturnType<StateStore['registered']> {
         const snapshot = await super.registered();
-        eventsApplied = Promise.all([
-          consume('101-0', { ...v9, address: '103.21.244.99' }),
-          consume('102-0', { event: 'register', vps_id: 'v10', name: 'vps-jp-10', address: '103.21.244.10', country: 'jp' }),
-        ]);
+        eventsDone(
+          Promise.all([
+            consume('101-0', { ...v9, address: '103.21.244.99' }),
+            consume('102-0', { event: 'register', vps_id: 'v10', name: 'vps-jp-10', address: '103.21.244.10', country: 'jp' }),
+          ]),
+        );
         return snapshot;
       }
     }
     class ListAfterEvents extends EntryWriter {
       override async listManaged(): ReturnType<EntryWriter['listManaged']> {
-        await new Promise((r) => setTimeout(r, 0));
         await eventsApplied;
         return super.listManaged();
       }
