@@ -16,7 +16,7 @@ import type { Logger } from 'pino';
 import { VPS_ID_ANNOTATION } from '../policy/markers.ts';
 import type { Policy } from '../policy/policy-file.ts';
 import type { KeyedQueue } from '../util/keyed-queue.ts';
-import type { EntryWriter, StoredEntry } from './entry-writer.ts';
+import { PermanentError, type EntryWriter, type StoredEntry } from './entry-writer.ts';
 import { orderingKeys } from './ordering.ts';
 import { planRegister, type ManagedEntry } from './planner.ts';
 import type { StateStore, VpsRecord } from './state-store.ts';
@@ -43,6 +43,8 @@ export interface ResyncReport {
   unplannable: string[];
   /** Drift seen in the snapshot that an event overtook before the repair could run. */
   overtaken: string[];
+  /** Repairs the cluster refused (e.g. the webhook denied them); the rest of the resync went on. */
+  refused: string[];
   registered: VpsRecord[];
 }
 
@@ -66,10 +68,26 @@ export class Resyncer {
     this.#o = options;
   }
 
+  /**
+   * One repair. A refusal (the webhook denying it, say) is about that entry alone: it is
+   * reported and the resync goes on. Anything else (the API server gone) ends this resync,
+   * to be tried again whole.
+   */
+  async #refusable<T>(name: string, report: ResyncReport, repair: () => Promise<T>): Promise<T | 'refused'> {
+    try {
+      return await repair();
+    } catch (error) {
+      if (!(error instanceof PermanentError)) throw error;
+      report.refused.push(name);
+      this.#o.logger.warn({ name, rule: error.rule, reason: error.message }, 'drift repair refused by the cluster; entry left as is');
+      return 'refused';
+    }
+  }
+
   async run(): Promise<ResyncReport> {
     const { store, writer, logger, dryRun } = this.#o;
     const now = this.#o.now ?? Date.now;
-    const report: ResyncReport = { restored: [], orphansDeleted: [], orphansWaiting: [], unplannable: [], overtaken: [], registered: [] };
+    const report: ResyncReport = { restored: [], orphansDeleted: [], orphansWaiting: [], unplannable: [], overtaken: [], refused: [], registered: [] };
     const [registered, actual] = await Promise.all([store.registered(), writer.listManaged()]);
     report.registered = registered;
     const byName = new Map(actual.map((e) => [e.metadata?.name ?? '', e]));
@@ -97,12 +115,15 @@ export class Resyncer {
         logger.info({ vpsId: record.vpsId, name: record.name, drift, dryRun }, 'drift: would restore entry');
         continue;
       }
-      const restored = await this.#o.queue.run(orderingKeys(record), async () => {
-        const latest = await store.get(record.vpsId);
-        if (latest?.state !== 'registered' || latest.streamId !== record.streamId) return false;
-        await writer.apply(plan.entry);
-        return true;
-      });
+      const restored = await this.#refusable(record.name, report, () =>
+        this.#o.queue.run(orderingKeys(record), async () => {
+          const latest = await store.get(record.vpsId);
+          if (latest?.state !== 'registered' || latest.streamId !== record.streamId) return false;
+          await writer.apply(plan.entry);
+          return true;
+        }),
+      );
+      if (restored === 'refused') continue;
       if (restored) {
         report.restored.push(record.name);
         logger.info({ vpsId: record.vpsId, name: record.name, drift }, 'drift: entry restored');
@@ -126,8 +147,10 @@ export class Resyncer {
         continue;
       }
       // Re-checked behind the events for this name: a register may have claimed it meanwhile.
-      const result = await this.#o.queue.run(orderingKeys({ vpsId: vpsId ?? `orphan:${name}`, name }), async () =>
-        (await store.holderOfName(name)) === undefined ? writer.deleteOwned(name, vpsId) : ('claimed' as const),
+      const result = await this.#refusable(name, report, () =>
+        this.#o.queue.run(orderingKeys({ vpsId: vpsId ?? `orphan:${name}`, name }), async () =>
+          (await store.holderOfName(name)) === undefined ? writer.deleteOwned(name, vpsId) : ('claimed' as const),
+        ),
       );
       if (result === 'claimed') {
         report.overtaken.push(name);

@@ -142,6 +142,7 @@ export async function runSync(config: SyncConfig, logger: Logger): Promise<Runni
         lastResync = Date.now();
         for (const _ of report.restored) metrics.resyncChanges.inc({ action: 'restored' });
         for (const _ of report.orphansDeleted) metrics.resyncChanges.inc({ action: 'orphan_deleted' });
+        for (const _ of report.refused) metrics.resyncChanges.inc({ action: 'refused' });
         publishRegistered(report.registered);
       } catch (err) {
         logger.warn({ err }, 'resync failed; will try again');

@@ -139,6 +139,6 @@ export function createSyncMetrics(registry: Registry): SyncMetrics {
       labelNames: ['name', 'address', 'country', 'vps_id'],
       registers: [registry],
     }),
-    resyncChanges: new Counter({ name: 'edge_registrar_sync_resync_changes_total', help: 'Drift repairs, by action (restored, orphan_deleted).', labelNames: ['action'], registers: [registry] }),
+    resyncChanges: new Counter({ name: 'edge_registrar_sync_resync_changes_total', help: 'Drift repairs, by action (restored, orphan_deleted, refused).', labelNames: ['action'], registers: [registry] }),
   };
 }
