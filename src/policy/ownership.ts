@@ -3,8 +3,13 @@
  * deleted by the sync daemon alone. A break-glass group may still write them (recorded with
  * a warning and an audit annotation), and Kubernetes' own garbage collector and namespace
  * controller may always delete, so a namespace deletion is never blocked.
+ *
+ * Even the sync daemon may not move an entry backwards in the event stream: a replica that
+ * lost the Lease while a write was in flight could otherwise land an older state over the
+ * new leader's. The stream id annotation makes that checkable here, at no cost to the daemon.
  */
-import { ISTIO_AUTO_REGISTRATION_ANNOTATION, MANAGED_BY_LABEL, MANAGED_BY_VALUE, isManaged } from './markers.ts';
+import { compareStreamIds, isStreamId } from '../util/stream-id.ts';
+import { ISTIO_AUTO_REGISTRATION_ANNOTATION, MANAGED_BY_LABEL, MANAGED_BY_VALUE, STREAM_ID_ANNOTATION, isManaged } from './markers.ts';
 import type { Policy } from './policy-file.ts';
 import type { Violation } from './types.ts';
 
@@ -49,6 +54,21 @@ export function isSyncIdentity(user: Requester, policy: Policy): boolean {
   return policy.ownership.syncUsers.includes(user.username) || intersects(user.groups, policy.ownership.syncGroups);
 }
 
+/** The sync daemon replacing a newer state with an older one (both stream ids present and valid). */
+function streamRegression(object: unknown, oldObject: unknown): Violation | undefined {
+  const next = annotationsOf(object)[STREAM_ID_ANNOTATION];
+  const previous = annotationsOf(oldObject)[STREAM_ID_ANNOTATION];
+  if (typeof next !== 'string' || typeof previous !== 'string' || !isStreamId(next) || !isStreamId(previous)) return undefined;
+  if (compareStreamIds(next, previous) >= 0) return undefined;
+  return {
+    rule: 'ownership.stream-order',
+    path: `metadata.annotations["${STREAM_ID_ANNOTATION}"]`,
+    value: next,
+    problem: `is older than the event ${previous} that wrote the entry's current state`,
+    expected: 'a state from an event at least as new as the current one (an older one is a late write from a replica that lost the Lease, and is dropped)',
+  };
+}
+
 export function decideOwnership({ operation, user, object, oldObject, policy }: OwnershipInput): OwnershipDecision {
   const own = policy.ownership;
   if (operation === 'DELETE' && own.controllerDeleters.includes(user.username)) return { kind: 'controller' };
@@ -61,7 +81,10 @@ export function decideOwnership({ operation, user, object, oldObject, policy }: 
   const managedNow = isManaged(labelsOf(object));
   const managedBefore = isManaged(labelsOf(oldObject));
   if (!managedNow && !managedBefore) return { kind: 'unmanaged' };
-  if (isSyncIdentity(user, policy)) return { kind: 'owner' };
+  if (isSyncIdentity(user, policy)) {
+    const regression = operation === 'UPDATE' ? streamRegression(object, oldObject) : undefined;
+    return regression === undefined ? { kind: 'owner' } : { kind: 'denied', violation: regression };
+  }
 
   const action = operation === 'CREATE' ? 'create' : operation === 'DELETE' ? 'delete' : 'change';
   if (intersects(user.groups, own.breakGlassGroups)) {

@@ -92,6 +92,7 @@ export const RULES = {
   'weight.zero': 'spec.weight is absent or non-zero',
   'network.allowed': "spec.network is unset or one of the policy's networks",
   'ownership.managed': 'managed entries are written only by the sync daemon',
+  'ownership.stream-order': "the sync daemon never replaces an entry's state with one from an older stream event",
   'ownership.break-glass': 'break-glass writes to managed entries are recorded',
 } as const;
 

@@ -54,7 +54,9 @@ export function classify(error: unknown, what: string): TransientError | Permane
     const message = `${what}: HTTP ${error.code}: ${statusMessage(error)}`;
     const denied = message.includes('admission webhook') && message.includes('denied the request');
     if (error.code === 422 || error.code === 400 || (error.code === 403 && denied)) {
-      return new PermanentError(message, denied ? 'webhook.denied' : 'kubernetes.invalid', { cause: error });
+      // The webhook's stream-order fence: this write is older than the entry's state.
+      const superseded = denied && message.includes('[ownership.stream-order]');
+      return new PermanentError(message, superseded ? 'ownership.stream-order' : denied ? 'webhook.denied' : 'kubernetes.invalid', { cause: error });
     }
     // 5xx (including "failed calling webhook"), 429, 409 conflicts, 404 for a missing
     // namespace or CRD, 401/403 from our own RBAC: the cluster's state, not the event's fault.

@@ -13,7 +13,7 @@ import { parseEvent, type RegisterEvent, type RetireEvent } from './event.ts';
 import { PermanentError, type EntryWriter } from './entry-writer.ts';
 import { planRegister } from './planner.ts';
 import type { StateStore, VpsRecord } from './state-store.ts';
-import { compareStreamIds } from './stream-id.ts';
+import { compareStreamIds } from '../util/stream-id.ts';
 
 export type Outcome = 'applied' | 'deleted' | 'noop' | 'stale' | 'dead-lettered' | 'trimmed';
 
@@ -99,6 +99,13 @@ export class EventProcessor {
       }
       await writer.apply(plan.entry);
     });
+    if (written instanceof PermanentError && written.rule === 'ownership.stream-order') {
+      // A newer event already wrote this entry (its commit is pending, or another replica's):
+      // this one is superseded, exactly like a stale event.
+      await this.#d.redis.xack(this.#d.stream, this.#d.group, id);
+      log.info({ reason: written.message }, 'superseded by a newer event already written to the entry; ignored');
+      return { outcome: 'stale', event: 'register', vpsId: event.vps_id, name: event.name };
+    }
     if (written instanceof PermanentError) return this.#deadLetter(id, fields, written.rule, written.message, log);
     const committed = await store.commit({
       vpsId: event.vps_id,

@@ -15,6 +15,7 @@ import { loadKubeConfig } from '../../src/kube/client.ts';
 import { DEFAULT_POLICY } from '../../src/policy/policy-file.ts';
 import { planBackfill } from '../../src/sync/backfill.ts';
 import { EntryWriter } from '../../src/sync/entry-writer.ts';
+import { planRegister } from '../../src/sync/planner.ts';
 import { EventProcessor } from '../../src/sync/processor.ts';
 import { orderingKeys } from '../../src/sync/ordering.ts';
 import { Resyncer } from '../../src/sync/resync.ts';
@@ -155,6 +156,24 @@ describe('order per VPS', () => {
     expect((await entries()).has('vps-jp-09')).toBe(false);
     // A genuinely newer register (the VPS came back) is applied.
     expect((await processor.process('102-0', first)).outcome).toBe('applied');
+  });
+});
+
+describe('a deposed leader', () => {
+  it("cannot land a late write of an older event over the entry's newer state: the webhook fences it, and the event is dropped as stale", async () => {
+    await redis.xgroup('CREATE', STREAM, 'edge-registrar', '0', 'MKSTREAM');
+    const { kubeConfig, processor } = daemonParts();
+    const v9 = { event: 'register' as const, vps_id: 'v9', name: 'vps-jp-09', address: '103.21.244.9', country: 'jp' };
+    expect((await processor.process('200-0', v9)).outcome).toBe('applied');
+    // The new leader wrote event 300-0 to the cluster; its commit to Redis is still to come.
+    const plan = planRegister({ ...v9, address: '103.21.244.30' }, '300-0', { policy: DEFAULT_POLICY, namespace: NAMESPACE, istioApiVersion: 'v1' });
+    if (!plan.ok) throw new Error(plan.reason);
+    await new EntryWriter(kubeConfig, NAMESPACE, 'v1').apply(plan.entry);
+    // The old leader's late event 250-0: Redis alone (still at 200-0) would let it through.
+    expect((await processor.process('250-0', { ...v9, address: '103.21.244.25' })).outcome).toBe('stale');
+    const entry = (await entries()).get('vps-jp-09');
+    expect([entry.spec.address, entry.metadata.annotations['edge-registrar.io/stream-id']]).toEqual(['103.21.244.30', '300-0']);
+    expect(await dlq()).toEqual([]);
   });
 });
 

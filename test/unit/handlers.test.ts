@@ -179,6 +179,26 @@ describe('ownership', () => {
     expect(response).toEqual({ uid: request.uid, allowed: true });
   });
 
+  it("the sync daemon may not move an entry back to an older event's state (a deposed leader's late write)", () => {
+    const at = (streamId: string | undefined): unknown => {
+      const entry = completeEntry({ managed: true }) as { metadata: { annotations?: Record<string, string> } };
+      entry.metadata.annotations = { 'edge-registrar.io/vps-id': 'v1', ...(streamId === undefined ? {} : { 'edge-registrar.io/stream-id': streamId }) };
+      return entry;
+    };
+    const update = (next: string | undefined, previous: string | undefined): AdmissionResponse =>
+      handleValidate(admissionRequest('UPDATE', at(next), { oldObject: at(previous), user: USERS.sync }), context()).response;
+    const older = update('1700000000000-9', '1700000000001-0');
+    expect(older.allowed).toBe(false);
+    expect(older.status?.code).toBe(403);
+    expect(older.status?.message).toContain('[ownership.stream-order] metadata.annotations["edge-registrar.io/stream-id"]: "1700000000000-9" is older than the event 1700000000001-0');
+    // Same event (a resync re-applying), newer events, and entries without a usable id pass.
+    for (const [next, previous] of [['1700000000001-0', '1700000000001-0'], ['1700000000001-1', '1700000000001-0'], ['1700000000000-0', undefined], ['1700000000000-0', 'garbage']]) {
+      expect(update(next, previous).allowed).toBe(true);
+    }
+    // The mutating webhook leaves the refused write alone for the validating one to explain.
+    expect(handleMutate(admissionRequest('UPDATE', at('1-0'), { oldObject: at('2-0'), user: USERS.sync }), context()).decision).toBe('ignored');
+  });
+
   it('break-glass is allowed, warned, audited, and annotated on the object', () => {
     const request = admissionRequest('UPDATE', managed, { oldObject: managed, user: USERS.breakGlass });
     const validated = handleValidate(request, context()).response;

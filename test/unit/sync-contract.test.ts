@@ -4,7 +4,7 @@ import { DEFAULT_POLICY } from '../../src/policy/policy-file.ts';
 import { planBackfill } from '../../src/sync/backfill.ts';
 import { eventJsonSchema, parseEvent } from '../../src/sync/event.ts';
 import { planRegister } from '../../src/sync/planner.ts';
-import { compareStreamIds } from '../../src/sync/stream-id.ts';
+import { compareStreamIds } from '../../src/util/stream-id.ts';
 
 const register = { event: 'register', vps_id: 'v1', name: 'vps-jp-01', address: '103.21.244.10', country: 'jp' };
 
