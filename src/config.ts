@@ -154,6 +154,12 @@ const syncSchema = commonSchema.extend({
   concurrency: z.coerce.number().int().positive().max(256).default(16),
   /** Pending entries of a consumer idle this long are taken over (a dead replica's). */
   claimIdleMs: z.number().int().positive().default(60_000),
+  /**
+   * A consumer (another replica's name: pods get new names on every rollout) with nothing
+   * pending and silent this long is removed from the group, so the group does not grow with
+   * every restart. A replica that comes back is re-created by its next read.
+   */
+  consumerRetentionMs: z.number().int().positive().default(3_600_000),
   /** An entry delivered this often without being acknowledged is a poison entry. */
   maxDeliveries: z.number().int().positive().default(10),
   resyncIntervalMs: z.coerce.number().int().positive().default(300_000),

@@ -32,6 +32,7 @@ export interface ConsumerOptions {
   blockMs: number;
   concurrency: number;
   claimIdleMs: number;
+  consumerRetentionMs: number;
   maxDeliveries: number;
   retryBaseMs: number;
   retryMaxMs: number;
@@ -41,6 +42,24 @@ export interface ConsumerOptions {
   onResult?: (result: ProcessResult, seconds: number) => void;
   onRetry?: (reason: string) => void;
 }
+
+/**
+ * Removes the group's consumers, other than this one, that have nothing pending and have been
+ * silent longer than the retention. One script, so no consumer can get a pending entry
+ * between the check and the removal (removing a consumer drops its pending entries).
+ */
+const PRUNE_CONSUMERS = `
+local removed = {}
+for _, c in ipairs(redis.call('XINFO', 'CONSUMERS', KEYS[1], ARGV[1])) do
+  local f = {}
+  for i = 1, #c, 2 do f[c[i]] = c[i + 1] end
+  if f['name'] ~= ARGV[2] and tonumber(f['pending']) == 0 and tonumber(f['idle']) > tonumber(ARGV[3]) then
+    redis.call('XGROUP', 'DELCONSUMER', KEYS[1], ARGV[1], f['name'])
+    table.insert(removed, f['name'])
+  end
+end
+return removed
+`;
 
 const sleep = (ms: number, signal?: AbortSignal): Promise<void> =>
   new Promise((resolve) => {
@@ -215,6 +234,8 @@ export class StreamConsumer {
       this.#log.info({ count: claimed.length }, 'claimed entries left idle by another consumer');
       await this.#dispatch(claimed, await this.#deliveries(claimed.map(([id]) => id)));
     }
+    const removed = (await commands.eval(PRUNE_CONSUMERS, 1, stream, group, consumer, this.#o.consumerRetentionMs)) as string[];
+    if (removed.length > 0) this.#log.info({ consumers: removed }, 'removed consumers of replicas that are gone (nothing pending, silent)');
   }
 
   /** Queues each entry behind the previous event of the same VPS; returns once queued. */

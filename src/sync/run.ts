@@ -80,6 +80,7 @@ export async function runSync(config: SyncConfig, logger: Logger): Promise<Runni
     blockMs: config.blockMs,
     concurrency: config.concurrency,
     claimIdleMs: config.claimIdleMs,
+    consumerRetentionMs: config.consumerRetentionMs,
     maxDeliveries: config.maxDeliveries,
     retryBaseMs: config.retryBaseMs,
     retryMaxMs: config.retryMaxMs,

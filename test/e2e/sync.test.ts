@@ -327,6 +327,21 @@ describe('a new leader continues where the old one stopped', () => {
   });
 });
 
+describe('the consumer group', () => {
+  it('forgets the consumers of replicas that are gone, once they hold nothing and stay silent', async () => {
+    await redis.xgroup('CREATE', STREAM, 'edge-registrar', '0', 'MKSTREAM');
+    await register('v1', 'vps-jp-01', '103.21.244.10');
+    // Two earlier pods: one died holding an event, one never read anything.
+    await redis.xreadgroup('GROUP', 'edge-registrar', 'sync-7d9f-old', 'COUNT', 10, 'STREAMS', STREAM, '>');
+    await redis.xgroup('CREATECONSUMER', STREAM, 'edge-registrar', 'sync-7d9f-older');
+    await startSync({ consumer: 'sync-5b2c-new', claimIdleMs: 1_000, consumerRetentionMs: 300 });
+    await settled();
+    expect((await entries()).has('vps-jp-01')).toBe(true);
+    const names = async (): Promise<string[]> => ((await redis.xinfo('CONSUMERS', STREAM, 'edge-registrar')) as unknown[][]).map((c) => String(c[1]));
+    await waitFor(async () => (await names()).join() === 'sync-5b2c-new', 'the gone consumers to be removed', 10_000);
+  });
+});
+
 describe('drift repair', () => {
   it('restores a deleted or edited managed entry and removes an orphan', async () => {
     await startSync({ resyncIntervalMs: 500, orphanGraceMs: 0 });
