@@ -4,7 +4,9 @@
  * its owner (and by itself if the owner dies: it watches the owner's pid).
  */
 import { execFile, spawn, type ChildProcess } from 'node:child_process';
+import { writeFile } from 'node:fs/promises';
 import { createServer } from 'node:net';
+import { join } from 'node:path';
 import { promisify } from 'node:util';
 
 const exec = promisify(execFile);
@@ -56,6 +58,19 @@ export function freePort(): Promise<number> {
   });
 }
 
+/** SIGTERM, and SIGKILL if it has not exited 5 s later. */
+function stopServer(child: ChildProcess): Promise<void> {
+  return new Promise<void>((resolve) => {
+    if (child.exitCode !== null || child.signalCode !== null) {
+      resolve();
+      return;
+    }
+    child.once('exit', () => resolve());
+    child.kill('SIGTERM');
+    setTimeout(() => child.kill('SIGKILL'), 5000).unref();
+  });
+}
+
 export interface RunningRedis {
   port: number;
   url: string;
@@ -69,11 +84,16 @@ export interface StartRedisOptions {
   /** Directory for AOF persistence; none when unset (tests start empty). */
   dataDir?: string;
   password?: string;
+  /** Serve TLS only, on the port, with this certificate (clients are not asked for one). */
+  tls?: { certFile: string; keyFile: string; caFile: string };
 }
 
-export async function startRedis({ binary, port, dataDir, password }: StartRedisOptions): Promise<RunningRedis> {
+export async function startRedis({ binary, port, dataDir, password, tls }: StartRedisOptions): Promise<RunningRedis> {
   const chosen = port ?? (await freePort());
-  const args = ['--bind', '127.0.0.1', '--port', String(chosen), '--save', '', '--daemonize', 'no', '--loglevel', 'warning'];
+  const listen = tls === undefined
+    ? ['--port', String(chosen)]
+    : ['--port', '0', '--tls-port', String(chosen), '--tls-cert-file', tls.certFile, '--tls-key-file', tls.keyFile, '--tls-ca-cert-file', tls.caFile, '--tls-auth-clients', 'no'];
+  const args = ['--bind', '127.0.0.1', ...listen, '--save', '', '--daemonize', 'no', '--loglevel', 'warning'];
   if (dataDir !== undefined) args.push('--dir', dataDir, '--appendonly', 'yes', '--appendfsync', 'everysec');
   else args.push('--appendonly', 'no');
   if (password !== undefined) args.push('--requirepass', password);
@@ -87,7 +107,8 @@ export async function startRedis({ binary, port, dataDir, password }: StartRedis
     if (child.exitCode !== null) throw new Error(`redis-server exited with ${child.exitCode}: ${output}`);
     try {
       const auth = password !== undefined ? ['-a', password, '--no-auth-warning'] : [];
-      const { stdout } = await exec(cli, ['-h', '127.0.0.1', '-p', String(chosen), ...auth, 'ping']);
+      const secure = tls !== undefined ? ['--tls', '--cacert', tls.caFile] : [];
+      const { stdout } = await exec(cli, ['-h', '127.0.0.1', '-p', String(chosen), ...secure, ...auth, 'ping']);
       if (stdout.trim() === 'PONG') break;
     } catch {
       // not up yet
@@ -102,17 +123,40 @@ export async function startRedis({ binary, port, dataDir, password }: StartRedis
   let stopped: Promise<void> | undefined;
   return {
     port: chosen,
-    url: `redis://${auth}127.0.0.1:${chosen}`,
+    url: `${tls === undefined ? 'redis' : 'rediss'}://${auth}127.0.0.1:${chosen}`,
     process: child,
-    stop: () =>
-      (stopped ??= new Promise<void>((resolve) => {
-        if (child.exitCode !== null || child.signalCode !== null) {
-          resolve();
-          return;
-        }
-        child.once('exit', () => resolve());
-        child.kill('SIGTERM');
-        setTimeout(() => child.kill('SIGKILL'), 5000).unref();
-      })),
+    stop: () => (stopped ??= stopServer(child)),
   };
+}
+
+export interface RunningSentinel {
+  port: number;
+  stop(): Promise<void>;
+}
+
+/**
+ * A real Sentinel (redis-server in sentinel mode) watching `master` under `name`. It rewrites
+ * its configuration file, so the file lives in `dir`.
+ */
+export async function startSentinel({ binary, dir, master, name }: { binary: string; dir: string; master: number; name: string }): Promise<RunningSentinel> {
+  const port = await freePort();
+  const conf = join(dir, `sentinel-${port}.conf`);
+  await writeFile(conf, [`bind 127.0.0.1`, `port ${port}`, `daemonize no`, `sentinel monitor ${name} 127.0.0.1 ${master} 1`, `sentinel down-after-milliseconds ${name} 5000`, ''].join('\n'));
+  const child = spawn(binary, [conf, '--sentinel'], { stdio: ['ignore', 'pipe', 'pipe'] });
+  let output = '';
+  child.stdout.on('data', (c: Buffer) => (output = (output + c.toString()).slice(-4000)));
+  child.stderr.on('data', (c: Buffer) => (output = (output + c.toString()).slice(-4000)));
+  const cli = binary.replace(/redis-server$/, 'redis-cli');
+  const deadline = Date.now() + 20_000;
+  for (;;) {
+    if (child.exitCode !== null) throw new Error(`redis sentinel exited with ${child.exitCode}: ${output}`);
+    const answer = await exec(cli, ['-h', '127.0.0.1', '-p', String(port), 'sentinel', 'get-master-addr-by-name', name]).then((r) => r.stdout, () => '');
+    if (answer.includes(String(master))) break;
+    if (Date.now() > deadline) {
+      child.kill('SIGKILL');
+      throw new Error(`redis sentinel on port ${port} did not report master ${name}: ${output}`);
+    }
+    await new Promise((r) => setTimeout(r, 100));
+  }
+  return { port, stop: () => stopServer(child) };
 }
