@@ -58,6 +58,24 @@ export function freePort(): Promise<number> {
   });
 }
 
+/** Starts a server and polls `ready` (a failure counts as not yet) for 20 s; the error carries its output. */
+async function spawnUntilReady(binary: string, args: string[], failure: string, ready: () => Promise<boolean>): Promise<ChildProcess> {
+  const child = spawn(binary, args, { stdio: ['ignore', 'pipe', 'pipe'] });
+  let output = '';
+  child.stdout.on('data', (c: Buffer) => (output = (output + c.toString()).slice(-4000)));
+  child.stderr.on('data', (c: Buffer) => (output = (output + c.toString()).slice(-4000)));
+  const deadline = Date.now() + 20_000;
+  for (;;) {
+    if (child.exitCode !== null) throw new Error(`${binary} exited with ${child.exitCode}: ${output}`);
+    if (await ready().catch(() => false)) return child;
+    if (Date.now() > deadline) {
+      child.kill('SIGKILL');
+      throw new Error(`${failure}: ${output}`);
+    }
+    await new Promise((r) => setTimeout(r, 100));
+  }
+}
+
 /** SIGTERM, and SIGKILL if it has not exited 5 s later. */
 function stopServer(child: ChildProcess): Promise<void> {
   return new Promise<void>((resolve) => {
@@ -97,33 +115,17 @@ export async function startRedis({ binary, port, dataDir, password, tls }: Start
   if (dataDir !== undefined) args.push('--dir', dataDir, '--appendonly', 'yes', '--appendfsync', 'everysec');
   else args.push('--appendonly', 'no');
   if (password !== undefined) args.push('--requirepass', password);
-  const child = spawn(binary, args, { stdio: ['ignore', 'pipe', 'pipe'] });
-  let output = '';
-  child.stdout.on('data', (c: Buffer) => (output = (output + c.toString()).slice(-4000)));
-  child.stderr.on('data', (c: Buffer) => (output = (output + c.toString()).slice(-4000)));
   const cli = binary.replace(/redis-server$/, 'redis-cli');
-  const deadline = Date.now() + 20_000;
-  for (;;) {
-    if (child.exitCode !== null) throw new Error(`redis-server exited with ${child.exitCode}: ${output}`);
-    try {
-      const auth = password !== undefined ? ['-a', password, '--no-auth-warning'] : [];
-      const secure = tls !== undefined ? ['--tls', '--cacert', tls.caFile] : [];
-      const { stdout } = await exec(cli, ['-h', '127.0.0.1', '-p', String(chosen), ...secure, ...auth, 'ping']);
-      if (stdout.trim() === 'PONG') break;
-    } catch {
-      // not up yet
-    }
-    if (Date.now() > deadline) {
-      child.kill('SIGKILL');
-      throw new Error(`redis-server did not answer PING on port ${chosen}: ${output}`);
-    }
-    await new Promise((r) => setTimeout(r, 100));
-  }
-  const auth = password !== undefined ? `:${encodeURIComponent(password)}@` : '';
+  const auth = password !== undefined ? ['-a', password, '--no-auth-warning'] : [];
+  const secure = tls !== undefined ? ['--tls', '--cacert', tls.caFile] : [];
+  const child = await spawnUntilReady(binary, args, `redis-server did not answer PING on port ${chosen}`, async () =>
+    (await exec(cli, ['-h', '127.0.0.1', '-p', String(chosen), ...secure, ...auth, 'ping'])).stdout.trim() === 'PONG',
+  );
+  const credentials = password !== undefined ? `:${encodeURIComponent(password)}@` : '';
   let stopped: Promise<void> | undefined;
   return {
     port: chosen,
-    url: `${tls === undefined ? 'redis' : 'rediss'}://${auth}127.0.0.1:${chosen}`,
+    url: `${tls === undefined ? 'redis' : 'rediss'}://${credentials}127.0.0.1:${chosen}`,
     process: child,
     stop: () => (stopped ??= stopServer(child)),
   };
@@ -142,21 +144,9 @@ export async function startSentinel({ binary, dir, master, name }: { binary: str
   const port = await freePort();
   const conf = join(dir, `sentinel-${port}.conf`);
   await writeFile(conf, [`bind 127.0.0.1`, `port ${port}`, `daemonize no`, `sentinel monitor ${name} 127.0.0.1 ${master} 1`, `sentinel down-after-milliseconds ${name} 5000`, ''].join('\n'));
-  const child = spawn(binary, [conf, '--sentinel'], { stdio: ['ignore', 'pipe', 'pipe'] });
-  let output = '';
-  child.stdout.on('data', (c: Buffer) => (output = (output + c.toString()).slice(-4000)));
-  child.stderr.on('data', (c: Buffer) => (output = (output + c.toString()).slice(-4000)));
   const cli = binary.replace(/redis-server$/, 'redis-cli');
-  const deadline = Date.now() + 20_000;
-  for (;;) {
-    if (child.exitCode !== null) throw new Error(`redis sentinel exited with ${child.exitCode}: ${output}`);
-    const answer = await exec(cli, ['-h', '127.0.0.1', '-p', String(port), 'sentinel', 'get-master-addr-by-name', name]).then((r) => r.stdout, () => '');
-    if (answer.includes(String(master))) break;
-    if (Date.now() > deadline) {
-      child.kill('SIGKILL');
-      throw new Error(`redis sentinel on port ${port} did not report master ${name}: ${output}`);
-    }
-    await new Promise((r) => setTimeout(r, 100));
-  }
+  const child = await spawnUntilReady(binary, [conf, '--sentinel'], `redis sentinel on port ${port} did not report master ${name}`, async () =>
+    (await exec(cli, ['-h', '127.0.0.1', '-p', String(port), 'sentinel', 'get-master-addr-by-name', name])).stdout.includes(String(master)),
+  );
   return { port, stop: () => stopServer(child) };
 }
