@@ -3,6 +3,10 @@
  * Secrets and ConfigMaps by swapping a `..data` symlink, which inotify on the file itself
  * misses; so this polls the contents (a hash of a few KB) on an interval and also listens
  * to the parent directories to react sooner.
+ *
+ * A change counts only once the contents read the same twice, `settleMs` apart: a writer
+ * that truncates and then writes (most editors, `fs.writeFile`) is otherwise seen half-way,
+ * and an empty policy file is a valid one (all defaults) that would briefly be in force.
  */
 import { createHash } from 'node:crypto';
 import { readFile } from 'node:fs/promises';
@@ -11,6 +15,8 @@ import { dirname } from 'node:path';
 
 export interface FileWatchOptions {
   intervalMs: number;
+  /** How long new contents must stay unchanged before they count; 100 ms by default. */
+  settleMs?: number;
   onChange: (contents: Buffer[]) => void;
   onError: (error: unknown) => void;
 }
@@ -26,6 +32,7 @@ function digest(contents: readonly Buffer[]): string {
 }
 
 export function watchFiles(paths: readonly string[], initial: readonly Buffer[], options: FileWatchOptions): () => void {
+  const settleMs = options.settleMs ?? 100;
   let last = digest(initial);
   let checking = false;
   let again = false;
@@ -39,8 +46,14 @@ export function watchFiles(paths: readonly string[], initial: readonly Buffer[],
       const contents = await readAll(paths);
       const current = digest(contents);
       if (current !== last) {
-        last = current;
-        options.onChange(contents);
+        await new Promise((r) => setTimeout(r, settleMs));
+        if (digest(await readAll(paths)) === current) {
+          last = current;
+          options.onChange(contents);
+        } else {
+          // Still being written: look again once it has had time to settle.
+          again = true;
+        }
       }
     } catch (error) {
       options.onError(error);
