@@ -3,9 +3,10 @@
  * (the previous leader's unfinished work); after that, and after every reconnect, it reads
  * all of its own pending entries, page by page in stream order, before any new one. It also
  * takes over entries left idle by any other consumer (XAUTOCLAIM); applies the events of one
- * VPS strictly in stream order while other VPSs proceed in parallel; retries transient failures with backoff and jitter without acknowledging and
- * without blocking other VPSs; and guards the blocking read with a watchdog, since blocked
- * reads have been seen to hang after reconnects (ioredis #1888).
+ * VPS strictly in stream order while other VPSs proceed in parallel; retries transient
+ * failures with backoff and jitter without acknowledging and without blocking other VPSs;
+ * and guards the blocking read with a watchdog, since blocked reads have been seen to hang
+ * after reconnects (ioredis #1888).
  */
 import type { Redis } from 'ioredis';
 import type { Logger } from 'pino';
@@ -218,9 +219,14 @@ export class StreamConsumer {
       const reply = (await commands.xautoclaim(stream, group, consumer, 0, cursor, 'COUNT', 1000, 'JUSTID')) as [string, string[], string[]?];
       cursor = reply[0];
       moved += reply[1].length;
-      for (const id of reply[2] ?? []) await commands.xack(stream, group, id);
+      await this.#acknowledgeDeleted(reply[2]);
     } while (cursor !== '0-0');
     if (moved > 0) this.#log.info({ count: moved }, 'took over the pending entries of the group');
+  }
+
+  /** XAUTOCLAIM returns entries deleted from the stream while pending in its third element; they are done. */
+  async #acknowledgeDeleted(ids: readonly string[] | undefined): Promise<void> {
+    for (const id of ids ?? []) await this.#o.commands.xack(this.#o.stream, this.#o.group, id);
   }
 
   async #claimIdle(): Promise<void> {
@@ -228,8 +234,7 @@ export class StreamConsumer {
     const { commands, stream, group, consumer, claimIdleMs, batchSize } = this.#o;
     const reply = (await commands.xautoclaim(stream, group, consumer, claimIdleMs, '0-0', 'COUNT', batchSize)) as [string, StreamEntry[], string[]?];
     const claimed = reply[1].filter(([id]) => !this.#inFlight.has(id));
-    // Entries deleted from the stream while pending come back in the third element; ack them.
-    for (const id of reply[2] ?? []) await commands.xack(stream, group, id);
+    await this.#acknowledgeDeleted(reply[2]);
     if (claimed.length > 0) {
       this.#log.info({ count: claimed.length }, 'claimed entries left idle by another consumer');
       await this.#dispatch(claimed, await this.#deliveries(claimed.map(([id]) => id)));
