@@ -72,11 +72,16 @@ export class EventProcessor {
     const record = await this.#d.store.get(event.vps_id);
     if (record !== undefined && compareStreamIds(record.streamId, id) >= 0) {
       // Redelivered, or older than what is applied: a newer state must never be overwritten.
-      await this.#d.redis.xack(this.#d.stream, this.#d.group, id);
-      base.info({ appliedStreamId: record.streamId }, 'stale event ignored');
-      return { outcome: 'stale', event: event.event, vpsId: event.vps_id };
+      return this.#ignoreStale(id, event, base, { appliedStreamId: record.streamId }, 'stale event ignored');
     }
     return event.event === 'register' ? this.#register(id, event, fields, record, base) : this.#retire(id, event, fields, record, base);
+  }
+
+  /** Acknowledges an event a newer state has superseded, without applying it. */
+  async #ignoreStale(id: string, event: RegisterEvent | RetireEvent, log: Logger, detail: Record<string, string>, message: string): Promise<ProcessResult> {
+    await this.#d.redis.xack(this.#d.stream, this.#d.group, id);
+    log.info(detail, message);
+    return { outcome: 'stale', event: event.event, vpsId: event.vps_id, ...(event.name !== undefined ? { name: event.name } : {}) };
   }
 
   async #register(id: string, event: RegisterEvent, fields: Record<string, string>, previous: VpsRecord | undefined, log: Logger): Promise<ProcessResult> {
@@ -102,9 +107,7 @@ export class EventProcessor {
     if (written instanceof PermanentError && written.rule === 'ownership.stream-order') {
       // A newer event already wrote this entry (its commit is pending, or another replica's):
       // this one is superseded, exactly like a stale event.
-      await this.#d.redis.xack(this.#d.stream, this.#d.group, id);
-      log.info({ reason: written.message }, 'superseded by a newer event already written to the entry; ignored');
-      return { outcome: 'stale', event: 'register', vpsId: event.vps_id, name: event.name };
+      return this.#ignoreStale(id, event, log, { reason: written.message }, 'superseded by a newer event already written to the entry; ignored');
     }
     if (written instanceof PermanentError) return this.#deadLetter(id, fields, written.rule, written.message, log);
     const committed = await store.commit({
