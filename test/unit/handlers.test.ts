@@ -153,12 +153,14 @@ describe('validation', () => {
 describe('ownership', () => {
   const managed = completeEntry({ managed: true });
 
+  /** The managed entry created, changed (to itself) or deleted by `user`. */
+  const writeOfManaged = (operation: 'CREATE' | 'UPDATE' | 'DELETE', user: (typeof USERS)[keyof typeof USERS]) =>
+    operation === 'DELETE'
+      ? admissionRequest('DELETE', undefined, { oldObject: managed, user })
+      : admissionRequest(operation, managed, { oldObject: operation === 'UPDATE' ? managed : undefined, user });
+
   it.each(['CREATE', 'UPDATE', 'DELETE'] as const)('a plain user cannot %s a managed entry, and is told how', (operation) => {
-    const request =
-      operation === 'DELETE'
-        ? admissionRequest('DELETE', undefined, { oldObject: managed, user: USERS.alice })
-        : admissionRequest(operation, managed, { oldObject: operation === 'UPDATE' ? managed : undefined, user: USERS.alice });
-    const { response } = handleValidate(request, context());
+    const { response } = handleValidate(writeOfManaged(operation, USERS.alice), context());
     expect(response.allowed).toBe(false);
     expect(response.status?.code).toBe(403);
     expect(response.status?.message).toContain('[ownership.managed]');
@@ -171,10 +173,7 @@ describe('ownership', () => {
   });
 
   it.each(['CREATE', 'UPDATE', 'DELETE'] as const)('the sync daemon may %s', (operation) => {
-    const request =
-      operation === 'DELETE'
-        ? admissionRequest('DELETE', undefined, { oldObject: managed, user: USERS.sync })
-        : admissionRequest(operation, managed, { oldObject: operation === 'UPDATE' ? managed : undefined, user: USERS.sync });
+    const request = writeOfManaged(operation, USERS.sync);
     const { response } = handleValidate(request, context());
     expect(response).toEqual({ uid: request.uid, allowed: true });
   });
