@@ -142,6 +142,11 @@ function daemonParts(): { kubeConfig: ReturnType<typeof loadKubeConfig>; storeOp
   return { kubeConfig, storeOptions, processor };
 }
 
+/** A resync over the given parts, removing orphans at once. */
+function testResyncer(store: StateStore, writer: EntryWriter, queue: KeyedQueue): Resyncer {
+  return new Resyncer({ store, writer, queue, policy: () => DEFAULT_POLICY, namespace: NAMESPACE, istioApiVersion: 'v1', orphanPolicy: 'sync', orphanGraceMs: 0, dryRun: false, logger: createLogger('silent', 't') });
+}
+
 describe('order per VPS', () => {
   it('a redelivered older event never overwrites newer state; a stale register does not resurrect a retired VPS', async () => {
     await redis.xgroup('CREATE', STREAM, 'edge-registrar', '0', 'MKSTREAM');
@@ -327,6 +332,24 @@ describe('a new leader continues where the old one stopped', () => {
   });
 });
 
+describe('a restarted consumer', () => {
+  it('reads all its pending pages before any new event, so a contested address goes by stream order', async () => {
+    await redis.xgroup('CREATE', STREAM, 'edge-registrar', '0', 'MKSTREAM');
+    // Five events this consumer read before it died; the last one is on its third page of two.
+    for (let i = 1; i <= 4; i++) await register(`v${i}`, `vps-jp-0${i}`, `103.21.244.${i}`);
+    await register('v5', 'vps-jp-05', '103.21.244.50');
+    await redis.xreadgroup('GROUP', 'edge-registrar', 'restarted', 'COUNT', 10, 'STREAMS', STREAM, '>');
+    // A newer event wants v5's address.
+    await register('v6', 'vps-jp-06', '103.21.244.50');
+    // Claim-idle is far away: the pending pages must be read, not claimed later.
+    await startSync({ consumer: 'restarted', batchSize: 2, claimIdleMs: 600_000 });
+    await settled(20_000);
+    expect((await entries()).get('vps-jp-05')?.spec.address).toBe('103.21.244.50');
+    expect((await entries()).has('vps-jp-06')).toBe(false);
+    expect((await dlq()).map((l) => [l.vps_id, l.dlq_rule])).toEqual([['v6', 'address.unique']]);
+  });
+});
+
 describe('the consumer group', () => {
   it('forgets the consumers of replicas that are gone, once they hold nothing and stay silent', async () => {
     await redis.xgroup('CREATE', STREAM, 'edge-registrar', '0', 'MKSTREAM');
@@ -392,9 +415,7 @@ describe('drift repair', () => {
         return super.listManaged();
       }
     }
-    const resyncer = (store: StateStore, writer: EntryWriter): Resyncer =>
-      new Resyncer({ store, writer, queue, policy: () => DEFAULT_POLICY, namespace: NAMESPACE, istioApiVersion: 'v1', orphanPolicy: 'sync', orphanGraceMs: 0, dryRun: false, logger: createLogger('silent', 't') });
-    const report = await resyncer(new SnapshotThenEvents(redis, storeOptions), new ListAfterEvents(kubeConfig, NAMESPACE, 'v1')).run();
+    const report = await testResyncer(new SnapshotThenEvents(redis, storeOptions), new ListAfterEvents(kubeConfig, NAMESPACE, 'v1'), queue).run();
     expect(report.restored).toEqual([]);
     expect(report.orphansDeleted).toEqual([]);
     expect(report.overtaken.sort()).toEqual(['vps-jp-09', 'vps-jp-10']);
@@ -402,8 +423,30 @@ describe('drift repair', () => {
     expect(actual.get('vps-jp-09')?.spec.address).toBe('103.21.244.99');
     expect(actual.has('vps-jp-10')).toBe(true);
     // The next resync compares against the new state and finds nothing to do.
-    const again = await resyncer(new StateStore(redis, storeOptions), new EntryWriter(kubeConfig, NAMESPACE, 'v1')).run();
+    const again = await testResyncer(new StateStore(redis, storeOptions), new EntryWriter(kubeConfig, NAMESPACE, 'v1'), queue).run();
     expect([again.restored, again.orphansDeleted, again.overtaken]).toEqual([[], [], []]);
+  });
+
+  it('a repair the webhook refuses is reported, and the others still happen', async () => {
+    await redis.xgroup('CREATE', STREAM, 'edge-registrar', '0', 'MKSTREAM');
+    const { kubeConfig, storeOptions, processor } = daemonParts();
+    await processor.process('100-0', { event: 'register', vps_id: 'v1', name: 'vps-jp-01', address: '103.21.244.10', country: 'jp' });
+    await processor.process('101-0', { event: 'register', vps_id: 'v2', name: 'vps-jp-02', address: '103.21.244.11', country: 'jp' });
+    await mustKubectl('breakglass', ['-n', NAMESPACE, 'delete', 'workloadentry', 'vps-jp-01', 'vps-jp-02']);
+    // Someone's unmanaged entry now holds v1's address (once the webhook has seen it freed):
+    // restoring v1 is refused (address.unique).
+    const manual = {
+      apiVersion: 'networking.istio.io/v1',
+      kind: 'WorkloadEntry',
+      metadata: { name: 'vps-jp-91', namespace: NAMESPACE, labels: { app: 'xrayr', country: 'jp' } },
+      spec: { address: '103.21.244.10', labels: { app: 'xrayr', country: 'jp' } },
+    };
+    await waitFor(async () => (await kubectl('alice', ['apply', '-f', '-'], manual)).code === 0, 'the unmanaged entry to be admitted');
+    const report = await testResyncer(new StateStore(redis, storeOptions), new EntryWriter(kubeConfig, NAMESPACE, 'v1'), new KeyedQueue()).run();
+    expect(report.refused).toEqual(['vps-jp-01']);
+    expect(report.restored).toEqual(['vps-jp-02']);
+    const actual = await entries();
+    expect([actual.has('vps-jp-01'), actual.get('vps-jp-02')?.spec.address]).toEqual([false, '103.21.244.11']);
   });
 
   it('upsert-only never removes orphans', async () => {
