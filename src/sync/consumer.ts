@@ -2,21 +2,24 @@
  * The stream consumer. On becoming leader it takes over every entry still pending in the group
  * (the previous leader's unfinished work); after that, and after every reconnect, it reads
  * all of its own pending entries, page by page in stream order, before any new one. It also
- * takes over entries left idle by any other consumer (XAUTOCLAIM); applies the events of one
- * VPS strictly in stream order while other VPSs proceed in parallel; retries transient
- * failures with backoff and jitter without acknowledging and without blocking other VPSs;
- * and guards the blocking read with a watchdog, since blocked reads have been seen to hang
- * after reconnects (ioredis #1888).
+ * takes over entries left idle by any other consumer (XAUTOCLAIM); applies events in stream
+ * order wherever order matters (one VPS; a name or address one event frees and a later one
+ * claims: see ordering.ts) while unrelated VPSs proceed in parallel; retries transient
+ * failures with backoff and jitter without acknowledging and without blocking other VPSs,
+ * and gives up (dead-letters) after a bounded number of unexpected failures; and guards the
+ * blocking read with a watchdog, since blocked reads have been seen to hang after reconnects
+ * (ioredis #1888). It reports its own progress, so liveness can fail when it stalls.
  */
 import type { Redis } from 'ioredis';
 import type { Logger } from 'pino';
 import { backoffDelay } from '../util/backoff.ts';
 import { TransientError } from './entry-writer.ts';
 import { fieldsToRecord } from './event.ts';
-import { orderingKeys } from './ordering.ts';
+import { HoldingsLedger, type Holding } from './ordering.ts';
 import type { EventProcessor, ProcessResult } from './processor.ts';
 import type { KeyedQueue } from '../util/keyed-queue.ts';
 import { Semaphore } from '../util/semaphore.ts';
+import { sleep } from '../util/sleep.ts';
 
 type StreamEntry = [id: string, fields: string[] | null];
 
@@ -35,11 +38,18 @@ export interface ConsumerOptions {
   claimIdleMs: number;
   consumerRetentionMs: number;
   maxDeliveries: number;
+  /**
+   * Attempts at an event that fails neither transiently (the API server, Redis unreachable)
+   * nor permanently (a denial): after this many it is dead-lettered with the error.
+   */
+  maxAttempts: number;
   retryBaseMs: number;
   retryMaxMs: number;
   logger: Logger;
   /** Only the Lease holder consumes. */
   isLeader: () => boolean;
+  /** The names and addresses these VPSs hold in the desired state (registered ones only). */
+  holdings: (vpsIds: readonly string[]) => Promise<Map<string, Holding>>;
   onResult?: (result: ProcessResult, seconds: number) => void;
   onRetry?: (reason: string) => void;
 }
@@ -62,18 +72,15 @@ end
 return removed
 `;
 
-const sleep = (ms: number, signal?: AbortSignal): Promise<void> =>
-  new Promise((resolve) => {
-    const timer = setTimeout(resolve, ms);
-    signal?.addEventListener('abort', () => {
-      clearTimeout(timer);
-      resolve();
-    }, { once: true });
-  });
-
 export class StreamConsumer {
-  readonly #o: ConsumerOptions;
+  readonly #options: ConsumerOptions;
   readonly #log: Logger;
+  /** What each VPS with events in flight may hold: the names and addresses its events may free. */
+  readonly #holdings = new HoldingsLedger();
+  /** When the loop last finished a turn. */
+  #lastTurnAt = Date.now();
+  /** When an attempt at an event last finished, or work was dispatched to an idle consumer. */
+  #lastProgressAt = Date.now();
   /** Stream ids being applied (pending in Redis, owned here); never read twice. */
   readonly #inFlight = new Set<string>();
   /** At most `concurrency` VPSs are being written at once. */
@@ -90,7 +97,7 @@ export class StreamConsumer {
   #running: Promise<void> | undefined;
 
   constructor(options: ConsumerOptions) {
-    this.#o = options;
+    this.#options = options;
     this.#log = options.logger.child({ component: 'consumer', stream: options.stream, group: options.group, consumer: options.consumer });
     this.#slots = new Semaphore(options.concurrency);
     // After a reconnect, whatever was delivered before may not have been seen: re-read
@@ -102,7 +109,7 @@ export class StreamConsumer {
 
   async ensureGroup(): Promise<void> {
     try {
-      await this.#o.commands.xgroup('CREATE', this.#o.stream, this.#o.group, '0', 'MKSTREAM');
+      await this.#options.commands.xgroup('CREATE', this.#options.stream, this.#options.group, '0', 'MKSTREAM');
       this.#log.info('consumer group created');
     } catch (error) {
       if (!String(error).includes('BUSYGROUP')) throw error;
@@ -118,6 +125,19 @@ export class StreamConsumer {
     return this.#inFlight.size;
   }
 
+  /**
+   * How long the consumer has made no progress, 0 when it is moving: the loop has not
+   * finished a turn (a read, a claim or a back-off sleep) for that long, or events are in
+   * flight and no attempt at any of them has finished for that long. Either way a restart
+   * is the cure, which is what liveness is for; an API server outage is not a stall (the
+   * attempts keep failing and finishing).
+   */
+  stalledMs(now = Date.now()): number {
+    const loop = now - this.#lastTurnAt;
+    const work = this.#inFlight.size > 0 ? now - this.#lastProgressAt : 0;
+    return Math.max(loop, work);
+  }
+
   start(): void {
     this.#running ??= this.#loop();
   }
@@ -126,11 +146,11 @@ export class StreamConsumer {
   async stop(): Promise<void> {
     this.#stopped.abort();
     await this.#running;
-    await this.#o.queue.idle();
+    await this.#options.queue.idle();
   }
 
   async #read(id: string): Promise<StreamEntry[]> {
-    const { blocking, group, consumer, batchSize, blockMs, stream } = this.#o;
+    const { blocking, group, consumer, batchSize, blockMs, stream } = this.#options;
     const read = blocking.xreadgroup('GROUP', group, consumer, 'COUNT', batchSize, 'BLOCK', blockMs, 'STREAMS', stream, id) as Promise<[string, StreamEntry[]][] | null>;
     let timer: NodeJS.Timeout | undefined;
     const watchdog = new Promise<'hung'>((resolve) => (timer = setTimeout(() => { resolve('hung'); }, blockMs + 10_000)));
@@ -145,13 +165,22 @@ export class StreamConsumer {
     return result?.[0]?.[1] ?? [];
   }
 
+  /**
+   * The delivery count of each entry, asked of Redis one id at a time (pipelined): a range
+   * query from the first id to the last can be filled by other consumers' entries in
+   * between and miss some of ours, and a poison entry would then go unnoticed.
+   */
   async #deliveries(ids: readonly string[]): Promise<Map<string, number>> {
     const counts = new Map<string, number>();
     if (ids.length === 0) return counts;
-    const first = ids[0] as string;
-    const last = ids[ids.length - 1] as string;
-    const rows = (await this.#o.commands.xpending(this.#o.stream, this.#o.group, first, last, ids.length * 2)) as [string, string, number, number][];
-    for (const [id, , , count] of rows) counts.set(id, count);
+    const { commands, stream, group } = this.#options;
+    const pipeline = commands.pipeline();
+    for (const id of ids) pipeline.xpending(stream, group, id, id, 1);
+    const replies = (await pipeline.exec()) ?? [];
+    for (const [error, rows] of replies) {
+      if (error !== null) throw error;
+      for (const [id, , , count] of rows as [string, string, number, number][]) counts.set(id, count);
+    }
     return counts;
   }
 
@@ -159,14 +188,15 @@ export class StreamConsumer {
     const signal = this.#stopped.signal;
     let failures = 0;
     while (!signal.aborted) {
-      if (!this.#o.isLeader()) {
+      this.#lastTurnAt = Date.now();
+      if (!this.#options.isLeader()) {
         this.#wasLeader = false;
         this.#pendingCursor = '0';
         await sleep(250, signal);
         continue;
       }
       // Back-pressure: never hold more than a few batches in memory.
-      if (this.#inFlight.size >= this.#o.batchSize * 4) {
+      if (this.#inFlight.size >= this.#options.batchSize * 4) {
         await sleep(50, signal);
         continue;
       }
@@ -176,7 +206,7 @@ export class StreamConsumer {
           this.#wasLeader = true;
           this.#pendingCursor = '0';
         }
-        if (Date.now() - this.#lastClaim > this.#o.claimIdleMs / 2) await this.#claimIdle();
+        if (Date.now() - this.#lastClaim > this.#options.claimIdleMs / 2) await this.#claimIdle();
         const cursor = this.#pendingCursor;
         const entries = await this.#read(cursor ?? '>');
         failures = 0;
@@ -185,7 +215,7 @@ export class StreamConsumer {
           // '0' again would return the same page (still pending, being applied) and leave the
           // rest to wait for the idle claim, behind newer events.
           const last = entries.at(-1)?.[0];
-          this.#pendingCursor = entries.length < this.#o.batchSize || last === undefined ? undefined : last;
+          this.#pendingCursor = entries.length < this.#options.batchSize || last === undefined ? undefined : last;
           const fresh = entries.filter(([id]) => !this.#inFlight.has(id));
           if (fresh.length > 0) await this.#dispatch(fresh, await this.#deliveries(fresh.map(([id]) => id)));
         } else {
@@ -194,9 +224,9 @@ export class StreamConsumer {
       } catch (error) {
         if (this.#stopping()) break;
         failures++;
-        const delay = backoffDelay(failures, { baseMs: this.#o.retryBaseMs, maxMs: this.#o.retryMaxMs });
+        const delay = backoffDelay(failures, { baseMs: this.#options.retryBaseMs, maxMs: this.#options.retryMaxMs });
         this.#log.warn({ err: error, retryInMs: delay }, 'reading the stream failed; retrying');
-        this.#o.onRetry?.('redis');
+        this.#options.onRetry?.('redis');
         this.#pendingCursor = '0';
         await sleep(delay, signal);
       }
@@ -212,7 +242,7 @@ export class StreamConsumer {
    * and must not count towards the poison limit.
    */
   async #takeOver(): Promise<void> {
-    const { commands, stream, group, consumer } = this.#o;
+    const { commands, stream, group, consumer } = this.#options;
     let cursor = '0-0';
     let moved = 0;
     do {
@@ -226,12 +256,12 @@ export class StreamConsumer {
 
   /** XAUTOCLAIM returns entries deleted from the stream while pending in its third element; they are done. */
   async #acknowledgeDeleted(ids: readonly string[] | undefined): Promise<void> {
-    for (const id of ids ?? []) await this.#o.commands.xack(this.#o.stream, this.#o.group, id);
+    for (const id of ids ?? []) await this.#options.commands.xack(this.#options.stream, this.#options.group, id);
   }
 
   async #claimIdle(): Promise<void> {
     this.#lastClaim = Date.now();
-    const { commands, stream, group, consumer, claimIdleMs, batchSize } = this.#o;
+    const { commands, stream, group, consumer, claimIdleMs, batchSize } = this.#options;
     const reply = (await commands.xautoclaim(stream, group, consumer, claimIdleMs, '0-0', 'COUNT', batchSize)) as [string, StreamEntry[], string[]?];
     const claimed = reply[1].filter(([id]) => !this.#inFlight.has(id));
     await this.#acknowledgeDeleted(reply[2]);
@@ -239,53 +269,89 @@ export class StreamConsumer {
       this.#log.info({ count: claimed.length }, 'claimed entries left idle by another consumer');
       await this.#dispatch(claimed, await this.#deliveries(claimed.map(([id]) => id)));
     }
-    const removed = (await commands.eval(PRUNE_CONSUMERS, 1, stream, group, consumer, this.#o.consumerRetentionMs)) as string[];
+    const removed = (await commands.eval(PRUNE_CONSUMERS, 1, stream, group, consumer, this.#options.consumerRetentionMs)) as string[];
     if (removed.length > 0) this.#log.info({ consumers: removed }, 'removed consumers of replicas that are gone (nothing pending, silent)');
   }
 
-  /** Queues each entry behind the previous event of the same VPS; returns once queued. */
+  /**
+   * Queues each entry behind every earlier event it must follow (see ordering.ts); returns
+   * once queued. The holdings of VPSs without events in flight are read first, and read
+   * again for any VPS whose last event settled meanwhile, so no event is queued without
+   * knowing what its VPS may free.
+   */
   async #dispatch(entries: readonly StreamEntry[], deliveries: Map<string, number> | undefined): Promise<void> {
-    for (const [id, raw] of entries) {
-      if (this.#inFlight.has(id)) continue;
+    const fresh = entries
+      .filter(([id]) => !this.#inFlight.has(id))
+      .map(([id, raw]) => ({ id, fields: raw === null ? null : fieldsToRecord(raw) }));
+    const vpsIds = fresh.flatMap(({ id, fields }) => (fields === null ? [] : [fields.vps_id ?? id]));
+    for (let missing = this.#holdings.unknown(vpsIds); missing.length > 0; missing = this.#holdings.unknown(vpsIds)) {
+      const read = await this.#options.holdings(missing);
+      for (const vpsId of missing) this.#holdings.seed(vpsId, read.get(vpsId));
+    }
+    // From here to the end no await: nothing settles between reading holdings and queueing.
+    if (this.#inFlight.size === 0 && fresh.length > 0) this.#lastProgressAt = Date.now();
+    for (const { id, fields } of fresh) {
       this.#inFlight.add(id);
-      const fields = raw === null ? null : fieldsToRecord(raw);
       const count = deliveries?.get(id) ?? 1;
-      const poison = count > this.#o.maxDeliveries ? { deliveries: count } : undefined;
-      const keys = fields === null ? [`entry:${id}`] : orderingKeys({ vpsId: fields.vps_id ?? id, name: fields.name, address: fields.address });
-      this.#o.queue
+      const poison = count > this.#options.maxDeliveries ? { deliveries: count } : undefined;
+      const vpsId = fields === null ? undefined : (fields.vps_id ?? id);
+      const keys = vpsId === undefined || fields === null ? [`entry:${id}`] : this.#holdings.dispatch({ vpsId, name: fields.name, address: fields.address });
+      this.#options.queue
         .run(keys, () => this.#applyWithRetry(id, fields, poison))
         .catch((error: unknown) => {
           this.#log.error({ err: error, streamId: id }, 'applying event failed unexpectedly; it stays pending');
         })
         .finally(() => {
           this.#inFlight.delete(id);
+          if (vpsId !== undefined) this.#holdings.settle(vpsId);
         });
     }
     // Yield once so queued work starts before the next read.
     await Promise.resolve();
   }
 
+  /**
+   * Applies one event until it is done. Transient failures (the API server or Redis away)
+   * are retried for as long as they last; anything else is an unexpected failure (a corrupt
+   * state record, the webhook's view of the namespace behind ours for too long), retried
+   * `maxAttempts` times and then dead-lettered with the error, so it never blocks its VPS's
+   * keys for good.
+   */
   async #applyWithRetry(id: string, fields: Record<string, string> | null, poison: { deliveries: number } | undefined): Promise<void> {
     const signal = this.#stopped.signal;
+    let unexpected = 0;
     for (let attempt = 1; ; attempt++) {
-      const delay = backoffDelay(attempt, { baseMs: this.#o.retryBaseMs, maxMs: this.#o.retryMaxMs });
+      const delay = backoffDelay(attempt, { baseMs: this.#options.retryBaseMs, maxMs: this.#options.retryMaxMs });
       await this.#slots.acquire();
       const started = process.hrtime.bigint();
       try {
-        const result = await this.#o.processor.process(id, fields, poison);
-        this.#o.onResult?.(result, Number(process.hrtime.bigint() - started) / 1e9);
+        const result = await this.#options.processor.process(id, fields, poison);
+        this.#options.onResult?.(result, Number(process.hrtime.bigint() - started) / 1e9);
         return;
       } catch (error) {
-        const transient = error instanceof TransientError;
-        this.#log.warn({ err: error, streamId: id, vpsId: fields?.vps_id, name: fields?.name, attempt, retryInMs: delay, transient }, 'applying event failed; will retry (not acknowledged)');
-        this.#o.onRetry?.(transient ? 'kubernetes' : 'redis');
+        // Redis down shows up as odd errors from any command: count only what is not that.
+        const transient = error instanceof TransientError || this.#options.commands.status !== 'ready';
+        if (!transient) unexpected++;
+        if (fields !== null && unexpected >= this.#options.maxAttempts) {
+          const result = await this.#options.processor.giveUp(id, fields, error, unexpected).catch((giveUpError: unknown) => {
+            this.#log.warn({ err: giveUpError, streamId: id }, 'dead-lettering an event that keeps failing failed; will retry');
+            return undefined;
+          });
+          if (result !== undefined) {
+            this.#options.onResult?.(result, Number(process.hrtime.bigint() - started) / 1e9);
+            return;
+          }
+        }
+        this.#log.warn({ err: error, streamId: id, vpsId: fields?.vps_id, name: fields?.name, attempt, unexpected, retryInMs: delay, transient }, 'applying event failed; will retry (not acknowledged)');
+        this.#options.onRetry?.(error instanceof TransientError ? 'kubernetes' : transient ? 'redis' : 'unexpected');
       } finally {
+        this.#lastProgressAt = Date.now();
         this.#slots.release();
       }
       // Stopping, or no longer the leader: leave it pending; whoever consumes next re-reads it.
-      if (this.#stopping() || !this.#o.isLeader()) return;
+      if (this.#stopping() || !this.#options.isLeader()) return;
       await sleep(delay, signal);
-      if (this.#stopping() || !this.#o.isLeader()) return;
+      if (this.#stopping() || !this.#options.isLeader()) return;
     }
   }
 }

@@ -7,8 +7,10 @@
  * webhook's denial, an invalid object) dead-letter the event.
  */
 import * as k8s from '@kubernetes/client-node';
-import { WORKLOAD_ENTRY_GROUP, WORKLOAD_ENTRY_PLURAL } from '../kube/client.ts';
-import { VPS_ID_ANNOTATION, isManaged } from '../policy/markers.ts';
+import { WORKLOAD_ENTRY_GROUP, WORKLOAD_ENTRY_PLURAL, makeApiClient } from '../kube/client.ts';
+import { canonicalAddress } from '../policy/address.ts';
+import { STREAM_ID_ANNOTATION, VPS_ID_ANNOTATION, isManaged } from '../policy/markers.ts';
+import { compareStreamIds, isStreamId } from '../util/stream-id.ts';
 import type { ManagedEntry } from './planner.ts';
 
 export const FIELD_MANAGER = 'edge-registrar-sync';
@@ -26,10 +28,23 @@ export class TransientError extends Error {
 export class PermanentError extends Error {
   override name = 'PermanentError';
   readonly rule: string;
-  constructor(message: string, rule: string, options?: ErrorOptions) {
+  /** The edge-registrar rules a webhook denial names (empty for other refusals). */
+  readonly deniedRules: readonly string[];
+  constructor(message: string, rule: string, options?: ErrorOptions & { deniedRules?: readonly string[] }) {
     super(message, options);
     this.rule = rule;
+    this.deniedRules = options?.deniedRules ?? [];
   }
+}
+
+/**
+ * The rule ids of a denial by edge-registrar's webhook: each violation is a line
+ * `  [rule.id] path: ...` (policy/describe.ts), the one part of the message that is ours to
+ * define. The Status carries no causes on purpose (kubectl would print them instead of the
+ * message), so the message is where the rules are.
+ */
+export function deniedRules(message: string): string[] {
+  return [...message.matchAll(/^\s*\[([a-z0-9-]+(?:\.[a-z0-9-]+)+)\] /gm)].map((m) => m[1] as string);
 }
 
 function statusMessage(error: k8s.ApiException<unknown>): string {
@@ -54,9 +69,10 @@ export function classify(error: unknown, what: string): TransientError | Permane
     const message = `${what}: HTTP ${error.code}: ${statusMessage(error)}`;
     const denied = message.includes('admission webhook') && message.includes('denied the request');
     if (error.code === 422 || error.code === 400 || (error.code === 403 && denied)) {
+      const rules = denied ? deniedRules(statusMessage(error)) : [];
       // The webhook's stream-order fence: this write is older than the entry's state.
-      const superseded = denied && message.includes('[ownership.stream-order]');
-      return new PermanentError(message, superseded ? 'ownership.stream-order' : denied ? 'webhook.denied' : 'kubernetes.invalid', { cause: error });
+      const superseded = rules.includes('ownership.stream-order');
+      return new PermanentError(message, superseded ? 'ownership.stream-order' : denied ? 'webhook.denied' : 'kubernetes.invalid', { cause: error, deniedRules: rules });
     }
     // 5xx (including "failed calling webhook"), 429, 409 conflicts, 404 for a missing
     // namespace or CRD, 401/403 from our own RBAC: the cluster's state, not the event's fault.
@@ -71,7 +87,7 @@ export class EntryWriter {
   readonly #version: string;
 
   constructor(kubeConfig: k8s.KubeConfig, namespace: string, istioApiVersion: string) {
-    this.#api = kubeConfig.makeApiClient(k8s.CustomObjectsApi);
+    this.#api = makeApiClient(kubeConfig, k8s.CustomObjectsApi);
     this.#namespace = namespace;
     this.#version = istioApiVersion;
   }
@@ -111,15 +127,40 @@ export class EntryWriter {
   }
 
   /**
-   * Deletes the entry if it is ours for this VPS. Returns what happened; an entry that is
-   * not managed, or managed for another VPS, is left alone.
+   * Every entry in the namespace (managed or not) other than `exceptName` whose address is
+   * this one, read from the API server itself: the truth an informer cache may lag behind.
    */
-  async deleteOwned(name: string, vpsId: string | undefined): Promise<'deleted' | 'absent' | 'not-ours'> {
+  async entriesWithAddress(address: string, exceptName: string): Promise<string[]> {
+    try {
+      const list = (await this.#api.listNamespacedCustomObject({ ...this.#coordinates() })) as { items: StoredEntry[] };
+      const wanted = canonicalAddress(address) ?? address;
+      return list.items
+        .filter((e) => e.metadata?.name !== exceptName)
+        .filter((e) => {
+          const value = e.spec?.address;
+          return typeof value === 'string' && (canonicalAddress(value) ?? value) === wanted;
+        })
+        .map((e) => e.metadata?.name ?? '');
+    } catch (error) {
+      throw classify(error, `list WorkloadEntries in ${this.#namespace}`);
+    }
+  }
+
+  /**
+   * Deletes the entry if it is ours for this VPS. Returns what happened; an entry that is
+   * not managed, or managed for another VPS, is left alone. With `streamId` (the event the
+   * delete stands for), an entry written by a newer event is left alone too ('superseded'):
+   * a deposed leader's late delete must not remove a newer re-register. The delete carries
+   * the resourceVersion read as a precondition, so the check and the delete are one step.
+   */
+  async deleteOwned(name: string, vpsId: string | undefined, streamId?: string): Promise<'deleted' | 'absent' | 'not-ours' | 'superseded'> {
     const current = await this.get(name);
     if (current === undefined) return 'absent';
     const metadata = current.metadata ?? {};
     if (!isManaged(metadata.labels)) return 'not-ours';
     if (vpsId !== undefined && metadata.annotations?.[VPS_ID_ANNOTATION] !== vpsId) return 'not-ours';
+    const written = metadata.annotations?.[STREAM_ID_ANNOTATION];
+    if (streamId !== undefined && written !== undefined && isStreamId(written) && compareStreamIds(written, streamId) > 0) return 'superseded';
     try {
       await this.#api.deleteNamespacedCustomObject({
         ...this.#coordinates(),

@@ -6,6 +6,7 @@
  * stream.
  */
 import { z } from 'zod';
+import { renderValue } from '../policy/describe.ts';
 import { formatPath } from '../util/zod-format.ts';
 
 const vpsId = z
@@ -88,7 +89,7 @@ export function parseEvent(fields: Record<string, string>): ParsedEvent {
         rule: 'event.type',
         field: 'event',
         value: type,
-        reason: type === undefined ? 'event is missing; expected "register" or "retire"' : `event ${JSON.stringify(type)} is not known; expected "register" or "retire"`,
+        reason: type === undefined ? 'event is missing; expected "register" or "retire"' : `event ${renderValue(type)} is not known; expected "register" or "retire"`,
       },
     };
   }
@@ -101,7 +102,7 @@ export function parseEvent(fields: Record<string, string>): ParsedEvent {
   const reasons = result.error.issues.map((i) => {
     const f = formatPath(i.path);
     const v = i.path[0] !== undefined ? fields[String(i.path[0])] : undefined;
-    return `${f}: ${v === undefined ? 'missing' : JSON.stringify(v)} ${i.message}`;
+    return `${f}: ${v === undefined ? 'missing' : renderValue(v)} ${i.message}`;
   });
   return { ok: false, rejection: { rule: 'event.schema', field, value, reason: reasons.join('; ') } };
 }

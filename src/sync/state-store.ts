@@ -13,6 +13,7 @@
  * Multi-key scripts need Redis standalone or Sentinel (not Redis Cluster).
  */
 import type { Redis } from 'ioredis';
+import type { Holding } from './ordering.ts';
 
 export interface VpsRecord {
   vpsId: string;
@@ -94,6 +95,24 @@ export class StateStore {
       streamId: h.stream_id ?? '0-0',
       updatedAt: h.updated_at ?? '',
     };
+  }
+
+  /**
+   * The name and address each of these VPSs holds, for those registered: one round trip.
+   * Only what the ordering needs, so a damaged record elsewhere cannot fail it.
+   */
+  async holdings(vpsIds: readonly string[]): Promise<Map<string, Holding>> {
+    const held = new Map<string, Holding>();
+    if (vpsIds.length === 0) return held;
+    const pipeline = this.#redis.pipeline();
+    for (const id of vpsIds) pipeline.hmget(this.#key(`vps:${id}`), 'state', 'name', 'address');
+    const replies = (await pipeline.exec()) ?? [];
+    replies.forEach(([error, fields], i) => {
+      if (error !== null) throw error;
+      const [state, name, address] = fields as (string | null)[];
+      if (state === 'registered') held.set(vpsIds[i] as string, { name: name ?? '', address: address ?? '' });
+    });
+    return held;
   }
 
   /** The registered VPS holding an address or a name, if any. */

@@ -15,7 +15,7 @@ import { createCertificateAuthority, createServingCertificate } from '../../src/
 import { writeCertificateFiles } from '../../src/certs/files.ts';
 import { webhookConfig } from '../../src/config.ts';
 import { createLogger } from '../../src/telemetry/logger.ts';
-import { runWebhook, type RunningWebhook } from '../../src/webhook/run.ts';
+import { runWebhook, type RunningWebhook, type WebhookOverrides } from '../../src/webhook/run.ts';
 import { kubeconfigFor, runKubectl, type ClusterState, type ClusterUser, type KubectlResult } from '../harness/kube-cluster.ts';
 import { localWebhookManifests } from '../harness/webhook-registration.ts';
 
@@ -56,7 +56,11 @@ export interface E2EWebhook {
  * Starts the webhook on a free port with the webhook identity and registers it, with the
  * suite's shared cluster unless a test brings its own.
  */
-export async function startRegisteredWebhook(cluster: ClusterState = inject('cluster')): Promise<E2EWebhook> {
+/**
+ * The real webhook, registered with the API server. `overrides.view` replaces its informer
+ * cache with a given one (a cache frozen behind the API server, say).
+ */
+export async function startRegisteredWebhook(cluster: ClusterState = inject('cluster'), overrides: WebhookOverrides = {}): Promise<E2EWebhook> {
   const as = (user: ClusterUser, args: string[], input?: unknown): Promise<KubectlResult> =>
     runKubectl(inject('binaries').kubectl, kubeconfigFor(cluster, user), args, input === undefined ? undefined : typeof input === 'string' ? input : stringify(input));
   const dir = await mkdtemp(join(tmpdir(), 'edge-registrar-e2e-webhook-'));
@@ -70,7 +74,7 @@ export async function startRegisteredWebhook(cluster: ClusterState = inject('clu
     shutdownDelayMs: 0,
     drainTimeoutMs: 2000,
   };
-  const webhook = await runWebhook(config, createLogger(process.env.E2E_LOG_LEVEL === undefined ? 'silent' : (process.env.E2E_LOG_LEVEL as 'info'), 'e2e-webhook'));
+  const webhook = await runWebhook(config, createLogger(process.env.E2E_LOG_LEVEL === undefined ? 'silent' : (process.env.E2E_LOG_LEVEL as 'info'), 'e2e-webhook'), overrides);
   await waitFor(async () => (await fetchReady(webhook.port, ca.cert)) === 200, 'webhook ready (caches synced)');
   const manifests = await localWebhookManifests(webhook.port, ca.cert);
   const register = async (): Promise<void> => {
