@@ -10,6 +10,7 @@
  * so the API server never meets a certificate it cannot verify.
  */
 import * as k8s from '@kubernetes/client-node';
+import { makeApiClient } from '../kube/client.ts';
 import type { Logger } from 'pino';
 import { decide, renew, type CertificateWants, type StoredCertificates } from './renewal.ts';
 
@@ -48,8 +49,8 @@ export class SelfManagedCertificate {
 
   constructor(options: SelfManagedOptions) {
     this.#o = options;
-    this.#core = options.kubeConfig.makeApiClient(k8s.CoreV1Api);
-    this.#admission = options.kubeConfig.makeApiClient(k8s.AdmissionregistrationV1Api);
+    this.#core = makeApiClient(options.kubeConfig, k8s.CoreV1Api);
+    this.#admission = makeApiClient(options.kubeConfig, k8s.AdmissionregistrationV1Api);
   }
 
   /** Reads the Secret, creates or renews it if needed, and injects the CA bundle. */

@@ -4,7 +4,7 @@ import * as k8s from '@kubernetes/client-node';
 import { checkConfig, type CheckFlags } from '../config.ts';
 import { checkManifests, formatFinding } from '../check/check.ts';
 import { parseManifests, type ManifestDocument } from '../check/documents.ts';
-import { loadKubeConfig, WORKLOAD_ENTRY_GROUP, WORKLOAD_ENTRY_PLURAL } from '../kube/client.ts';
+import { loadKubeConfig, WORKLOAD_ENTRY_GROUP, WORKLOAD_ENTRY_PLURAL, makeApiClient } from '../kube/client.ts';
 import { ClusterIndex } from '../kube/cluster-index.ts';
 import { loadPolicy } from '../policy-source.ts';
 
@@ -18,8 +18,8 @@ async function readInput(file: string): Promise<string> {
 /** One list per resource: the cluster's state, for the rules a file alone cannot answer. */
 async function clusterIndex(kubeconfig: string, namespace: string, istioApiVersion: string): Promise<ClusterIndex> {
   const kc = loadKubeConfig(kubeconfig);
-  const core = kc.makeApiClient(k8s.CoreV1Api);
-  const custom = kc.makeApiClient(k8s.CustomObjectsApi);
+  const core = makeApiClient(kc, k8s.CoreV1Api);
+  const custom = makeApiClient(kc, k8s.CustomObjectsApi);
   const [entries, services, accounts] = await Promise.all([
     custom.listNamespacedCustomObject({ group: WORKLOAD_ENTRY_GROUP, version: istioApiVersion, namespace, plural: WORKLOAD_ENTRY_PLURAL }) as Promise<{ items: unknown[] }>,
     core.listNamespacedService({ namespace }),

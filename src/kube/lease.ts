@@ -1,11 +1,22 @@
 /**
- * Leader election with a coordination.k8s.io Lease, as client-go does it: the holder renews
- * every `renewMs`; anyone may take the Lease once `durationMs` has passed since the last
- * renewal. Every write carries the resourceVersion read, so two candidates never both win.
- * A holder that cannot renew before its own deadline steps down first.
+ * Leader election with a coordination.k8s.io Lease, with client-go's leaderelection
+ * semantics:
+ *
+ * - Expiry is judged by *local observation*: a candidate remembers when it last saw the Lease
+ *   record change (any write bumps its resourceVersion) and takes the Lease only once
+ *   `durationMs` of its own monotonic clock has passed since then. The holder's renewTime is
+ *   never compared with the local clock, so clock skew between nodes cannot make two leaders.
+ * - The holder counts its term from *before* it sent the renewal (the others can only have
+ *   seen the write later), and it stops acting as leader once `renewDeadlineMs` has passed
+ *   since its last successful renewal; renewDeadline < duration, so it has stepped down
+ *   before any candidate may take over.
+ * - Every call has a deadline, so a hung request cannot stop the renewal loop.
+ *
+ * Every write carries the resourceVersion read, so two candidates never both win one round.
  */
 import * as k8s from '@kubernetes/client-node';
 import type { Logger } from 'pino';
+import { makeApiClient } from './client.ts';
 
 /**
  * MicroTime must carry six fractional digits ("2006-01-02T15:04:05.000000Z07:00"); client-node
@@ -21,85 +32,128 @@ export interface LeaseOptions {
   namespace: string;
   name: string;
   identity: string;
+  /** How long a candidate waits after last seeing the Lease change before taking it. */
   durationMs: number;
-  renewMs: number;
+  /** How long the holder keeps acting as leader without a successful renewal; < durationMs. */
+  renewDeadlineMs: number;
+  /** Time between attempts to acquire or renew. */
+  retryPeriodMs: number;
   logger: Logger;
   onChange?: (leader: boolean) => void;
+  /** A monotonic clock in milliseconds; injectable for tests. */
+  now?: () => number;
+}
+
+/** The options' invariants, as client-go checks them; violated ones are named. */
+export function leaseTimingProblems(o: Pick<LeaseOptions, 'durationMs' | 'renewDeadlineMs' | 'retryPeriodMs'>): string[] {
+  const problems: string[] = [];
+  if (!(o.renewDeadlineMs < o.durationMs)) problems.push(`renew deadline (${o.renewDeadlineMs} ms) must be shorter than the lease duration (${o.durationMs} ms)`);
+  if (!(o.retryPeriodMs < o.renewDeadlineMs)) problems.push(`retry period (${o.retryPeriodMs} ms) must be shorter than the renew deadline (${o.renewDeadlineMs} ms)`);
+  return problems;
 }
 
 export class LeaderElector {
-  readonly #o: LeaseOptions;
+  readonly #options: LeaseOptions;
   readonly #api: k8s.CoordinationV1Api;
   readonly #log: Logger;
+  readonly #now: () => number;
   #leader = false;
-  #lastRenew = 0;
+  /** Local time at which the last successful renewal was *sent*. */
+  #renewedAt = Number.NEGATIVE_INFINITY;
+  /** The Lease record last seen (its resourceVersion), and the local time it was first seen. */
+  #observedVersion: string | undefined;
+  #observedAt = Number.NEGATIVE_INFINITY;
   #timer: NodeJS.Timeout | undefined;
+  #deadlineTimer: NodeJS.Timeout | undefined;
   #stopped = false;
 
   constructor(options: LeaseOptions) {
-    this.#o = options;
-    this.#api = options.kubeConfig.makeApiClient(k8s.CoordinationV1Api);
+    const problems = leaseTimingProblems(options);
+    if (problems.length > 0) throw new Error(`lease timing: ${problems.join('; ')}`);
+    this.#options = options;
+    this.#now = options.now ?? (() => performance.now());
+    // No call may outlive the renew deadline: a late success could not be trusted anyway.
+    this.#api = makeApiClient(options.kubeConfig, k8s.CoordinationV1Api, Math.min(options.renewDeadlineMs, 10_000));
     this.#log = options.logger.child({ component: 'lease', lease: `${options.namespace}/${options.name}`, identity: options.identity });
   }
 
   isLeader(): boolean {
-    // Trust leadership only until our own renewal deadline, even if a renew is in flight.
-    return this.#leader && Date.now() - this.#lastRenew < this.#o.durationMs;
+    // Trust leadership only until the renew deadline, even if a renewal is in flight.
+    return this.#leader && this.#now() - this.#renewedAt < this.#options.renewDeadlineMs;
   }
 
   #set(leader: boolean): void {
     if (leader === this.#leader) return;
     this.#leader = leader;
     this.#log.info({ leader }, leader ? 'became leader' : 'lost leadership');
-    this.#o.onChange?.(leader);
+    this.#options.onChange?.(leader);
+  }
+
+  /** Steps down the moment the renew deadline passes, whatever the renewal loop is doing. */
+  #armDeadline(): void {
+    if (this.#deadlineTimer) clearTimeout(this.#deadlineTimer);
+    const remaining = this.#renewedAt + this.#options.renewDeadlineMs - this.#now();
+    this.#deadlineTimer = setTimeout(() => {
+      if (this.#leader && !this.isLeader()) {
+        this.#log.warn({ renewDeadlineMs: this.#options.renewDeadlineMs }, 'renew deadline passed without a successful renewal; stepping down');
+        this.#set(false);
+      }
+    }, Math.max(0, remaining) + 1);
+    this.#deadlineTimer.unref();
+  }
+
+  #observe(lease: k8s.V1Lease | undefined): void {
+    const version = lease?.metadata?.resourceVersion;
+    if (version !== this.#observedVersion) {
+      this.#observedVersion = version;
+      this.#observedAt = this.#now();
+    }
   }
 
   async #tryAcquireOrRenew(): Promise<void> {
-    const { namespace, name, identity, durationMs } = this.#o;
-    const now = new Date();
+    const { namespace, name, identity, durationMs } = this.#options;
     let lease: k8s.V1Lease | undefined;
     try {
       lease = await this.#api.readNamespacedLease({ name, namespace });
     } catch (error) {
       if (!(error instanceof k8s.ApiException && error.code === 404)) throw error;
     }
-    const spec = {
-      holderIdentity: identity,
-      leaseDurationSeconds: Math.ceil(durationMs / 1000),
-      renewTime: microTime(now),
-    };
+    this.#observe(lease);
+    const sentAt = this.#now();
+    const spec = { holderIdentity: identity, leaseDurationSeconds: Math.ceil(durationMs / 1000), renewTime: microTime(new Date()) };
     if (lease === undefined) {
-      await this.#api.createNamespacedLease({
+      const created = await this.#api.createNamespacedLease({
         namespace,
-        body: { metadata: { name, namespace }, spec: { ...spec, acquireTime: microTime(now), leaseTransitions: 0 } },
+        body: { metadata: { name, namespace }, spec: { ...spec, acquireTime: microTime(new Date()), leaseTransitions: 0 } },
       });
-      this.#lastRenew = Date.now();
-      this.#set(true);
+      this.#won(created, sentAt);
       return;
     }
-    const holder = lease.spec?.holderIdentity;
-    const renewed = lease.spec?.renewTime ? new Date(lease.spec.renewTime).getTime() : 0;
-    const duration = (lease.spec?.leaseDurationSeconds ?? Math.ceil(durationMs / 1000)) * 1000;
-    const expired = now.getTime() - renewed > duration;
-    if (holder !== identity && holder && !expired) {
+    const holder = lease.spec?.holderIdentity ?? '';
+    // The holder's own word for how long its term lasts; ours when it gave none.
+    const holderDurationMs = (lease.spec?.leaseDurationSeconds ?? Math.ceil(durationMs / 1000)) * 1000;
+    if (holder !== identity && holder !== '' && this.#now() - this.#observedAt < holderDurationMs) {
       this.#set(false);
       return;
     }
     const transitions = (lease.spec?.leaseTransitions ?? 0) + (holder === identity ? 0 : 1);
-    await this.#api.replaceNamespacedLease({
+    const replaced = await this.#api.replaceNamespacedLease({
       name,
       namespace,
       body: {
         metadata: { ...lease.metadata, name, namespace },
-        spec: {
-          ...spec,
-          acquireTime: microTime(holder === identity ? (lease.spec?.acquireTime) : now),
-          leaseTransitions: transitions,
-        },
+        spec: { ...spec, acquireTime: microTime(holder === identity ? lease.spec?.acquireTime : new Date()), leaseTransitions: transitions },
       },
     });
-    this.#lastRenew = Date.now();
-    this.#set(true);
+    this.#won(replaced, sentAt);
+  }
+
+  #won(lease: k8s.V1Lease, sentAt: number): void {
+    this.#observe(lease);
+    this.#renewedAt = sentAt;
+    this.#armDeadline();
+    // A renewal that returned after its own deadline does not make us leader again this round.
+    if (this.#now() - sentAt < this.#options.renewDeadlineMs) this.#set(true);
   }
 
   async #tick(): Promise<void> {
@@ -108,10 +162,10 @@ export class LeaderElector {
     } catch (error) {
       // A conflict means someone else wrote the Lease first: not ours this round.
       const conflict = error instanceof k8s.ApiException && (error.code === 409 || error.code === 422);
-      if (!conflict) this.#log.warn({ err: error }, 'lease update failed');
+      if (!conflict) this.#log.warn({ err: error }, 'lease read or update failed');
       if (!this.isLeader()) this.#set(false);
     }
-    if (!this.#stopped) this.#timer = setTimeout(() => void this.#tick(), this.#o.renewMs);
+    if (!this.#stopped) this.#timer = setTimeout(() => void this.#tick(), this.#options.retryPeriodMs);
   }
 
   start(): void {
@@ -122,14 +176,15 @@ export class LeaderElector {
   async stop(): Promise<void> {
     this.#stopped = true;
     if (this.#timer) clearTimeout(this.#timer);
+    if (this.#deadlineTimer) clearTimeout(this.#deadlineTimer);
     if (!this.#leader) return;
     this.#set(false);
     try {
-      const lease = await this.#api.readNamespacedLease({ name: this.#o.name, namespace: this.#o.namespace });
-      if (lease.spec?.holderIdentity === this.#o.identity) {
+      const lease = await this.#api.readNamespacedLease({ name: this.#options.name, namespace: this.#options.namespace });
+      if (lease.spec?.holderIdentity === this.#options.identity) {
         await this.#api.replaceNamespacedLease({
-          name: this.#o.name,
-          namespace: this.#o.namespace,
+          name: this.#options.name,
+          namespace: this.#options.namespace,
           body: {
             ...lease,
             spec: { ...lease.spec, holderIdentity: '', acquireTime: microTime(lease.spec.acquireTime), renewTime: microTime(new Date(0)) },

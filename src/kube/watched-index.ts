@@ -8,7 +8,7 @@
 import * as k8s from '@kubernetes/client-node';
 import type { Logger } from 'pino';
 import { backoffDelay } from '../util/backoff.ts';
-import { WORKLOAD_ENTRY_GROUP, WORKLOAD_ENTRY_PLURAL } from './client.ts';
+import { WORKLOAD_ENTRY_GROUP, WORKLOAD_ENTRY_PLURAL, makeApiClient } from './client.ts';
 import { ClusterIndex, type IndexedKind } from './cluster-index.ts';
 
 export interface WatchedIndexOptions {
@@ -48,8 +48,8 @@ export class WatchedIndex {
     this.#log = options.logger.child({ component: 'cluster-cache', namespace });
     this.#onRestart = options.onRestart;
     this.#onSynced = options.onSynced;
-    const core = kubeConfig.makeApiClient(k8s.CoreV1Api);
-    const custom = kubeConfig.makeApiClient(k8s.CustomObjectsApi);
+    const core = makeApiClient(kubeConfig, k8s.CoreV1Api, 60_000);
+    const custom = makeApiClient(kubeConfig, k8s.CustomObjectsApi, 60_000);
     this.#add(kubeConfig, 'WorkloadEntry', `/apis/${WORKLOAD_ENTRY_GROUP}/${istioApiVersion}/namespaces/${namespace}/${WORKLOAD_ENTRY_PLURAL}`, async () =>
       (await custom.listNamespacedCustomObject({
         group: WORKLOAD_ENTRY_GROUP,

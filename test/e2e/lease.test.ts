@@ -1,0 +1,121 @@
+/**
+ * Leader election against the real API server, with client-go's semantics: expiry judged by
+ * the local time the Lease was last seen to change (never the holder's clock), the holder
+ * stepping down at its renew deadline, and every call with a deadline, so an API server that
+ * hangs cannot keep a leader leading or stop the renewal loop.
+ */
+import { Writable } from 'node:stream';
+import * as k8s from '@kubernetes/client-node';
+import { afterAll, afterEach, beforeAll, describe, expect, inject, it } from 'vitest';
+import { loadKubeConfig, makeApiClient } from '../../src/kube/client.ts';
+import { LeaderElector, microTime } from '../../src/kube/lease.ts';
+import { createLogger } from '../../src/telemetry/logger.ts';
+import { kubeconfigFor } from '../harness/kube-cluster.ts';
+import { kubeconfigThroughProxy, type TcpProxy } from '../harness/tcp-proxy.ts';
+import { NAMESPACE, ensureBase, kubectl, waitFor } from './support.ts';
+
+const LEASE = 'lease-test';
+const TIMING = { durationMs: 2_000, renewDeadlineMs: 1_500, retryPeriodMs: 300 };
+
+interface Recorded {
+  elector: LeaderElector;
+  /** [leader, performance.now()] for every change. */
+  changes: [boolean, number][];
+  /** Warnings the elector logged (failed calls, stepping down). */
+  warnings: string[];
+}
+
+let electors: LeaderElector[] = [];
+let proxy: TcpProxy | undefined;
+
+function elect(identity: string, kubeconfig: string): Recorded {
+  const warnings: string[] = [];
+  const sink = new Writable({
+    write(chunk: Buffer, _encoding, done) {
+      const line = JSON.parse(chunk.toString()) as { level: string; msg: string };
+      if (line.level === 'warn') warnings.push(line.msg);
+      done();
+    },
+  });
+  const changes: [boolean, number][] = [];
+  const elector = new LeaderElector({
+    kubeConfig: loadKubeConfig(kubeconfig),
+    namespace: NAMESPACE,
+    name: LEASE,
+    identity,
+    ...TIMING,
+    logger: createLogger('warn', `lease-${identity}`, sink),
+    onChange: (leader) => changes.push([leader, performance.now()]),
+  });
+  electors.push(elector);
+  elector.start();
+  return { elector, changes, warnings };
+}
+
+/** The sync user's kubeconfig, pointed at a proxy in front of the API server. */
+async function proxiedKubeconfig(): Promise<string> {
+  const through = await kubeconfigThroughProxy(kubeconfigFor(inject('cluster'), 'sync'));
+  proxy = through.proxy;
+  return through.kubeconfig;
+}
+
+beforeAll(async () => {
+  await ensureBase();
+});
+
+afterEach(async () => {
+  proxy?.thaw();
+  await Promise.all(electors.map((e) => e.stop()));
+  electors = [];
+  await proxy?.stop();
+  proxy = undefined;
+  await kubectl('admin', ['-n', NAMESPACE, 'delete', 'lease', LEASE, '--ignore-not-found']);
+});
+
+afterAll(async () => {
+  await kubectl('admin', ['-n', NAMESPACE, 'delete', 'lease', LEASE, '--ignore-not-found']);
+});
+
+describe('leader election', () => {
+  it("a holder whose clock is an hour behind keeps the Lease while it renews: expiry is judged by when the Lease was last seen to change, not by the holder's renewTime", async () => {
+    const api = makeApiClient(loadKubeConfig(kubeconfigFor(inject('cluster'), 'sync')), k8s.CoordinationV1Api);
+    const skewed = (): k8s.V1MicroTime => microTime(new Date(Date.now() - 3_600_000));
+    await api.createNamespacedLease({
+      namespace: NAMESPACE,
+      body: { metadata: { name: LEASE, namespace: NAMESPACE }, spec: { holderIdentity: 'skewed-node', leaseDurationSeconds: 2, renewTime: skewed(), acquireTime: skewed() } },
+    });
+    const candidate = elect('candidate', kubeconfigFor(inject('cluster'), 'sync'));
+    // The skewed holder renews every 300 ms for 4 s (twice the lease duration), then dies.
+    for (let i = 0; i < 13; i++) {
+      const lease = await api.readNamespacedLease({ name: LEASE, namespace: NAMESPACE });
+      await api.replaceNamespacedLease({ name: LEASE, namespace: NAMESPACE, body: { ...lease, spec: { ...lease.spec, renewTime: skewed(), acquireTime: microTime(lease.spec?.acquireTime) } } });
+      await new Promise((r) => setTimeout(r, 300));
+    }
+    const died = performance.now();
+    await waitFor(() => Promise.resolve(candidate.elector.isLeader()), 'the candidate to take the Lease once the holder stops renewing', 10_000);
+    const [first] = candidate.changes;
+    expect(first?.[0]).toBe(true);
+    // Not before the holder died, and only after a lease duration of silence (less the last renewal's age).
+    expect((first?.[1] ?? 0) - died).toBeGreaterThan(TIMING.durationMs - 400);
+  });
+
+  it('a leader cut off from a hanging API server steps down at its renew deadline, before anyone else takes over, and keeps trying', async () => {
+    const cutOff = elect('cut-off', await proxiedKubeconfig());
+    await waitFor(() => Promise.resolve(cutOff.elector.isLeader()), 'the first replica to lead');
+    const standby = elect('standby', kubeconfigFor(inject('cluster'), 'sync'));
+
+    const frozenAt = performance.now();
+    proxy?.freeze();
+    await waitFor(() => Promise.resolve(standby.elector.isLeader()), 'the standby to take over', 15_000);
+    const stepped = cutOff.changes.find(([leader]) => !leader)?.[1];
+    const took = standby.changes.find(([leader]) => leader)?.[1];
+    expect(stepped).toBeDefined();
+    // Stepped down within the renew deadline (plus one retry period) of its last renewal...
+    expect((stepped ?? Infinity) - frozenAt).toBeLessThan(TIMING.renewDeadlineMs + TIMING.retryPeriodMs + 200);
+    // ...and before the other replica became leader: never two leaders.
+    expect(stepped ?? Infinity).toBeLessThan(took ?? 0);
+    // Its calls time out and its loop goes on trying while the API server hangs.
+    await waitFor(() => Promise.resolve(cutOff.warnings.filter((m) => m === 'lease read or update failed').length >= 2), 'failed attempts to be logged', 10_000);
+    expect(cutOff.warnings).toContain('renew deadline passed without a successful renewal; stepping down');
+  });
+});
