@@ -7,6 +7,7 @@
 import express, { type NextFunction, type Request, type Response } from 'express';
 import type { Logger } from 'pino';
 import type { Registry } from 'prom-client';
+import { probeRoutes, type ProbeCheck } from '../http/probes.ts';
 import type { ClusterView } from '../policy/cluster-view.ts';
 import type { Policy } from '../policy/policy-file.ts';
 import type { WebhookMetrics } from '../telemetry/metrics.ts';
@@ -17,7 +18,7 @@ export interface AppDependencies {
   namespace: string;
   policy: () => Policy;
   view: ClusterView;
-  readiness: () => { ready: boolean; reasons: string[] };
+  readiness: () => ProbeCheck;
   registry: Registry;
   metrics: WebhookMetrics;
   logger: Logger;
@@ -34,20 +35,6 @@ interface BodyParserError extends Error {
 
 function problem(res: Response, status: number, message: string): void {
   res.status(status).type('application/json').send(JSON.stringify({ error: message }));
-}
-
-export function probeRoutes(app: express.Express, deps: Pick<AppDependencies, 'readiness' | 'registry'>): void {
-  app.get('/healthz', (_req, res) => {
-    res.type('text/plain').send('ok');
-  });
-  app.get('/readyz', (_req, res) => {
-    const { ready, reasons } = deps.readiness();
-    if (ready) res.type('text/plain').send('ok');
-    else res.status(503).type('text/plain').send(`not ready: ${reasons.join('; ')}`);
-  });
-  app.get('/metrics', async (_req, res) => {
-    res.type(deps.registry.contentType).send(await deps.registry.metrics());
-  });
 }
 
 export function createApp(deps: AppDependencies): express.Express {

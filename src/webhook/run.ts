@@ -10,8 +10,10 @@ import { WatchedIndex } from '../kube/watched-index.ts';
 import { watchedPolicy } from '../policy-source.ts';
 import { createRegistry, createWebhookMetrics } from '../telemetry/metrics.ts';
 import express from 'express';
-import { createApp, probeRoutes } from './app.ts';
-import { closeGracefully, listenHttp, listenHttps, swapCertificate } from './server.ts';
+import { createApp } from './app.ts';
+import { probeRoutes, type ProbeCheck } from '../http/probes.ts';
+import { closeGracefully, listenHttp } from '../http/serving.ts';
+import { listenHttps, swapCertificate } from './server.ts';
 import { openCertificateSource } from './certificate-source.ts';
 
 export interface RunningWebhook {
@@ -56,12 +58,12 @@ export async function runWebhook(config: WebhookConfig, logger: Logger, override
   }
 
   let stopping = false;
-  const readiness = (): { ready: boolean; reasons: string[] } => {
+  const readiness = (): ProbeCheck => {
     const reasons: string[] = [];
     if (stopping) reasons.push('shutting down');
     if (watched !== undefined && !watched.synced()) reasons.push('caches not synced');
     if (certificate.notAfter.getTime() <= Date.now()) reasons.push(`serving certificate expired at ${certificate.notAfter.toISOString()}`);
-    return { ready: reasons.length === 0, reasons };
+    return { ok: reasons.length === 0, reasons };
   };
 
   const app = createApp({
