@@ -5,6 +5,7 @@
  */
 import { Command, CommanderError, Option } from 'commander';
 import { ConfigError } from './config.ts';
+import { redactUrlCredentials } from './util/redact.ts';
 import { runCertsGenerate } from './cli/certs-command.ts';
 import { runCheck } from './cli/check-command.ts';
 import { runPolicyPrint } from './cli/policy-command.ts';
@@ -89,6 +90,8 @@ export function buildProgram(): Command {
       .option('--resync-dry-run', 'log what resync would change without changing it')
       .option('--lease-name <name>', 'Lease for leader election (env EDGE_REGISTRAR_LEASE_NAME, default edge-registrar-sync)')
       .option('--concurrency <n>', 'Kubernetes writes in flight at once, across VPSs (env EDGE_REGISTRAR_SYNC_CONCURRENCY, default 16)')
+      .option('--max-attempts <n>', 'attempts at an event failing for no transient reason before it is dead-lettered (env EDGE_REGISTRAR_MAX_ATTEMPTS, default 10)')
+      .option('--dlq-max-length <n>', 'trim the dead-letter stream to about this many entries (env EDGE_REGISTRAR_DLQ_MAX_LENGTH, default 100000)')
       .option('--istio-api-version <version>', 'WorkloadEntry version to write (default v1)'),
     true,
   ).action(runSyncCommand);
@@ -112,6 +115,7 @@ export function buildProgram(): Command {
     .description('publish register events for existing VPSs from a JSON or CSV list (file or http(s) URL), through the same path')
     .requiredOption('--from <file|url>', 'JSON array (or {items:[...]}) or CSV with vps_id,name,address,country[,labels]')
     .option('--dry-run', 'print the events instead of publishing them')
+    .option('--timeout <seconds>', 'give up fetching --from a URL after this long (default 30)')
     .action(runBackfill);
 
   const dlq = program.command('dlq').description('inspect and replay dead-lettered events (<stream>:dlq)');
@@ -144,7 +148,8 @@ export async function main(argv: string[]): Promise<number> {
       console.error(`edge-registrar: ${error.message}`);
       return 2;
     }
-    console.error(`edge-registrar: ${error instanceof Error ? error.message : String(error)}`);
+    // Whatever failed may quote a URL with credentials in it (a Redis URL, a --from URL).
+    console.error(`edge-registrar: ${redactUrlCredentials(error instanceof Error ? error.message : String(error))}`);
     return 1;
   }
 }

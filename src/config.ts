@@ -5,6 +5,7 @@
  * and the rule.
  */
 import { z } from 'zod';
+import { redactSecrets } from './util/redact.ts';
 import { formatPath } from './util/zod-format.ts';
 
 export type Env = Readonly<Record<string, string | undefined>>;
@@ -43,6 +44,8 @@ export const ENV = {
   orphanGrace: 'EDGE_REGISTRAR_ORPHAN_GRACE_SECONDS',
   leaseName: 'EDGE_REGISTRAR_LEASE_NAME',
   syncConcurrency: 'EDGE_REGISTRAR_SYNC_CONCURRENCY',
+  maxAttempts: 'EDGE_REGISTRAR_MAX_ATTEMPTS',
+  deadLetterMaxLength: 'EDGE_REGISTRAR_DLQ_MAX_LENGTH',
   certMode: 'EDGE_REGISTRAR_CERT_MODE',
   certSecret: 'EDGE_REGISTRAR_CERT_SECRET',
   certSecretNamespace: 'EDGE_REGISTRAR_CERT_SECRET_NAMESPACE',
@@ -162,6 +165,19 @@ const syncSchema = commonSchema.extend({
   consumerRetentionMs: z.number().int().positive().default(3_600_000),
   /** An entry delivered this often without being acknowledged is a poison entry. */
   maxDeliveries: z.number().int().positive().default(10),
+  /**
+   * Attempts at an event whose failures are neither transient (API server or Redis away)
+   * nor a refusal; then it is dead-lettered (rule event.retries-exhausted) with the error.
+   */
+  maxAttempts: z.coerce.number().int().positive().default(10),
+  /** The dead-letter stream is trimmed to about this many entries (XADD MAXLEN ~). */
+  deadLetterMaxLength: z.coerce.number().int().positive().default(100_000),
+  /** Liveness fails when the consume loop or the events in flight made no progress this long. */
+  stallMs: z.number().int().positive().default(120_000),
+  /** Every Redis command (not the blocking read, which has its own watchdog) gets this long. */
+  redisCommandTimeoutMs: z.number().int().positive().default(5_000),
+  /** How often stream lag, pending and dead-letter counts are read for /metrics (never per scrape). */
+  metricsRefreshMs: z.number().int().positive().default(15_000),
   resyncIntervalMs: z.coerce.number().int().positive().default(300_000),
   orphanGraceMs: z.coerce.number().int().min(0).default(600_000),
   /** sync: remove orphans after the grace period; upsert-only: never delete on resync. */
@@ -169,12 +185,16 @@ const syncSchema = commonSchema.extend({
   /** Log what resync would change without changing it. */
   resyncDryRun: z.boolean().default(false),
   leaseName: z.string().min(1).default('edge-registrar-sync'),
+  /** client-go's defaults: a candidate waits 15 s after the Lease last changed; the holder steps down 10 s after its last renewal; tries every 2 s. */
   leaseDurationMs: z.number().int().positive().default(15_000),
-  leaseRenewMs: z.number().int().positive().default(5_000),
+  leaseRenewDeadlineMs: z.number().int().positive().default(10_000),
+  leaseRenewMs: z.number().int().positive().default(2_000),
   retryBaseMs: z.number().int().positive().default(200),
   retryMaxMs: z.number().int().positive().default(30_000),
   tombstoneTtlSeconds: z.number().int().positive().default(30 * 24 * 3600),
-});
+})
+  .refine((c) => c.leaseRenewDeadlineMs < c.leaseDurationMs, { message: 'the renew deadline must be shorter than the lease duration', path: ['leaseRenewDeadlineMs'] })
+  .refine((c) => c.leaseRenewMs < c.leaseRenewDeadlineMs, { message: 'the retry period must be shorter than the renew deadline', path: ['leaseRenewMs'] });
 
 const publishSchema = z.object({ redis: redisSchema, ...streamSchema.shape });
 
@@ -214,11 +234,18 @@ const FLAG_NAMES: Record<string, string> = {
   orphanGraceMs: `--orphan-grace / ${ENV.orphanGrace}`,
   leaseName: `--lease-name / ${ENV.leaseName}`,
   concurrency: `--concurrency / ${ENV.syncConcurrency}`,
+  maxAttempts: `--max-attempts / ${ENV.maxAttempts}`,
+  deadLetterMaxLength: `--dlq-max-length / ${ENV.deadLetterMaxLength}`,
   files: 'FILE',
   hosts: '--host',
   ips: '--ip',
   out: '--out',
 };
+
+/** A rejected value as the message shows it: secrets and URL credentials redacted. */
+function shown(value: unknown): string {
+  return value === undefined ? 'missing' : `got ${JSON.stringify(redactSecrets(value))}`;
+}
 
 function parseWith<S extends z.ZodType>(schema: S, input: Record<string, unknown>): z.output<S> {
   const defined = Object.fromEntries(Object.entries(input).filter(([, v]) => v !== undefined && v !== ''));
@@ -231,12 +258,12 @@ function parseWith<S extends z.ZodType>(schema: S, input: Record<string, unknown
       const nested = rest.length > 0 && typeof last === 'string' ? FLAG_NAMES[last] : undefined;
       if (nested !== undefined) {
         const value = issue.path.reduce<unknown>((v, key) => (v !== null && typeof v === 'object' ? (v as Record<PropertyKey, unknown>)[key] : undefined), defined);
-        return `${nested}: ${issue.message} (${value === undefined ? 'missing' : `got ${JSON.stringify(value)}`})`;
+        return `${nested}: ${issue.message} (${shown(value)})`;
       }
       const name = typeof head === 'string' ? (FLAG_NAMES[head] ?? head) : formatPath(issue.path);
       const value = typeof head === 'string' ? defined[head] : undefined;
       const where = rest.length > 0 ? `${name} ${formatPath(rest)}` : name;
-      return `${where}: ${issue.message} (${value === undefined ? 'missing' : `got ${JSON.stringify(value)}`})`;
+      return `${where}: ${issue.message} (${shown(value)})`;
     });
     throw new ConfigError(`invalid configuration: ${lines.join('; ')}`);
   }
@@ -363,6 +390,8 @@ export interface SyncFlags extends CommonFlags, RedisFlags {
   leaseName?: string | undefined;
   istioApiVersion?: string | undefined;
   concurrency?: string | undefined;
+  maxAttempts?: string | undefined;
+  dlqMaxLength?: string | undefined;
 }
 
 export function syncConfig(flags: SyncFlags, env: Env, defaultConsumer: string): SyncConfig {
@@ -380,6 +409,8 @@ export function syncConfig(flags: SyncFlags, env: Env, defaultConsumer: string):
     leaseName: flags.leaseName ?? env[ENV.leaseName],
     istioApiVersion: flags.istioApiVersion ?? env[ENV.istioApiVersion],
     concurrency: flags.concurrency ?? env[ENV.syncConcurrency],
+    maxAttempts: flags.maxAttempts ?? env[ENV.maxAttempts],
+    deadLetterMaxLength: flags.dlqMaxLength ?? env[ENV.deadLetterMaxLength],
   });
 }
 

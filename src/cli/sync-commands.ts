@@ -10,6 +10,7 @@ import { fieldsToRecord } from '../sync/event.ts';
 import { eventFields, publish, publishMany } from '../sync/publisher.ts';
 import { runSync } from '../sync/run.ts';
 import { createLogger } from '../telemetry/logger.ts';
+import { redactUrlCredentials } from '../util/redact.ts';
 import { runUntilSignal } from './run-until-signal.ts';
 
 export async function runSyncCommand(flags: SyncFlags): Promise<void> {
@@ -69,20 +70,32 @@ export async function runPublish(event: string, flags: PublishFlags): Promise<vo
   console.log(id);
 }
 
-export async function runBackfill(flags: RedisFlags & { from: string; dryRun?: boolean }): Promise<void> {
+/** A fleet list is a few hundred KB; a server that has not sent it in this long will not. */
+const DEFAULT_FETCH_TIMEOUT_SECONDS = 30;
+
+export async function runBackfill(flags: RedisFlags & { from: string; dryRun?: boolean; timeout?: string }): Promise<void> {
   let text: string;
   let contentType: string | undefined;
   if (/^https?:\/\//.test(flags.from)) {
-    const res = await fetch(flags.from, { headers: { accept: 'application/json, text/csv' } });
-    if (!res.ok) throw new Error(`--from ${flags.from}: HTTP ${res.status}`);
-    contentType = res.headers.get('content-type') ?? undefined;
-    text = await res.text();
+    const seconds = flags.timeout === undefined ? DEFAULT_FETCH_TIMEOUT_SECONDS : Number(flags.timeout);
+    if (!Number.isFinite(seconds) || seconds <= 0) throw new Error(`--timeout: ${JSON.stringify(flags.timeout)} is not a positive number of seconds`);
+    // The deadline covers the whole exchange, body included.
+    const signal = AbortSignal.timeout(seconds * 1000);
+    try {
+      const res = await fetch(flags.from, { headers: { accept: 'application/json, text/csv' }, signal });
+      if (!res.ok) throw new Error(`--from ${redactUrlCredentials(flags.from)}: HTTP ${res.status}`);
+      contentType = res.headers.get('content-type') ?? undefined;
+      text = await res.text();
+    } catch (error) {
+      if (signal.aborted) throw new Error(`--from ${redactUrlCredentials(flags.from)}: no complete answer within ${seconds} s (--timeout)`, { cause: error });
+      throw error;
+    }
   } else {
     text = await readFile(flags.from, 'utf8');
   }
   const plan = planBackfill(text, formatOf(flags.from, contentType));
   if (plan.errors.length > 0) {
-    for (const e of plan.errors) console.error(`${flags.from}: ${e}`);
+    for (const e of plan.errors) console.error(`${redactUrlCredentials(flags.from)}: ${e}`);
     console.error(`edge-registrar backfill: ${plan.errors.length} invalid row(s); nothing published`);
     process.exitCode = 2;
     return;

@@ -8,7 +8,12 @@ import { readFileSync } from 'node:fs';
 import { Redis, type RedisOptions } from 'ioredis';
 import type { RedisConfig } from '../config.ts';
 
-export function redisOptions(config: RedisConfig, purpose: 'commands' | 'blocking'): RedisOptions {
+export interface ConnectionDeadlines {
+  /** Fails a command not answered in this long (commands only: a blocking read waits by design). */
+  commandTimeoutMs?: number;
+}
+
+export function redisOptions(config: RedisConfig, purpose: 'commands' | 'blocking', deadlines: ConnectionDeadlines = {}): RedisOptions {
   const url = new URL(config.url);
   const tlsWanted = config.tls || url.protocol === 'rediss:';
   const tls = tlsWanted ? { ...(config.tlsCaFile !== undefined ? { ca: readFileSync(config.tlsCaFile) } : {}) } : undefined;
@@ -22,6 +27,11 @@ export function redisOptions(config: RedisConfig, purpose: 'commands' | 'blockin
     maxRetriesPerRequest: purpose === 'blocking' ? null : 3,
     enableOfflineQueue: purpose === 'blocking',
     lazyConnect: true,
+    // TCP keep-alive finds a peer that vanished (a failed-over node, a dropped NAT entry)
+    // on an idle connection; a connect that hangs is given up and retried.
+    keepAlive: 10_000,
+    connectTimeout: 10_000,
+    ...(purpose === 'commands' && deadlines.commandTimeoutMs !== undefined ? { commandTimeout: deadlines.commandTimeoutMs } : {}),
     ...(tls !== undefined ? { tls } : {}),
   };
   if (config.sentinels !== undefined) {
@@ -36,6 +46,6 @@ export function redisOptions(config: RedisConfig, purpose: 'commands' | 'blockin
   return { ...common, host: url.hostname, port: url.port === '' ? 6379 : Number(url.port) };
 }
 
-export function createRedis(config: RedisConfig, purpose: 'commands' | 'blocking'): Redis {
-  return new Redis(redisOptions(config, purpose));
+export function createRedis(config: RedisConfig, purpose: 'commands' | 'blocking', deadlines: ConnectionDeadlines = {}): Redis {
+  return new Redis(redisOptions(config, purpose, deadlines));
 }
