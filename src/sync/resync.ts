@@ -13,7 +13,8 @@
  */
 import { isDeepStrictEqual } from 'node:util';
 import type { Logger } from 'pino';
-import { VPS_ID_ANNOTATION } from '../policy/markers.ts';
+import { STREAM_ID_ANNOTATION, VPS_ID_ANNOTATION } from '../policy/markers.ts';
+import { compareStreamIds, isStreamId } from '../util/stream-id.ts';
 import type { Policy } from '../policy/policy-file.ts';
 import type { KeyedQueue } from '../util/keyed-queue.ts';
 import { PermanentError, type EntryWriter, type StoredEntry } from './entry-writer.ts';
@@ -40,6 +41,8 @@ export interface ResyncReport {
   restored: string[];
   orphansDeleted: string[];
   orphansWaiting: string[];
+  /** Orphans removed at once: their VPS's tombstone is newer than the event that wrote them. */
+  tombstoned: string[];
   unplannable: string[];
   /** Drift seen in the snapshot that an event overtook before the repair could run. */
   overtaken: string[];
@@ -84,10 +87,18 @@ export class Resyncer {
     }
   }
 
+  /** The stream id of the VPS's retire, when it is newer than the event that wrote the entry. */
+  async #newerTombstone(vpsId: string | undefined, entry: StoredEntry): Promise<string | undefined> {
+    const written = entry.metadata?.annotations?.[STREAM_ID_ANNOTATION];
+    if (vpsId === undefined || written === undefined || !isStreamId(written)) return undefined;
+    const record = await this.#o.store.get(vpsId);
+    return record?.state === 'retired' && compareStreamIds(record.streamId, written) > 0 ? record.streamId : undefined;
+  }
+
   async run(): Promise<ResyncReport> {
     const { store, writer, logger, dryRun } = this.#o;
     const now = this.#o.now ?? Date.now;
-    const report: ResyncReport = { restored: [], orphansDeleted: [], orphansWaiting: [], unplannable: [], overtaken: [], refused: [], registered: [] };
+    const report: ResyncReport = { restored: [], orphansDeleted: [], orphansWaiting: [], tombstoned: [], unplannable: [], overtaken: [], refused: [], registered: [] };
     const [registered, actual] = await Promise.all([store.registered(), writer.listManaged()]);
     report.registered = registered;
     const byName = new Map(actual.map((e) => [e.metadata?.name ?? '', e]));
@@ -141,24 +152,27 @@ export class Resyncer {
       const since = this.#orphanSince.get(name) ?? now();
       this.#orphanSince.set(name, since);
       const vpsId = entry.metadata?.annotations?.[VPS_ID_ANNOTATION];
-      if (this.#o.orphanPolicy === 'upsert-only' || now() - since < this.#o.orphanGraceMs || dryRun) {
+      // A deposed leader's late create after the retire: no grace, the tombstone says it is over.
+      const tombstone = await this.#newerTombstone(vpsId, entry);
+      const graceOver = tombstone !== undefined || now() - since >= this.#o.orphanGraceMs;
+      if (this.#o.orphanPolicy === 'upsert-only' || !graceOver || dryRun) {
         report.orphansWaiting.push(name);
-        logger.info({ name, vpsId, orphanForMs: now() - since, policy: this.#o.orphanPolicy, dryRun }, 'orphan managed entry (no registered VPS)');
+        logger.info({ name, vpsId, orphanForMs: now() - since, retiredBy: tombstone, policy: this.#o.orphanPolicy, dryRun }, 'orphan managed entry (no registered VPS)');
         continue;
       }
       // Re-checked behind the events for this name: a register may have claimed it meanwhile.
       const result = await this.#refusable(name, report, () =>
         this.#o.queue.run(orderingKeys({ vpsId: vpsId ?? `orphan:${name}`, name }), async () =>
-          (await store.holderOfName(name)) === undefined ? writer.deleteOwned(name, vpsId) : ('claimed' as const),
+          (await store.holderOfName(name)) === undefined ? writer.deleteOwned(name, vpsId, tombstone) : ('claimed' as const),
         ),
       );
-      if (result === 'claimed') {
+      if (result === 'claimed' || result === 'superseded') {
         report.overtaken.push(name);
         this.#orphanSince.delete(name);
       } else if (result === 'deleted') {
-        report.orphansDeleted.push(name);
+        (tombstone === undefined ? report.orphansDeleted : report.tombstoned).push(name);
         this.#orphanSince.delete(name);
-        logger.info({ name, vpsId }, 'orphan managed entry removed');
+        logger.info({ name, vpsId, retiredBy: tombstone }, 'orphan managed entry removed');
       }
     }
     for (const name of [...this.#orphanSince.keys()]) if (!byName.has(name)) this.#orphanSince.delete(name);

@@ -1,23 +1,26 @@
 /**
  * `edge-registrar sync`: wires Redis, the cluster, the Lease, the consumer and the resync
- * loop together, serves /healthz, /readyz and /metrics on its own port, and stops in order.
+ * loop together, serves /healthz (fails when the consumer stalls), /readyz and /metrics
+ * (from memory) on its own port, and stops in order.
  */
 import express from 'express';
 import type { Logger } from 'pino';
 import type { SyncConfig } from '../config.ts';
+import { probeRoutes, type ProbeCheck } from '../http/probes.ts';
+import { closeGracefully, listenHttp } from '../http/serving.ts';
 import { loadKubeConfig } from '../kube/client.ts';
 import { LeaderElector } from '../kube/lease.ts';
 import { watchedPolicy } from '../policy-source.ts';
 import { createRedis } from '../redis/connection.ts';
 import { createRegistry, createSyncMetrics } from '../telemetry/metrics.ts';
-import { listenHttp, closeGracefully } from '../webhook/server.ts';
-import { probeRoutes } from '../webhook/app.ts';
+import { KeyedQueue } from '../util/keyed-queue.ts';
 import { StreamConsumer } from './consumer.ts';
+import { dlqStream } from './dead-letter.ts';
 import { EntryWriter } from './entry-writer.ts';
+import { FleetMetrics } from './fleet-metrics.ts';
 import { EventProcessor } from './processor.ts';
 import { Resyncer } from './resync.ts';
-import { KeyedQueue } from '../util/keyed-queue.ts';
-import { StateStore, type VpsRecord } from './state-store.ts';
+import { StateStore } from './state-store.ts';
 
 export interface RunningSync {
   port: number;
@@ -28,11 +31,23 @@ export function stateKeyPrefix(namespace: string): string {
   return `edge-registrar:${namespace}:`;
 }
 
+/** XINFO GROUPS' row for one group, as a map. */
+async function groupInfo(redis: ReturnType<typeof createRedis>, stream: string, group: string): Promise<Map<string, unknown> | undefined> {
+  const groups = (await redis.xinfo('GROUPS', stream)) as unknown[][];
+  for (const g of groups) {
+    const info = new Map<string, unknown>();
+    for (let i = 0; i + 1 < g.length; i += 2) info.set(String(g[i]), g[i + 1]);
+    if (info.get('name') === group) return info;
+  }
+  return undefined;
+}
+
 export async function runSync(config: SyncConfig, logger: Logger): Promise<RunningSync> {
   const registry = createRegistry(true);
   const metrics = createSyncMetrics(registry);
+  const fleet = new FleetMetrics(metrics);
   const policy = await watchedPolicy(config.policyPath, { intervalMs: 10_000, logger });
-  const commands = createRedis(config.redis, 'commands');
+  const commands = createRedis(config.redis, 'commands', { commandTimeoutMs: config.redisCommandTimeoutMs });
   const blocking = createRedis(config.redis, 'blocking');
   for (const [name, client] of [['commands', commands], ['blocking', blocking]] as const) {
     client.on('error', (err: unknown) => { logger.warn({ err, connection: name }, 'redis connection error'); });
@@ -51,9 +66,11 @@ export async function runSync(config: SyncConfig, logger: Logger): Promise<Runni
     istioApiVersion: config.istioApiVersion,
     stream: config.stream,
     group: config.group,
+    deadLetterMaxLength: config.deadLetterMaxLength,
     logger,
     onApplied: (operation, seconds) => { metrics.applyDuration.observe({ operation }, seconds); },
     onDeadLetter: (rule) => { metrics.deadLetters.inc({ rule }); },
+    onCommitted: (record) => { fleet.update(record); },
   });
 
   const elector = new LeaderElector({
@@ -62,7 +79,8 @@ export async function runSync(config: SyncConfig, logger: Logger): Promise<Runni
     name: config.leaseName,
     identity: config.consumer,
     durationMs: config.leaseDurationMs,
-    renewMs: config.leaseRenewMs,
+    renewDeadlineMs: config.leaseRenewDeadlineMs,
+    retryPeriodMs: config.leaseRenewMs,
     logger,
     onChange: (leader) => { metrics.leader.set(leader ? 1 : 0); },
   });
@@ -82,10 +100,12 @@ export async function runSync(config: SyncConfig, logger: Logger): Promise<Runni
     claimIdleMs: config.claimIdleMs,
     consumerRetentionMs: config.consumerRetentionMs,
     maxDeliveries: config.maxDeliveries,
+    maxAttempts: config.maxAttempts,
     retryBaseMs: config.retryBaseMs,
     retryMaxMs: config.retryMaxMs,
     logger,
     isLeader: () => elector.isLeader(),
+    holdings: (vpsIds) => store.holdings(vpsIds),
     onResult: (result, seconds) => {
       metrics.events.inc({ event: result.event ?? 'unknown', outcome: result.outcome });
       metrics.eventDuration.observe(seconds);
@@ -94,32 +114,30 @@ export async function runSync(config: SyncConfig, logger: Logger): Promise<Runni
   });
   await consumer.ensureGroup();
 
-  const publishRegistered = (records: VpsRecord[]): void => {
-    metrics.vpsInfo.reset();
-    metrics.managedEntries.reset();
-    const byCountry = new Map<string, number>();
-    for (const r of records) {
-      metrics.vpsInfo.set({ name: r.name, address: r.address, country: r.country, vps_id: r.vpsId }, 1);
-      byCountry.set(r.country, (byCountry.get(r.country) ?? 0) + 1);
-    }
-    for (const [country, n] of byCountry) metrics.managedEntries.set({ country }, n);
-  };
-  // Lag, pending and the registered VPSs are read when Prometheus scrapes, so never stale.
-  const refreshStreamGauges = async (): Promise<void> => {
+  // Lag, pending and the dead-letter length are read on a timer, never per scrape; the
+  // registered fleet is read whole here too (a standby has no commits to follow).
+  let lastFleetRead = 0;
+  const refreshGauges = async (): Promise<void> => {
     try {
-      const groups = (await commands.xinfo('GROUPS', config.stream)) as unknown[][];
-      for (const g of groups) {
-        const info = new Map<string, unknown>();
-        for (let i = 0; i + 1 < g.length; i += 2) info.set(String(g[i]), g[i + 1]);
-        if (info.get('name') !== config.group) continue;
+      const info = await groupInfo(commands, config.stream, config.group);
+      if (info !== undefined) {
         metrics.pending.set(Number(info.get('pending') ?? 0));
         const lag = info.get('lag');
         if (lag !== null && lag !== undefined) metrics.streamLag.set(Number(lag));
       }
-      publishRegistered(await store.registered());
+      metrics.deadLetterLength.set(await commands.xlen(dlqStream(config.stream)));
+      if (!elector.isLeader() && Date.now() - lastFleetRead >= config.resyncIntervalMs) {
+        fleet.replaceAll(await store.registered());
+        lastFleetRead = Date.now();
+      }
     } catch (err) {
       logger.debug({ err }, 'stream gauges not refreshed');
     }
+  };
+  let gaugeTimer: NodeJS.Timeout | undefined;
+  const gaugeLoop = async (): Promise<void> => {
+    await refreshGauges();
+    gaugeTimer = setTimeout(() => void gaugeLoop(), config.metricsRefreshMs);
   };
 
   const resyncer = new Resyncer({
@@ -141,10 +159,10 @@ export async function runSync(config: SyncConfig, logger: Logger): Promise<Runni
       try {
         const report = await resyncer.run();
         lastResync = Date.now();
-        for (const _ of report.restored) metrics.resyncChanges.inc({ action: 'restored' });
-        for (const _ of report.orphansDeleted) metrics.resyncChanges.inc({ action: 'orphan_deleted' });
-        for (const _ of report.refused) metrics.resyncChanges.inc({ action: 'refused' });
-        publishRegistered(report.registered);
+        const counts = { restored: report.restored, orphan_deleted: report.orphansDeleted, tombstoned: report.tombstoned, refused: report.refused };
+        for (const [action, names] of Object.entries(counts)) if (names.length > 0) metrics.resyncChanges.inc({ action }, names.length);
+        metrics.resyncRuns.inc();
+        fleet.replaceAll(report.registered);
       } catch (err) {
         logger.warn({ err }, 'resync failed; will try again');
       }
@@ -155,22 +173,24 @@ export async function runSync(config: SyncConfig, logger: Logger): Promise<Runni
   elector.start();
   consumer.start();
   void resyncLoop();
+  void gaugeLoop();
 
   let stopping = false;
+  const readiness = (): ProbeCheck => {
+    const reasons: string[] = [];
+    if (stopping) reasons.push('shutting down');
+    if (commands.status !== 'ready') reasons.push(`redis ${commands.status}`);
+    return { ok: reasons.length === 0, reasons };
+  };
+  const liveness = (): ProbeCheck => {
+    const stalled = consumer.stalledMs();
+    return stalled > config.stallMs
+      ? { ok: false, reasons: [`the consumer has made no progress for ${Math.round(stalled / 1000)} s (${consumer.inFlight} events in flight); a restart is due`] }
+      : { ok: true, reasons: [] };
+  };
   const app = express();
   app.disable('x-powered-by');
-  app.use('/metrics', (_req, _res, next) => {
-    void refreshStreamGauges().then(() => { next(); });
-  });
-  probeRoutes(app, {
-    registry,
-    readiness: () => {
-      const reasons: string[] = [];
-      if (stopping) reasons.push('shutting down');
-      if (commands.status !== 'ready') reasons.push(`redis ${commands.status}`);
-      return { ready: reasons.length === 0, reasons };
-    },
-  });
+  probeRoutes(app, { registry, readiness, liveness });
   const http = await listenHttp(app, { host: config.host, port: config.port, keepAliveTimeoutMs: 65_000 });
   logger.info({ port: http.port, stream: config.stream, group: config.group, consumer: config.consumer, namespace: config.namespace }, 'sync started');
 
@@ -181,6 +201,7 @@ export async function runSync(config: SyncConfig, logger: Logger): Promise<Runni
       (stopped ??= (async () => {
         stopping = true;
         if (resyncTimer) clearTimeout(resyncTimer);
+        if (gaugeTimer) clearTimeout(gaugeTimer);
         await consumer.stop();
         await elector.stop();
         policy.stop();

@@ -94,6 +94,8 @@ export interface SyncMetrics {
   managedEntries: Gauge<'country'>;
   vpsInfo: Gauge<'name' | 'address' | 'country' | 'vps_id'>;
   resyncChanges: Counter<'action'>;
+  resyncRuns: Counter;
+  deadLetterLength: Gauge;
 }
 
 export function createSyncMetrics(registry: Registry): SyncMetrics {
@@ -125,7 +127,7 @@ export function createSyncMetrics(registry: Registry): SyncMetrics {
     }),
     retries: new Counter({
       name: 'edge_registrar_sync_retries_total',
-      help: 'Transient failures retried with backoff, by what failed (kubernetes, redis).',
+      help: 'Failed attempts retried with backoff, by what failed (kubernetes, redis, unexpected: bounded by --max-attempts).',
       labelNames: ['reason'],
       registers: [registry],
     }),
@@ -139,6 +141,8 @@ export function createSyncMetrics(registry: Registry): SyncMetrics {
       labelNames: ['name', 'address', 'country', 'vps_id'],
       registers: [registry],
     }),
-    resyncChanges: new Counter({ name: 'edge_registrar_sync_resync_changes_total', help: 'Drift repairs, by action (restored, orphan_deleted, refused).', labelNames: ['action'], registers: [registry] }),
+    resyncChanges: new Counter({ name: 'edge_registrar_sync_resync_changes_total', help: 'Drift repairs, by action (restored, orphan_deleted, tombstoned, refused).', labelNames: ['action'], registers: [registry] }),
+    resyncRuns: new Counter({ name: 'edge_registrar_sync_resyncs_total', help: 'Completed drift-repair passes (desired state compared with the cluster).', registers: [registry] }),
+    deadLetterLength: new Gauge({ name: 'edge_registrar_sync_dead_letter_entries', help: 'Entries in the dead-letter stream (XLEN; capped by --dlq-max-length).', registers: [registry] }),
   };
 }

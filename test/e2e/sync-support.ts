@@ -19,6 +19,7 @@ export function testSyncConfig(kubeconfig: string, redisUrl: string, overrides: 
     blockMs: 500,
     leaseRenewMs: 300,
     leaseDurationMs: 2_000,
+    leaseRenewDeadlineMs: 1_500,
     retryBaseMs: 50,
     retryMaxMs: 1_000,
     claimIdleMs: 2_000,

@@ -26,7 +26,8 @@ import { StateStore } from '../../src/sync/state-store.ts';
 import { createLogger } from '../../src/telemetry/logger.ts';
 import { kubeconfigFor } from '../harness/kube-cluster.ts';
 import { ensureRedisServer, startRedis, type RunningRedis } from '../harness/redis-server.ts';
-import { STREAM, deadLetters, pendingCount, publishRegister, publishRetire, settled as settledStream, startTestSync, testSyncConfig } from './sync-support.ts';
+import { kubeconfigThroughProxy } from '../harness/tcp-proxy.ts';
+import { STREAM, deadLetters, pendingCount, publishRegister, publishRetire, settled as settledStream, startTestSync, testSyncConfig, unacknowledged } from './sync-support.ts';
 import { NAMESPACE, deleteAllEntries, ensureBase, kubectl, mustKubectl, startRegisteredWebhook, waitFor, type E2EWebhook } from './support.ts';
 import { defaultedSpecLabels } from '../fixtures/entries.ts';
 
@@ -49,6 +50,13 @@ const retire = (vpsId: string, name?: string): Promise<string> => publishRetire(
 const pending = (): Promise<number> => pendingCount(redis);
 const settled = (timeoutMs?: number): Promise<void> => settledStream(redis, timeoutMs);
 const dlq = (): Promise<Record<string, string>[]> => deadLetters(redis);
+
+/** One series' value from a sync daemon's /metrics (0 when absent). */
+async function metric(port: number, series: string): Promise<number> {
+  const text = await (await fetch(`http://127.0.0.1:${port}/metrics`)).text();
+  const line = text.split('\n').find((l) => l.startsWith(`${series} `));
+  return line === undefined ? 0 : Number(line.split(' ')[1]);
+}
 
 async function entries(): Promise<Map<string, any>> {
   const list = JSON.parse(await mustKubectl('admin', ['-n', NAMESPACE, 'get', 'workloadentries', '-o', 'json'])) as { items: any[] };
@@ -137,6 +145,7 @@ function daemonParts(): { kubeConfig: ReturnType<typeof loadKubeConfig>; storeOp
     istioApiVersion: 'v1',
     stream: STREAM,
     group: 'edge-registrar',
+    deadLetterMaxLength: 1_000,
     logger: createLogger('silent', 't'),
   });
   return { kubeConfig, storeOptions, processor };
@@ -179,6 +188,48 @@ describe('a deposed leader', () => {
     const entry = (await entries()).get('vps-jp-09');
     expect([entry.spec.address, entry.metadata.annotations['edge-registrar.io/stream-id']]).toEqual(['103.21.244.30', '300-0']);
     expect(await dlq()).toEqual([]);
+  });
+  it("cannot delete an entry a newer event re-registered: the delete is fenced by the entry's stream id", async () => {
+    await redis.xgroup('CREATE', STREAM, 'edge-registrar', '0', 'MKSTREAM');
+    const { kubeConfig, processor } = daemonParts();
+    const v9 = { event: 'register' as const, vps_id: 'v9', name: 'vps-jp-09', address: '103.21.244.9', country: 'jp' };
+    expect((await processor.process('200-0', v9)).outcome).toBe('applied');
+    // The new leader re-registered the VPS (event 300-0); its commit to Redis is still to come.
+    const plan = planRegister({ ...v9, address: '103.21.244.30' }, '300-0', { policy: DEFAULT_POLICY, namespace: NAMESPACE, istioApiVersion: 'v1' });
+    if (!plan.ok) throw new Error(plan.reason);
+    await new EntryWriter(kubeConfig, NAMESPACE, 'v1').apply(plan.entry);
+    // The old leader's late retire 250-0.
+    expect((await processor.process('250-0', { event: 'retire', vps_id: 'v9' })).outcome).toBe('stale');
+    const entry = (await entries()).get('vps-jp-09');
+    expect([entry?.spec.address, entry?.metadata.annotations['edge-registrar.io/stream-id']]).toEqual(['103.21.244.30', '300-0']);
+  });
+
+  it('a late create after the retire is removed by the next resync at once, without waiting for the orphan grace', async () => {
+    await redis.xgroup('CREATE', STREAM, 'edge-registrar', '0', 'MKSTREAM');
+    const { kubeConfig, storeOptions, processor } = daemonParts();
+    const v9 = { event: 'register' as const, vps_id: 'v9', name: 'vps-jp-09', address: '103.21.244.9', country: 'jp' };
+    expect((await processor.process('100-0', v9)).outcome).toBe('applied');
+    expect((await processor.process('300-0', { event: 'retire', vps_id: 'v9' })).outcome).toBe('deleted');
+    // The deposed leader's register 200-0 lands after the retire: a create, nothing to fence.
+    const plan = planRegister({ ...v9, address: '103.21.244.20' }, '200-0', { policy: DEFAULT_POLICY, namespace: NAMESPACE, istioApiVersion: 'v1' });
+    if (!plan.ok) throw new Error(plan.reason);
+    await new EntryWriter(kubeConfig, NAMESPACE, 'v1').apply(plan.entry);
+    const store = new StateStore(redis, storeOptions);
+    const resync = new Resyncer({ store, writer: new EntryWriter(kubeConfig, NAMESPACE, 'v1'), queue: new KeyedQueue(), policy: () => DEFAULT_POLICY, namespace: NAMESPACE, istioApiVersion: 'v1', orphanPolicy: 'sync', orphanGraceMs: 600_000, dryRun: false, logger: createLogger('silent', 't') });
+    const report = await resync.run();
+    expect([report.tombstoned, report.orphansWaiting]).toEqual([['vps-jp-09'], []]);
+    expect((await entries()).has('vps-jp-09')).toBe(false);
+  });
+
+  it('an orphan with no newer tombstone still waits for the grace', async () => {
+    await redis.xgroup('CREATE', STREAM, 'edge-registrar', '0', 'MKSTREAM');
+    const { kubeConfig, storeOptions } = daemonParts();
+    const plan = planRegister({ event: 'register', vps_id: 'v8', name: 'vps-jp-08', address: '103.21.244.8', country: 'jp' }, '200-0', { policy: DEFAULT_POLICY, namespace: NAMESPACE, istioApiVersion: 'v1' });
+    if (!plan.ok) throw new Error(plan.reason);
+    await new EntryWriter(kubeConfig, NAMESPACE, 'v1').apply(plan.entry);
+    const resync = new Resyncer({ store: new StateStore(redis, storeOptions), writer: new EntryWriter(kubeConfig, NAMESPACE, 'v1'), queue: new KeyedQueue(), policy: () => DEFAULT_POLICY, namespace: NAMESPACE, istioApiVersion: 'v1', orphanPolicy: 'sync', orphanGraceMs: 600_000, dryRun: false, logger: createLogger('silent', 't') });
+    const report = await resync.run();
+    expect([report.tombstoned, report.orphansWaiting]).toEqual([[], ['vps-jp-08']]);
   });
 });
 
@@ -231,6 +282,43 @@ describe('bad events go to the dead-letter stream with the reason, and are ackno
     expect(letter?.dlq_rule).toBe('webhook.denied');
     expect(letter?.dlq_reason).toContain('[address.unique]');
   });
+
+  it('a 2 MB name gets a bounded reason, and the original field stays whole in the dead letter', async () => {
+    await startSync();
+    const huge = `vps-jp-${'9'.repeat(2 * 1024 * 1024)}`;
+    await publish(redis, STREAM, ['event', 'register', 'vps_id', 'v1', 'name', huge, 'address', '103.21.244.1', 'country', 'jp']);
+    await settled();
+    const [letter] = await dlq();
+    expect(letter?.dlq_rule).toBe('event.schema');
+    expect(letter?.dlq_reason?.length).toBeLessThanOrEqual(1_024);
+    expect(letter?.dlq_reason).toContain('name: "vps-jp-999');
+    expect(letter?.name).toBe(huge);
+  });
+
+  it('the dead-letter stream is capped, and its length exported', async () => {
+    const sync = await startSync({ deadLetterMaxLength: 100, metricsRefreshMs: 200 });
+    await publishMany(redis, STREAM, Array.from({ length: 1_000 }, (_, i) => ['event', 'reboot', 'vps_id', `v${i}`]));
+    await settled();
+    const length = await redis.xlen(`${STREAM}:dlq`);
+    // MAXLEN ~ trims whole stream nodes (100 entries each by default): about the cap, never the 1,000.
+    expect(length).toBeGreaterThanOrEqual(100);
+    expect(length).toBeLessThan(300);
+    await waitFor(async () => (await metric(sync.port, 'edge_registrar_sync_dead_letter_entries')) === length, 'the exported length to match XLEN');
+  });
+
+  it('an event that fails for no transient reason (a corrupt state record) is dead-lettered after --max-attempts with the error, not retried for ever', async () => {
+    await redis.hset(`${stateKeyPrefix(NAMESPACE)}vps:v1`, 'state', 'registered', 'name', 'vps-jp-01', 'address', '103.21.244.1', 'labels', '{not json', 'stream_id', '1-0');
+    const sync = await startSync({ maxAttempts: 3, retryMaxMs: 100 });
+    await register('v1', 'vps-jp-01', '103.21.244.10');
+    await register('v2', 'vps-jp-02', '103.21.244.20');
+    await settled();
+    const letters = await dlq();
+    expect(letters.map((l) => [l.vps_id, l.dlq_rule])).toEqual([['v1', 'event.retries-exhausted']]);
+    expect(letters[0]?.dlq_reason).toMatch(/^failed 3 times without a transient cause; last error: .*JSON/);
+    expect(await metric(sync.port, 'edge_registrar_sync_retries_total{reason="unexpected"}')).toBe(2);
+    expect(await metric(sync.port, 'edge_registrar_sync_dead_letters_total{rule="event.retries-exhausted"}')).toBe(1);
+    expect((await entries()).has('vps-jp-02')).toBe(true);
+  });
 });
 
 describe('failures', () => {
@@ -244,6 +332,50 @@ describe('failures', () => {
     hook = await startRegisteredWebhook();
     await settled();
     expect((await entries()).has('vps-jp-01')).toBe(true);
+  });
+
+  it('liveness fails while a Kubernetes write hangs past the stall limit, and passes again once it is through', async () => {
+    const { kubeconfig, proxy } = await kubeconfigThroughProxy(kubeconfigFor(inject('cluster'), 'sync'));
+    try {
+      const sync = await startSync({ kubeconfig, stallMs: 1_500 });
+      const healthz = async (): Promise<[number, string]> => {
+        const res = await fetch(`http://127.0.0.1:${sync.port}/healthz`);
+        return [res.status, await res.text()];
+      };
+      await register('v1', 'vps-jp-01', '103.21.244.10');
+      await settled();
+      expect(await healthz()).toEqual([200, 'ok']);
+      proxy.freeze();
+      await register('v2', 'vps-jp-02', '103.21.244.11');
+      await waitFor(async () => (await healthz())[0] === 503, 'liveness to fail', 15_000);
+      expect((await healthz())[1]).toMatch(/^not alive: the consumer has made no progress for \d+ s \(1 events in flight\)/);
+      proxy.thaw();
+      await settled();
+      expect((await entries()).has('vps-jp-02')).toBe(true);
+      await waitFor(async () => (await healthz())[0] === 200, 'liveness to pass again');
+    } finally {
+      proxy.thaw();
+      await proxy.stop();
+    }
+  });
+
+  it('a scrape of /metrics is served from memory: no Redis read per VPS, and the fleet is current without a resync', async () => {
+    const sync = await startSync();
+    for (let i = 0; i < 20; i++) await register(`v${i}`, `vps-jp-${i + 10}`, `45.76.2.${i + 1}`);
+    await settled();
+    const vpsSeries = async (): Promise<number> => (await (await fetch(`http://127.0.0.1:${sync.port}/metrics`)).text()).split('\n').filter((l) => l.startsWith('edge_registrar_vps_info{')).length;
+    await waitFor(async () => (await vpsSeries()) === 20, 'the 20 registered VPSs in edge_registrar_vps_info');
+    const calls = async (): Promise<Record<string, number>> => {
+      const stats = await redis.info('commandstats');
+      const count = (command: string): number => Number(new RegExp(`^cmdstat_${command}:calls=(\\d+)`, 'm').exec(stats)?.[1] ?? 0);
+      return { hgetall: count('hgetall'), smembers: count('smembers') };
+    };
+    const before = await calls();
+    for (let i = 0; i < 10; i++) expect(await vpsSeries()).toBe(20);
+    expect(await calls()).toEqual(before);
+    await retire('v0');
+    await settled();
+    await waitFor(async () => (await vpsSeries()) === 19, 'the retired VPS to leave edge_registrar_vps_info');
   });
 
   it('Redis restarted: the daemon reconnects and carries on', async () => {
@@ -281,7 +413,8 @@ describe('failures', () => {
     await waitFor(async () => (await entries()).size >= 20, 'some progress', 60_000);
     first.kill('SIGKILL');
     await new Promise((r) => first.on('exit', r));
-    expect(await pending()).toBeGreaterThanOrEqual(0);
+    // Killed mid-way: events are left unacknowledged (pending, or not yet delivered).
+    expect(await unacknowledged(redis)).toBeGreaterThan(0);
     const second = start();
     try {
       await settled(120_000);
@@ -456,9 +589,12 @@ describe('drift repair', () => {
       metadata: { name: 'vps-jp-78', namespace: NAMESPACE, labels: { app: 'xrayr', country: 'jp', 'app.kubernetes.io/managed-by': 'edge-registrar' } },
       spec: { address: '103.21.244.78', labels: { app: 'xrayr', country: 'jp' } },
     });
-    await startSync({ resyncIntervalMs: 300, orphanGraceMs: 0, orphanPolicy: 'upsert-only' });
-    await new Promise((r) => setTimeout(r, 1500));
+    const sync = await startSync({ resyncIntervalMs: 300, orphanGraceMs: 0, orphanPolicy: 'upsert-only' });
+    // Several resyncs have compared the cluster with the desired state and seen the orphan...
+    await waitFor(async () => (await metric(sync.port, 'edge_registrar_sync_resyncs_total')) >= 3, 'three resyncs to run');
+    // ...and the orphan is still there, and no resync counted a deletion.
     expect((await entries()).has('vps-jp-78')).toBe(true);
+    expect(await metric(sync.port, 'edge_registrar_sync_resync_changes_total{action="orphan_deleted"}')).toBe(0);
   });
 });
 

@@ -1,0 +1,140 @@
+/**
+ * The stream consumer against a real redis-server, with a processor the test controls:
+ * poison entries are found however other consumers' entries interleave with them, and a
+ * consumer that stops making progress says so (the sync daemon's liveness).
+ */
+import { Redis } from 'ioredis';
+import { afterAll, afterEach, beforeAll, beforeEach, describe, expect, it } from 'vitest';
+import { StreamConsumer, type ConsumerOptions } from '../../src/sync/consumer.ts';
+import type { EventProcessor, ProcessResult } from '../../src/sync/processor.ts';
+import { createLogger } from '../../src/telemetry/logger.ts';
+import { KeyedQueue } from '../../src/util/keyed-queue.ts';
+import { ensureRedisServer, startRedis, type RunningRedis } from '../harness/redis-server.ts';
+import { waitFor } from './support.ts';
+
+const STREAM = 'consumer-test';
+const GROUP = 'g';
+let server: RunningRedis;
+let redis: Redis;
+let blocking: Redis;
+let consumers: StreamConsumer[] = [];
+
+type Process = (id: string, fields: Record<string, string> | null, poison?: { deliveries: number }) => Promise<ProcessResult>;
+
+/** A processor that records what it is given and acknowledges, or does what `behave` says. */
+function processor(behave?: Process): { seen: [string, { deliveries: number } | undefined][]; processor: EventProcessor } {
+  const seen: [string, { deliveries: number } | undefined][] = [];
+  const process: Process = async (id, fields, poison) => {
+    seen.push([id, poison]);
+    if (behave !== undefined) return behave(id, fields, poison);
+    await redis.xack(STREAM, GROUP, id);
+    return { outcome: poison === undefined ? 'applied' : 'dead-lettered' };
+  };
+  return { seen, processor: { process, giveUp: () => Promise.resolve({ outcome: 'dead-lettered' }) } as unknown as EventProcessor };
+}
+
+function consumer(name: string, p: EventProcessor, overrides: Partial<ConsumerOptions> = {}): StreamConsumer {
+  const c = new StreamConsumer({
+    blocking,
+    commands: redis,
+    processor: p,
+    queue: new KeyedQueue(),
+    stream: STREAM,
+    group: GROUP,
+    consumer: name,
+    batchSize: 50,
+    blockMs: 200,
+    concurrency: 4,
+    claimIdleMs: 600_000,
+    consumerRetentionMs: 3_600_000,
+    maxDeliveries: 3,
+    maxAttempts: 3,
+    retryBaseMs: 20,
+    retryMaxMs: 100,
+    logger: createLogger('silent', 'consumer-test'),
+    isLeader: () => true,
+    holdings: () => Promise.resolve(new Map()),
+    ...overrides,
+  });
+  consumers.push(c);
+  return c;
+}
+
+beforeAll(async () => {
+  server = await startRedis({ binary: await ensureRedisServer() });
+  redis = new Redis(server.url, { maxRetriesPerRequest: null });
+  blocking = new Redis(server.url, { maxRetriesPerRequest: null });
+});
+
+afterAll(async () => {
+  redis.disconnect();
+  blocking.disconnect();
+  await server.stop();
+});
+
+beforeEach(async () => {
+  await redis.flushall();
+  await redis.xgroup('CREATE', STREAM, GROUP, '0', 'MKSTREAM');
+});
+
+afterEach(async () => {
+  await Promise.all(consumers.map((c) => c.stop()));
+  consumers = [];
+});
+
+describe('poison entries', () => {
+  it("are found among entries claimed from a dead consumer, however densely a live consumer's entries interleave with them", async () => {
+    const { seen, processor: p } = processor();
+    consumer('survivor', p, { claimIdleMs: 400 }).start();
+    // A dead consumer was handed 10 entries, each followed by 5 a live consumer holds. One
+    // transaction, so the survivor's blocked read gets none of them as new.
+    const transaction = redis.multi();
+    for (let i = 0; i < 10; i++) {
+      transaction.xadd(STREAM, '*', 'event', 'register', 'vps_id', `dead-${i}`);
+      for (let j = 0; j < 5; j++) transaction.xadd(STREAM, '*', 'event', 'register', 'vps_id', `live-${i}-${j}`);
+    }
+    transaction.xreadgroup('GROUP', GROUP, 'dead', 'COUNT', 100, 'STREAMS', STREAM, '>');
+    const ids = ((await transaction.exec()) ?? []).slice(0, 60).map(([, id]) => String(id));
+    const deadIds = ids.filter((_, k) => k % 6 === 0);
+    const liveIds = ids.filter((_, k) => k % 6 !== 0);
+    await redis.xclaim(STREAM, GROUP, 'live', 0, ...liveIds, 'JUSTID');
+    // Three more deliveries of the dead consumer's entries (history reads count): 4 in all.
+    for (let k = 0; k < 3; k++) await redis.xreadgroup('GROUP', GROUP, 'dead', 'STREAMS', STREAM, '0');
+    // The live consumer keeps touching its entries, so only the dead one's become idle.
+    const touch = setInterval(() => void redis.xclaim(STREAM, GROUP, 'live', 0, ...liveIds, 'JUSTID'), 100);
+    try {
+      await waitFor(() => Promise.resolve(seen.length >= deadIds.length), "the dead consumer's entries to be claimed and processed", 10_000);
+    } finally {
+      clearInterval(touch);
+    }
+    expect(seen.map(([id]) => id)).toEqual(deadIds);
+    // Every one of them recognised as poison: 4 deliveries before, the claim is the 5th.
+    expect(seen.map(([, poison]) => poison?.deliveries)).toEqual(deadIds.map(() => 5));
+  });
+});
+
+describe('progress', () => {
+  it('a consumer whose events stop making progress reports how long it has stalled; one that keeps failing and retrying does not', async () => {
+    let release: () => void = () => undefined;
+    const hanging = new Promise<void>((resolve) => { release = resolve; });
+    const hung = consumer('hung', processor(() => hanging.then(() => ({ outcome: 'noop' as const }))).processor);
+    hung.start();
+    await redis.xadd(STREAM, '*', 'event', 'register', 'vps_id', 'v1');
+    await waitFor(() => Promise.resolve(hung.inFlight === 1), 'the event to be in flight');
+    const before = hung.stalledMs();
+    await new Promise((r) => setTimeout(r, 600));
+    // The stall grows with the time the hung event makes no progress.
+    expect(hung.stalledMs() - before).toBeGreaterThanOrEqual(500);
+    release();
+    await waitFor(() => Promise.resolve(hung.inFlight === 0), 'the released event to finish');
+    expect(hung.stalledMs()).toBeLessThan(400);
+
+    const failing = consumer('failing', processor(() => Promise.reject(new Error('the API server is away'))).processor, { maxAttempts: 1_000 });
+    failing.start();
+    await redis.xadd(STREAM, '*', 'event', 'register', 'vps_id', 'v2');
+    await waitFor(() => Promise.resolve(failing.inFlight >= 1), 'the failing event to be in flight');
+    await new Promise((r) => setTimeout(r, 600));
+    // Failing attempts finish (and are retried): that is progress, not a stall.
+    expect(failing.stalledMs()).toBeLessThan(400);
+  });
+});
