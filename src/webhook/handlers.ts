@@ -64,6 +64,24 @@ function ownershipOf(request: AdmissionRequest, ctx: HandlerContext): OwnershipD
   return decideOwnership({ operation: request.operation, user: request.userInfo, object: request.object, oldObject: request.oldObject, policy: ctx.policy });
 }
 
+function breakGlassStamp(object: unknown): string | undefined {
+  const value = (object as { metadata?: { annotations?: Record<string, unknown> } } | undefined)?.metadata?.annotations?.[BREAK_GLASS_ANNOTATION];
+  return typeof value === 'string' ? value : undefined;
+}
+
+/**
+ * The object already carries the stamp an earlier call of this same request wrote (the API
+ * server reinvokes mutating webhooks under `reinvocationPolicy: IfNeeded`): the same audit
+ * text, and not the stamp the stored object had before this request. Stamping again would
+ * change the timestamp on every call and never settle.
+ */
+function stampedByThisRequest(request: AdmissionRequest, audit: string): boolean {
+  const current = breakGlassStamp(request.object);
+  if (current === undefined || current === breakGlassStamp(request.oldObject)) return false;
+  const [timestamp, ...rest] = current.split(' ');
+  return rest.join(' ') === audit && !Number.isNaN(Date.parse(timestamp ?? ''));
+}
+
 export function handleMutate(request: AdmissionRequest, ctx: HandlerContext): HandlerOutcome {
   // Never mutate on DELETE: there is nothing to default and the object is going away.
   if (outOfScope(request, ctx) || request.operation === 'DELETE') return allow(request, 'ignored');
@@ -75,7 +93,7 @@ export function handleMutate(request: AdmissionRequest, ctx: HandlerContext): Ha
   }
   const original = request.object;
   let mutated = applyDefaults(original, ctx.policy);
-  if (ownership.kind === 'break-glass' && mutated !== null && typeof mutated === 'object') {
+  if (ownership.kind === 'break-glass' && mutated !== null && typeof mutated === 'object' && !stampedByThisRequest(request, ownership.audit)) {
     mutated = structuredClone(mutated);
     const meta = ((mutated as { metadata?: Record<string, unknown> }).metadata ??= {});
     const annotations = (meta.annotations !== null && typeof meta.annotations === 'object' ? meta.annotations : {}) as Record<string, string>;

@@ -208,6 +208,23 @@ describe('ownership', () => {
     expect(mutated.metadata.annotations['edge-registrar.io/break-glass']).toBe('2026-11-21T00:00:00.000Z UPDATE by bob (groups edge-registrar:break-glass,system:authenticated) via break-glass');
   });
 
+  it('break-glass stamping is idempotent under reinvocation (reinvocationPolicy: IfNeeded), and restamps a stamp carried over from an earlier request', () => {
+    const first = handleMutate(admissionRequest('UPDATE', managed, { oldObject: managed, user: USERS.breakGlass }), context());
+    const once = patched(managed, first.response);
+    // The API server calls the webhook again with the object as the first call left it.
+    const later = (): HandlerContext => ({ ...context(), now: () => new Date('2026-11-21T00:00:05.000Z') });
+    const again = handleMutate(admissionRequest('UPDATE', once, { oldObject: managed, user: USERS.breakGlass }), later());
+    expect([again.decision, again.response.patch]).toEqual(['allowed', undefined]);
+    // A new break-glass request on the stamped entry gets a new stamp.
+    const next = patched(once, handleMutate(admissionRequest('UPDATE', once, { oldObject: once, user: USERS.breakGlass }), later()).response) as { metadata: { annotations: Record<string, string> } };
+    expect(next.metadata.annotations['edge-registrar.io/break-glass']).toMatch(/^2026-11-21T00:00:05.000Z UPDATE by bob/);
+    // A stamp written by someone else (another audit text) is replaced, not trusted.
+    const forged = structuredClone(managed) as { metadata: { annotations?: Record<string, string> } };
+    forged.metadata.annotations = { ...forged.metadata.annotations, 'edge-registrar.io/break-glass': '2020-01-01T00:00:00.000Z UPDATE by nobody via break-glass' };
+    const restamped = patched(forged, handleMutate(admissionRequest('UPDATE', forged, { oldObject: managed, user: USERS.breakGlass }), later()).response) as { metadata: { annotations: Record<string, string> } };
+    expect(restamped.metadata.annotations['edge-registrar.io/break-glass']).toMatch(/^2026-11-21T00:00:05.000Z UPDATE by bob/);
+  });
+
   it('break-glass deletes are allowed with a warning', () => {
     const { response } = handleValidate(admissionRequest('DELETE', undefined, { oldObject: managed, user: USERS.breakGlass }), context());
     expect(response.allowed).toBe(true);
