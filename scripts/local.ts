@@ -128,20 +128,23 @@ async function main(): Promise<void> {
     await writeFile(join(DIR, 'ready'), `${new Date().toISOString()}\n`);
 
     const k = `${binaries.kubectl} --kubeconfig ${join(DIR, 'kubeconfig')}`;
+    // The machine's own node may be older than the project's (Node 24 comes with npm ci, for
+    // npm scripts only): print the CLI through npm, so each command works as printed.
+    const cli = 'npm run -s edge-registrar --';
     log(`
 edge-registrar local stack is up (state in ${DIR}; ${join(DIR, 'ready')} exists while it is).
 
   Look:     ${k} -n airport-prod get workloadentries
   Env:      set -a; . ${join(DIR, 'env')}; set +a
   Publish an event (what sigma-api does), then look again:
-            node src/cli.ts publish register --redis-url ${redis.url} --vps-id v42 --name vps-de-01 --address 45.76.42.1 --country de
-            node src/cli.ts publish retire --redis-url ${redis.url} --vps-id v42
+            ${cli} publish register --redis-url ${redis.url} --vps-id v42 --name vps-de-01 --address 45.76.42.1 --country de
+            ${cli} publish retire --redis-url ${redis.url} --vps-id v42
             (or: redis-cli -p ${redis.port} XADD sigma:vps-events '*' event register vps_id v43 name vps-sg-01 address 45.76.43.1 country sg)
-  Dead letters: node src/cli.ts dlq list --redis-url ${redis.url}
+  Dead letters: ${cli} dlq list --redis-url ${redis.url}
   Try a bad entry as a plain user (the webhook refuses it and says why):
             printf 'apiVersion: networking.istio.io/v1\\nkind: WorkloadEntry\\nmetadata: {name: vps-jp-02, namespace: airport-prod, labels: {app: xrayr, country: jp}}\\nspec: {address: 10.0.0.5}\\n' \\
               | ${binaries.kubectl} --kubeconfig ${kubeconfigFor(cluster.state, 'alice')} apply -f -
-  Check files offline: node src/cli.ts check my-entries.yaml
+  Check files offline: ${cli} check my-entries.yaml
   Logs:     ${join(DIR, 'webhook.log')}, ${join(DIR, 'sync.log')}
 
 Ctrl-C stops everything.`);

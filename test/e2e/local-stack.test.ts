@@ -9,6 +9,7 @@ import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { afterAll, describe, expect, it } from 'vitest';
+import { capture } from '../harness/capture.ts';
 import { runKubectl } from '../harness/kube-cluster.ts';
 import { inject } from 'vitest';
 
@@ -51,10 +52,29 @@ async function runOnce(): Promise<void> {
   const bad = await runKubectl(kubectl, join(dir, 'kube/alice.kubeconfig'), ['apply', '-f', '-'], 'apiVersion: networking.istio.io/v1\nkind: WorkloadEntry\nmetadata: {name: vps-jp-02, namespace: airport-prod, labels: {app: xrayr, country: jp}}\nspec: {address: 10.0.0.5}\n');
   expect(bad.stderr).toContain('[address.public-unicast]');
 
+  // The printed commands work exactly as printed, in a shell whose `node` is the machine's
+  // own (npm scripts put Node 24 first on PATH; a user's shell does not have it).
+  const printed = (prefix: string): string => output.split('\n').map((l) => l.trim()).find((l) => l.startsWith(prefix)) ?? `missing: ${prefix}`;
+  const shellPath = (process.env.PATH ?? '').split(':').filter((p) => !p.includes('node_modules')).join(':');
+  const inShell = (command: string): Promise<{ code: number; stdout: string; stderr: string }> => capture('sh', ['-c', command], { cwd: ROOT, env: { ...process.env, PATH: shellPath } });
+  const published = await inShell(printed('npm run -s edge-registrar -- publish register'));
+  expect([published.code, published.stdout.trim()]).toEqual([0, expect.stringMatching(/^\d+-\d+$/)]);
+  const letters = await inShell(printed('Dead letters:').replace(/^Dead letters:\s*/, ''));
+  expect(letters.code).toBe(0);
+  const deadline2 = Date.now() + 20_000;
+  let names = '';
+  while (!names.includes('vps-de-01') && Date.now() < deadline2) {
+    names = (await runKubectl(inject('binaries').kubectl, join(dir, 'kubeconfig'), ['-n', 'airport-prod', 'get', 'workloadentries', '-o', 'name'])).stdout;
+    if (!names.includes('vps-de-01')) await new Promise((r) => setTimeout(r, 250));
+  }
+  expect(names).toContain('vps-de-01');
+  const retired = await inShell(printed('npm run -s edge-registrar -- publish retire'));
+  expect(retired.code).toBe(0);
+
   const { pids } = JSON.parse(await readFile(join(dir, 'pids.json'), 'utf8')) as { pids: number[] };
   expect(pids.length).toBe(4);
   const sampled = await runKubectl(kubectl, join(dir, 'kubeconfig'), ['-n', 'airport-prod', 'get', 'workloadentries', '-o', 'name']);
-  expect(sampled.stdout.trim().split('\n')).toEqual(['workloadentry.networking.istio.io/vps-hk-01', 'workloadentry.networking.istio.io/vps-jp-01', 'workloadentry.networking.istio.io/vps-us-01']);
+  expect(sampled.stdout.trim().split('\n')).toEqual(expect.arrayContaining(['workloadentry.networking.istio.io/vps-hk-01', 'workloadentry.networking.istio.io/vps-jp-01', 'workloadentry.networking.istio.io/vps-us-01']));
   child.kill('SIGTERM');
   expect(await exited).toBe(0);
   const gone = Date.now() + 5000;
