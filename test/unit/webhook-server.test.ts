@@ -54,6 +54,13 @@ afterAll(async () => {
 
 const post = (path: string, body: unknown) => postJson(webhook.port, path, body, ca.cert);
 
+/** One series' value from the webhook's /metrics (0 when absent). */
+async function metricValue(series: string): Promise<number> {
+  const { body } = await httpsRequest(webhook.port, { path: '/metrics', ca: ca.cert });
+  const line = body.split('\n').find((l) => l.startsWith(`${series} `));
+  return line === undefined ? 0 : Number(line.split(' ')[1]);
+}
+
 describe('AdmissionReview round trips', () => {
   it('allows a good entry and echoes the uid', async () => {
     const request = admissionRequest('CREATE', completeEntry());
@@ -165,12 +172,13 @@ describe('reloads', () => {
 
   it('a certificate that does not match its key is refused and the old one stays', async () => {
     const current = (await httpsRequest(webhook.port, { path: '/healthz', ca: ca.cert })).peerCertificateFingerprint;
+    const errorsBefore = await metricValue('edge_registrar_webhook_certificate_reloads_total{result="error"}');
     const other = createServingCertificate({ ca, hosts: ['localhost'], ips: ['127.0.0.1'], days: 5 });
     await writeFile(join(dir, 'tls.crt'), other.cert);
-    await new Promise((r) => setTimeout(r, 400));
+    // The webhook read the new file and refused it...
+    await expect.poll(() => metricValue('edge_registrar_webhook_certificate_reloads_total{result="error"}'), { timeout: 5000 }).toBeGreaterThan(errorsBefore);
+    // ...and still serves the old certificate.
     expect((await httpsRequest(webhook.port, { path: '/healthz', ca: ca.cert })).peerCertificateFingerprint).toBe(current);
-    const metrics = await httpsRequest(webhook.port, { path: '/metrics', ca: ca.cert });
-    expect(metrics.body).toMatch(/edge_registrar_webhook_certificate_reloads_total\{result="error"\} [1-9]/);
     await writeServing();
   });
 
@@ -181,8 +189,11 @@ describe('reloads', () => {
     expect(await allowedPorts()).toBe(false);
     await writeFile(policyFile, 'ports: { allowed: true }\n');
     await expect.poll(allowedPorts, { timeout: 5000 }).toBe(true);
+    const errorsBefore = await metricValue('edge_registrar_policy_reloads_total{result="error"}');
     await writeFile(policyFile, 'ports: { allowed: maybe }\n');
-    await new Promise((r) => setTimeout(r, 400));
+    // The webhook read the broken file and refused it...
+    await expect.poll(() => metricValue('edge_registrar_policy_reloads_total{result="error"}'), { timeout: 5000 }).toBeGreaterThan(errorsBefore);
+    // ...and the previous policy is still in force.
     expect(await allowedPorts()).toBe(true);
     await writeFile(policyFile, 'app: xrayr\n');
     await expect.poll(allowedPorts, { timeout: 5000 }).toBe(false);
