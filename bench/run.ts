@@ -3,3 +3,4 @@
  * the same run. Arguments are passed on (for example `npm run bench -- --vps 2000`).
  */
 await import('./sync.ts');
+await import('./cert-renewal.ts');

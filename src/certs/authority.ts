@@ -1,11 +1,13 @@
 /**
  * A CA and serving certificates made with node-forge. RSA 2048 with SHA-256 (what
- * kubeadm issues; forge uses Node's native key generation when it can), a CA valid for
- * ten years and leaf certificates for one by default, SANs for every DNS name and IP the
- * webhook is reached by. Pure: returns PEM strings, writes nothing.
+ * kubeadm issues), a CA valid for ten years and leaf certificates for one by default, SANs
+ * for every DNS name and IP the webhook is reached by. Building a certificate is pure and
+ * fast; generating its key is not, so keys come from node:crypto: `generateKeys()` runs in
+ * libuv's thread pool and is what a serving process must use (a renewal inside the webhook
+ * must not stop admission), the synchronous default is for the CLI and tests.
  */
 import forge from 'node-forge';
-import { randomBytes } from 'node:crypto';
+import { generateKeyPair, generateKeyPairSync, randomBytes } from 'node:crypto';
 import { isIP } from 'node:net';
 
 const { pki, md } = forge;
@@ -22,6 +24,8 @@ export interface ServingCertRequest {
   ips?: readonly string[];
   days: number;
   now?: Date;
+  /** The leaf's key pair; generated (synchronously) when not given. */
+  keys?: RsaKeys;
 }
 
 const DAY_MS = 24 * 60 * 60 * 1000;
@@ -35,8 +39,26 @@ function serial(): string {
   return bytes.toString('hex');
 }
 
-function keyPair(): forge.pki.rsa.KeyPair {
-  return pki.rsa.generateKeyPair({ bits: 2048, e: 0x10001 });
+export type RsaKeys = forge.pki.rsa.KeyPair;
+
+function fromPem({ privateKey }: { privateKey: string }): RsaKeys {
+  const key = pki.privateKeyFromPem(privateKey);
+  return { privateKey: key, publicKey: pki.setRsaPublicKey(key.n, key.e) };
+}
+
+/** An RSA 2048 key pair generated off the event loop. */
+export function generateKeys(): Promise<RsaKeys> {
+  return new Promise((resolve, reject) => {
+    generateKeyPair('rsa', { modulusLength: 2048, publicExponent: 0x10001, publicKeyEncoding: { type: 'pkcs1', format: 'pem' }, privateKeyEncoding: { type: 'pkcs1', format: 'pem' } }, (error, _publicKey, privateKey) => {
+      if (error !== null) reject(error);
+      else resolve(fromPem({ privateKey }));
+    });
+  });
+}
+
+/** An RSA 2048 key pair, blocking the event loop while it is made (CLI, tests). */
+export function generateKeysSync(): RsaKeys {
+  return fromPem(generateKeyPairSync('rsa', { modulusLength: 2048, publicExponent: 0x10001, publicKeyEncoding: { type: 'pkcs1', format: 'pem' }, privateKeyEncoding: { type: 'pkcs1', format: 'pem' } }));
 }
 
 function validity(cert: forge.pki.Certificate, now: Date, days: number): void {
@@ -44,8 +66,7 @@ function validity(cert: forge.pki.Certificate, now: Date, days: number): void {
   cert.validity.notAfter = new Date(now.getTime() + days * DAY_MS);
 }
 
-export function createCertificateAuthority(commonName: string, days: number, now: Date = new Date()): PemPair {
-  const keys = keyPair();
+export function createCertificateAuthority(commonName: string, days: number, now: Date = new Date(), keys: RsaKeys = generateKeysSync()): PemPair {
   const cert = pki.createCertificate();
   cert.publicKey = keys.publicKey;
   cert.serialNumber = serial();
@@ -63,13 +84,12 @@ export function createCertificateAuthority(commonName: string, days: number, now
 }
 
 export function createServingCertificate(request: ServingCertRequest): PemPair {
-  const { hosts, ips = [], days, now = new Date() } = request;
+  const { hosts, ips = [], days, now = new Date(), keys = generateKeysSync() } = request;
   const [first] = hosts;
   if (first === undefined) throw new Error('a serving certificate needs at least one host name');
   for (const ip of ips) if (isIP(ip) === 0) throw new Error(`--ip ${JSON.stringify(ip)} is not an IP address`);
   const caCert = pki.certificateFromPem(request.ca.cert);
   const caKey = pki.privateKeyFromPem(request.ca.key);
-  const keys = keyPair();
   const cert = pki.createCertificate();
   cert.publicKey = keys.publicKey;
   cert.serialNumber = serial();

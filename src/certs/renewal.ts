@@ -8,7 +8,7 @@
  * it expires, so clients that still hold the previous caBundle keep trusting what is served.
  */
 import { X509Certificate, createPrivateKey } from 'node:crypto';
-import { createCertificateAuthority, createServingCertificate, type PemPair } from './authority.ts';
+import { createCertificateAuthority, createServingCertificate, generateKeys, type PemPair, type RsaKeys } from './authority.ts';
 
 /** The four keys of the Secret (type kubernetes.io/tls plus the CA's key). */
 export interface StoredCertificates {
@@ -87,12 +87,26 @@ export function decide(stored: StoredCertificates | undefined, wants: Certificat
   return { action: 'use' };
 }
 
-/** The certificates to store after a decision other than 'use'. */
-export function renew(stored: StoredCertificates | undefined, decision: Exclude<Decision, { action: 'use' }>, wants: CertificateWants, now: Date): StoredCertificates {
+/** Whether a decision makes a new CA (and so needs a CA key as well as a leaf key). */
+export function needsNewCa(stored: StoredCertificates | undefined, decision: Exclude<Decision, { action: 'use' }>): boolean {
+  return decision.action === 'new-ca' || stored === undefined;
+}
+
+/** The key pairs a renewal needs, generated off the event loop. */
+export async function renewalKeys(stored: StoredCertificates | undefined, decision: Exclude<Decision, { action: 'use' }>): Promise<{ ca?: RsaKeys; leaf: RsaKeys }> {
+  const [leaf, ca] = await Promise.all([generateKeys(), needsNewCa(stored, decision) ? generateKeys() : Promise.resolve(undefined)]);
+  return ca === undefined ? { leaf } : { ca, leaf };
+}
+
+/**
+ * The certificates to store after a decision other than 'use'. Pass keys from
+ * `renewalKeys` in a serving process; without them keys are generated synchronously.
+ */
+export function renew(stored: StoredCertificates | undefined, decision: Exclude<Decision, { action: 'use' }>, wants: CertificateWants, now: Date, keys?: { ca?: RsaKeys; leaf: RsaKeys }): StoredCertificates {
   let ca: PemPair;
   let bundle: string[];
   if (decision.action === 'new-ca' || stored === undefined) {
-    ca = createCertificateAuthority(wants.caCommonName, wants.caDays, now);
+    ca = createCertificateAuthority(wants.caCommonName, wants.caDays, now, keys?.ca);
     // Keep the previous CA (the first of the old bundle) while it is still valid.
     const previous = stored === undefined ? undefined : pemBlocks(stored.caBundle)[0];
     bundle = [...pemBlocks(ca.cert), ...(previous !== undefined && stillValid(previous, now) ? [previous] : [])];
@@ -101,6 +115,6 @@ export function renew(stored: StoredCertificates | undefined, decision: Exclude<
     // Drop CAs from the bundle once they have expired.
     bundle = pemBlocks(stored.caBundle).filter((pem, i) => i === 0 || stillValid(pem, now));
   }
-  const serving = createServingCertificate({ ca, hosts: wants.hosts, days: wants.days, now });
+  const serving = createServingCertificate({ ca, hosts: wants.hosts, days: wants.days, now, ...(keys !== undefined ? { keys: keys.leaf } : {}) });
   return { caBundle: bundle.join(''), caKey: ca.key, cert: serving.cert, key: serving.key };
 }

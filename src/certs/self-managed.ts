@@ -12,7 +12,7 @@
 import * as k8s from '@kubernetes/client-node';
 import { makeApiClient } from '../kube/client.ts';
 import type { Logger } from 'pino';
-import { decide, renew, type CertificateWants, type StoredCertificates } from './renewal.ts';
+import { decide, renewalKeys, renew, type CertificateWants, type StoredCertificates } from './renewal.ts';
 
 export const SECRET_KEYS = { caBundle: 'ca.crt', caKey: 'ca.key', cert: 'tls.crt', key: 'tls.key' } as const;
 
@@ -64,7 +64,8 @@ export class SelfManagedCertificate {
         return { stored, action: 'used', caBundleInjected: await this.#inject(stored.caBundle) };
       }
       const { reason } = decision;
-      const next = renew(stored, decision, this.#o.wants, now);
+      // Keys are made in the thread pool: a renewal must not stall admission in this process.
+      const next = renew(stored, decision, this.#o.wants, now, await renewalKeys(stored, decision));
       try {
         await this.#write(next, resourceVersion);
       } catch (error) {

@@ -1,6 +1,6 @@
 import { X509Certificate } from 'node:crypto';
 import { describe, expect, it } from 'vitest';
-import { decide, pemBlocks, renew, type CertificateWants } from '../../src/certs/renewal.ts';
+import { decide, pemBlocks, renew, renewalKeys, type CertificateWants } from '../../src/certs/renewal.ts';
 
 const DAY = 24 * 60 * 60 * 1000;
 const T0 = new Date('2026-01-01T00:00:00Z');
@@ -48,5 +48,24 @@ describe('self-managed certificate renewal', () => {
     // After the old CA expired, the next renewal drops it.
     const later = renew(rotated, { action: 'new-leaf', reason: 'x' }, wants, at(3651));
     expect(pemBlocks(later.caBundle)).toHaveLength(1);
+  });
+
+  it("a serving process's renewal makes its keys off the event loop: timers keep firing while they are generated, and the result is a valid pair", async () => {
+    let ticks = 0;
+    const timer = setInterval(() => { ticks++; }, 1);
+    let keys: Awaited<ReturnType<typeof renewalKeys>>;
+    try {
+      keys = await renewalKeys(undefined, { action: 'new-ca', reason: 'none' });
+    } finally {
+      clearInterval(timer);
+    }
+    // Synchronous generation (forge's, or generateKeyPairSync) lets no timer run until it is done.
+    expect(ticks).toBeGreaterThan(0);
+    expect(keys.ca).toBeDefined();
+    const made = renew(undefined, { action: 'new-ca', reason: 'none' }, wants, T0, keys);
+    expect(decide(made, wants, at(1))).toEqual({ action: 'use' });
+    expect(new X509Certificate(made.cert).verify(new X509Certificate(made.caBundle).publicKey)).toBe(true);
+    // A new leaf under the same CA needs one key only.
+    expect((await renewalKeys(made, { action: 'new-leaf', reason: 'x' })).ca).toBeUndefined();
   });
 });
