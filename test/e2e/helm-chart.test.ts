@@ -63,6 +63,20 @@ describe('helm lint and template', () => {
     expect(policy.ownership.syncUsers).toEqual(['system:serviceaccount:edge-registrar:edge-registrar-sync']);
   });
 
+  it('least privilege by default: the sync Role grants exactly the verbs the daemon calls; only Prometheus may reach the metrics ports', async () => {
+    const objects = await render();
+    const role = objects.find((o) => o.kind === 'Role' && o.metadata.name === 'edge-registrar-sync');
+    expect(role?.rules).toEqual([
+      { apiGroups: ['networking.istio.io'], resources: ['workloadentries'], verbs: ['get', 'list', 'create', 'patch', 'delete'] },
+      { apiGroups: ['coordination.k8s.io'], resources: ['leases'], verbs: ['create'] },
+      { apiGroups: ['coordination.k8s.io'], resources: ['leases'], resourceNames: ['edge-registrar-sync'], verbs: ['get', 'update'] },
+    ]);
+    const prometheusOnly = [{ namespaceSelector: { matchLabels: { 'kubernetes.io/metadata.name': 'monitoring' } }, podSelector: { matchLabels: { 'app.kubernetes.io/name': 'prometheus' } } }];
+    const webhookPolicy = find(objects, 'NetworkPolicy', 'edge-registrar-webhook');
+    expect(webhookPolicy.spec.ingress[1]).toEqual({ ports: [{ port: 9091, protocol: 'TCP' }], from: prometheusOnly });
+    expect(find(objects, 'NetworkPolicy', 'edge-registrar-sync').spec.ingress).toEqual([{ ports: [{ port: 9090, protocol: 'TCP' }], from: prometheusOnly }]);
+  });
+
   it('the webhook configurations equal webhook-config/ in substance', async () => {
     const objects = await render();
     for (const [kind, file] of [['MutatingWebhookConfiguration', 'mutating-webhook.yaml'], ['ValidatingWebhookConfiguration', 'validating-webhook.yaml']] as const) {
