@@ -74,3 +74,30 @@ system:serviceaccount:{{ .Release.Namespace }}:{{ include "edge-registrar.syncNa
 securityContext:
   {{- toYaml .Values.podSecurityContext | nindent 2 }}
 {{- end -}}
+
+{{/*
+  NODE_OPTIONS sized from the container's memory limit. V8 sizes its heap for the node's
+  memory, not the container's: on a large node the young generation alone grows to 128 MiB
+  under load (two 64 MiB semi-spaces), and the old space may grow past the limit before a
+  major GC, so a busy pod is OOM-killed. The old space gets 40% of the limit, the semi-spaces
+  16 MiB; the rest is code, TLS buffers and the runtime. `nodeOptions` overrides it.
+  Call with (dict "component" .Values.webhook "name" "webhook").
+*/}}
+{{- define "edge-registrar.nodeOptions" -}}
+{{- $c := .component -}}
+{{- if $c.nodeOptions -}}
+{{- $c.nodeOptions -}}
+{{- else -}}
+{{- $limit := (($c.resources).limits).memory | default "" | toString -}}
+{{- if eq $limit "" -}}
+--max-semi-space-size=16
+{{- else -}}
+{{- $mib := 0 -}}
+{{- if hasSuffix "Mi" $limit -}}{{- $mib = trimSuffix "Mi" $limit | int -}}
+{{- else if hasSuffix "Gi" $limit -}}{{- $mib = mul (trimSuffix "Gi" $limit | int) 1024 -}}
+{{- else -}}{{- fail (printf "%s.resources.limits.memory %q: write it in Mi or Gi, so the heap can be sized from it, or set %s.nodeOptions" .name $limit .name) -}}
+{{- end -}}
+--max-old-space-size={{ div (mul $mib 40) 100 }} --max-semi-space-size=16
+{{- end -}}
+{{- end -}}
+{{- end -}}

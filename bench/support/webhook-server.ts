@@ -1,0 +1,26 @@
+/**
+ * The webhook as its own process for bench/webhook-memory.ts: the real server (runWebhook),
+ * TLS, with a namespace view of 1,000 entries in place of the informers (no API server
+ * needed), logging at EDGE_REGISTRAR_LOG_LEVEL (silent by default: the measure is memory).
+ * Prints its ports and CA as one JSON line.
+ */
+import { mkdtemp } from 'node:fs/promises';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+import { createCertificateAuthority, createServingCertificate } from '../../src/certs/authority.ts';
+import { writeCertificateFiles } from '../../src/certs/files.ts';
+import { webhookConfig } from '../../src/config.ts';
+import { ClusterIndex } from '../../src/kube/cluster-index.ts';
+import { createLogger } from '../../src/telemetry/logger.ts';
+import { runWebhook } from '../../src/webhook/run.ts';
+const dir = await mkdtemp(join(tmpdir(), 'mem-'));
+const ca = createCertificateAuthority('ca', 30);
+await writeCertificateFiles(dir, ca, createServingCertificate({ ca, hosts: ['localhost'], ips: ['127.0.0.1'], days: 30 }), true);
+const view = new ClusterIndex('airport-prod');
+view.replace('WorkloadEntry', 'airport-prod', Array.from({ length: 1000 }, (_, i) => ({ metadata: { name: `vps-jp-${i}` }, spec: { address: `45.76.${Math.floor(i / 250)}.${i % 250}` } })));
+view.replace('Service', 'airport-prod', []);
+view.replace('ServiceAccount', 'airport-prod', [{ metadata: { name: 'xrayr-vm' } }]);
+const config = { ...webhookConfig({ host: '127.0.0.1', port: '0', metricsPort: '0', tlsCert: join(dir, 'tls.crt'), tlsKey: join(dir, 'tls.key'), kubeconfig: '/dev/null' }, {}), shutdownDelayMs: 0 };
+const level = (process.env.EDGE_REGISTRAR_LOG_LEVEL ?? 'silent') as 'info';
+const hook = await runWebhook(config, createLogger(level, 'mem'), { view });
+console.log(JSON.stringify({ port: hook.port, metricsPort: hook.metricsPort, ca: ca.cert }));
