@@ -349,6 +349,8 @@ describe('failures', () => {
       await register('v2', 'vps-jp-02', '103.21.244.11');
       await waitFor(async () => (await healthz())[0] === 503, 'liveness to fail', 15_000);
       expect((await healthz())[1]).toMatch(/^not alive: the consumer has made no progress for \d+ s \(1 events in flight\)/);
+      // The hung write is cut by its deadline (10 s) and counted as a Kubernetes failure.
+      await waitFor(async () => (await metric(sync.port, 'edge_registrar_sync_retries_total{reason="kubernetes"}')) >= 1, 'the hung write to time out', 20_000);
       proxy.thaw();
       await settled();
       expect((await entries()).has('vps-jp-02')).toBe(true);
