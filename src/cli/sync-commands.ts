@@ -82,7 +82,15 @@ export async function runBackfill(flags: RedisFlags & { from: string; dryRun?: b
     // The deadline covers the whole exchange, body included.
     const signal = AbortSignal.timeout(seconds * 1000);
     try {
-      const res = await fetch(flags.from, { headers: { accept: 'application/json, text/csv' }, signal });
+      // fetch refuses a URL with credentials in it: they go in an Authorization header.
+      const url = new URL(flags.from);
+      const headers: Record<string, string> = { accept: 'application/json, text/csv' };
+      if (url.username !== '' || url.password !== '') {
+        headers.authorization = `Basic ${Buffer.from(`${decodeURIComponent(url.username)}:${decodeURIComponent(url.password)}`).toString('base64')}`;
+        url.username = '';
+        url.password = '';
+      }
+      const res = await fetch(url, { headers, signal });
       if (!res.ok) throw new Error(`--from ${redactUrlCredentials(flags.from)}: HTTP ${res.status}`);
       contentType = res.headers.get('content-type') ?? undefined;
       text = await res.text();

@@ -1,10 +1,12 @@
 /**
  * The stream consumer against a real redis-server, with a processor the test controls:
  * poison entries are found however other consumers' entries interleave with them, and a
- * consumer that stops making progress says so (the sync daemon's liveness).
+ * consumer that stops making progress says so (the sync daemon's liveness). Also the
+ * commands connection's deadline against a redis-server that stops answering (SIGSTOP).
  */
 import { Redis } from 'ioredis';
 import { afterAll, afterEach, beforeAll, beforeEach, describe, expect, it } from 'vitest';
+import { createRedis, redisOptions } from '../../src/redis/connection.ts';
 import { StreamConsumer, type ConsumerOptions } from '../../src/sync/consumer.ts';
 import type { EventProcessor, ProcessResult } from '../../src/sync/processor.ts';
 import { createLogger } from '../../src/telemetry/logger.ts';
@@ -136,5 +138,22 @@ describe('progress', () => {
     await new Promise((r) => setTimeout(r, 600));
     // Failing attempts finish (and are retried): that is progress, not a stall.
     expect(failing.stalledMs()).toBeLessThan(400);
+  });
+});
+
+describe('deadlines', () => {
+  it('a command to a Redis that stopped answering fails within the command timeout; the blocking connection has none', async () => {
+    const config = { url: server.url, tls: false, sentinelName: 'mymaster' };
+    const commands = createRedis(config, 'commands', { commandTimeoutMs: 300 });
+    expect(redisOptions(config, 'blocking', { commandTimeoutMs: 300 }).commandTimeout).toBeUndefined();
+    await commands.connect();
+    server.process.kill('SIGSTOP');
+    try {
+      await expect(commands.ping()).rejects.toThrow(/timed out/i);
+    } finally {
+      server.process.kill('SIGCONT');
+      commands.disconnect();
+    }
+    expect(await redis.ping()).toBe('PONG');
   });
 });

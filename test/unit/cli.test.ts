@@ -1,6 +1,8 @@
 /** The CLI as a user runs it: a child process, its output lines and its exit code. */
 import { execFile } from 'node:child_process';
 import { X509Certificate } from 'node:crypto';
+import { createServer } from 'node:http';
+import type { AddressInfo } from 'node:net';
 import { mkdtemp, readFile, rm, stat, writeFile } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
@@ -134,6 +136,26 @@ describe('edge-registrar dlq', () => {
     const res = await run(['dlq', ...args.filter(Boolean), '--redis-url', 'redis://127.0.0.1:1']);
     expect(res.code).toBe(2);
     expect(res.stderr).toContain('give one ID or --all');
+  });
+});
+
+describe('edge-registrar backfill', () => {
+  it('--from a URL that never answers gives up after --timeout, naming the URL without its credentials (sent as Basic auth)', async () => {
+    // A server that accepts and never answers; it records the Authorization header it got.
+    const seen: (string | undefined)[] = [];
+    const hanging = createServer((req) => { seen.push(req.headers.authorization); });
+    await new Promise<void>((resolve) => hanging.listen(0, '127.0.0.1', resolve));
+    const { port } = hanging.address() as AddressInfo;
+    try {
+      const result = await run(['backfill', '--from', `http://ops:s3cret@127.0.0.1:${port}/vps.json`, '--timeout', '1', '--redis-url', 'redis://127.0.0.1:1']);
+      expect(result.code).toBe(1);
+      expect(result.stderr).toContain(`--from http://ops:[redacted]@127.0.0.1:${port}/vps.json: no complete answer within 1 s (--timeout)`);
+      expect(result.stderr).not.toContain('s3cret');
+      expect(seen).toEqual([`Basic ${Buffer.from('ops:s3cret').toString('base64')}`]);
+    } finally {
+      hanging.closeAllConnections();
+      hanging.close();
+    }
   });
 });
 
