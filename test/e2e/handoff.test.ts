@@ -9,18 +9,15 @@
  * the hardest case for ordering (all of them dispatched at once), and it repeats the handoff
  * several times so a pass is not luck.
  */
-import { mkdtemp, rm } from 'node:fs/promises';
-import { tmpdir } from 'node:os';
-import { join } from 'node:path';
-import { Redis } from 'ioredis';
+import type { Redis } from 'ioredis';
 import { afterAll, beforeAll, beforeEach, describe, expect, inject, it } from 'vitest';
 import { ClusterIndex } from '../../src/kube/cluster-index.ts';
 import { publishMany } from '../../src/sync/publisher.ts';
 import type { RunningSync } from '../../src/sync/run.ts';
 import { kubeconfigFor } from '../harness/kube-cluster.ts';
-import { ensureRedisServer, startRedis, type RunningRedis } from '../harness/redis-server.ts';
-import { STREAM, deadLetters, settled, startTestSync, testSyncConfig } from './sync-support.ts';
-import { NAMESPACE, deleteAllEntries, ensureBase, kubectl, mustKubectl, startRegisteredWebhook, waitFor, type E2EWebhook } from './support.ts';
+import type { RunningRedis } from '../harness/redis-server.ts';
+import { STREAM, deadLetters, settled, startSyncTestBed, startTestSync, stopSyncTestBed, testSyncConfig } from './sync-support.ts';
+import { NAMESPACE, deleteAllEntries, kubectl, mustKubectl, startRegisteredWebhook, waitFor, type E2EWebhook } from './support.ts';
 
 let redisServer: RunningRedis;
 let redis: Redis;
@@ -46,20 +43,12 @@ async function run(events: string[][]): Promise<void> {
 }
 
 beforeAll(async () => {
-  await ensureBase();
-  dataDir = await mkdtemp(join(tmpdir(), 'edge-registrar-handoff-'));
-  redisServer = await startRedis({ binary: await ensureRedisServer(), dataDir });
-  redis = new Redis(redisServer.url, { maxRetriesPerRequest: null });
-  hook = await startRegisteredWebhook();
+  ({ dataDir, redisServer, redis, hook } = await startSyncTestBed('handoff'));
 });
 
 afterAll(async () => {
   await sync?.stop();
-  await deleteAllEntries();
-  await hook.stop();
-  redis.disconnect();
-  await redisServer.stop();
-  await rm(dataDir, { recursive: true, force: true });
+  await stopSyncTestBed({ dataDir, redisServer, redis, hook });
 });
 
 beforeEach(async () => {

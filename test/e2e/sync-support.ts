@@ -3,12 +3,16 @@
  * backoffs), producers for the two event types, and "everything consumed" as the group
  * reports it.
  */
-import type { Redis } from 'ioredis';
+import { mkdtemp, rm } from 'node:fs/promises';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+import { Redis } from 'ioredis';
+import { ensureRedisServer, startRedis, type RunningRedis } from '../harness/redis-server.ts';
 import { syncConfig, type SyncConfig } from '../../src/config.ts';
 import { eventFields, publish } from '../../src/sync/publisher.ts';
 import { runSync, type RunningSync } from '../../src/sync/run.ts';
 import { createLogger } from '../../src/telemetry/logger.ts';
-import { waitFor } from './support.ts';
+import { deleteAllEntries, ensureBase, startRegisteredWebhook, waitFor, type E2EWebhook } from './support.ts';
 
 export const STREAM = 'sigma:vps-events';
 export const GROUP = 'edge-registrar';
@@ -68,4 +72,29 @@ export async function settled(redis: Redis, timeoutMs = 60_000): Promise<void> {
 export async function deadLetters(redis: Redis): Promise<Record<string, string>[]> {
   const rows = (await redis.xrange(`${STREAM}:dlq`, '-', '+')) as [string, string[]][];
   return rows.map(([, f]) => Object.fromEntries(f.flatMap((_, i) => (i % 2 === 0 ? [[f[i], f[i + 1]]] : []))) as Record<string, string>);
+}
+
+/** What the sync daemon's e2e files run against: a real redis-server (AOF in its own directory), a client, the registered webhook. */
+export interface SyncTestBed {
+  dataDir: string;
+  redisServer: RunningRedis;
+  redis: Redis;
+  hook: E2EWebhook;
+}
+
+export async function startSyncTestBed(name: string): Promise<SyncTestBed> {
+  await ensureBase();
+  const dataDir = await mkdtemp(join(tmpdir(), `edge-registrar-${name}-`));
+  const redisServer = await startRedis({ binary: await ensureRedisServer(), dataDir });
+  const redis = new Redis(redisServer.url, { maxRetriesPerRequest: null });
+  return { dataDir, redisServer, redis, hook: await startRegisteredWebhook() };
+}
+
+/** Stops what the bed holds now (a test may have restarted the server or the webhook). */
+export async function stopSyncTestBed(bed: SyncTestBed): Promise<void> {
+  await deleteAllEntries();
+  await bed.hook.stop();
+  bed.redis.disconnect();
+  await bed.redisServer.stop();
+  await rm(bed.dataDir, { recursive: true, force: true });
 }

@@ -3,8 +3,6 @@
  * registered (every write goes through the one guarded path).
  */
 import { spawn, type ChildProcess } from 'node:child_process';
-import { mkdtemp, rm } from 'node:fs/promises';
-import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { Redis } from 'ioredis';
@@ -27,8 +25,8 @@ import { createLogger } from '../../src/telemetry/logger.ts';
 import { kubeconfigFor } from '../harness/kube-cluster.ts';
 import { ensureRedisServer, startRedis, type RunningRedis } from '../harness/redis-server.ts';
 import { kubeconfigThroughProxy } from '../harness/tcp-proxy.ts';
-import { STREAM, deadLetters, pendingCount, publishRegister, publishRetire, settled as settledStream, startTestSync, testSyncConfig, unacknowledged } from './sync-support.ts';
-import { NAMESPACE, deleteAllEntries, ensureBase, kubectl, mustKubectl, startRegisteredWebhook, waitFor, type E2EWebhook } from './support.ts';
+import { STREAM, deadLetters, pendingCount, publishRegister, publishRetire, settled as settledStream, startSyncTestBed, startTestSync, stopSyncTestBed, testSyncConfig, unacknowledged } from './sync-support.ts';
+import { NAMESPACE, deleteAllEntries, kubectl, mustKubectl, startRegisteredWebhook, waitFor, type E2EWebhook } from './support.ts';
 import { defaultedSpecLabels } from '../fixtures/entries.ts';
 
 const ROOT = fileURLToPath(new URL('../../', import.meta.url));
@@ -64,19 +62,11 @@ async function entries(): Promise<Map<string, any>> {
 }
 
 beforeAll(async () => {
-  await ensureBase();
-  dataDir = await mkdtemp(join(tmpdir(), 'edge-registrar-redis-'));
-  redisServer = await startRedis({ binary: await ensureRedisServer(), dataDir });
-  redis = new Redis(redisServer.url, { maxRetriesPerRequest: null });
-  hook = await startRegisteredWebhook();
+  ({ dataDir, redisServer, redis, hook } = await startSyncTestBed('redis'));
 });
 
 afterAll(async () => {
-  await deleteAllEntries();
-  await hook.stop();
-  redis.disconnect();
-  await redisServer.stop();
-  await rm(dataDir, { recursive: true, force: true });
+  await stopSyncTestBed({ dataDir, redisServer, redis, hook });
 });
 
 beforeEach(async () => {
@@ -151,9 +141,32 @@ function daemonParts(): { kubeConfig: ReturnType<typeof loadKubeConfig>; storeOp
   return { kubeConfig, storeOptions, processor };
 }
 
-/** A resync over the given parts, removing orphans at once. */
-function testResyncer(store: StateStore, writer: EntryWriter, queue: KeyedQueue): Resyncer {
-  return new Resyncer({ store, writer, queue, policy: () => DEFAULT_POLICY, namespace: NAMESPACE, istioApiVersion: 'v1', orphanPolicy: 'sync', orphanGraceMs: 0, dryRun: false, logger: createLogger('silent', 't') });
+/** A resync over the given parts, removing orphans at once unless given a grace. */
+function testResyncer(store: StateStore, writer: EntryWriter, queue: KeyedQueue, orphanGraceMs = 0): Resyncer {
+  return new Resyncer({ store, writer, queue, policy: () => DEFAULT_POLICY, namespace: NAMESPACE, istioApiVersion: 'v1', orphanPolicy: 'sync', orphanGraceMs, dryRun: false, logger: createLogger('silent', 't') });
+}
+
+const V9 = { event: 'register' as const, vps_id: 'v9', name: 'vps-jp-09', address: '103.21.244.9', country: 'jp' };
+
+/** The entry another replica wrote to the cluster for event `streamId`, with nothing committed to Redis (yet). */
+async function writtenByAnotherReplica(kubeConfig: ReturnType<typeof loadKubeConfig>, event: typeof V9, streamId: string): Promise<void> {
+  const plan = planRegister(event, streamId, { policy: DEFAULT_POLICY, namespace: NAMESPACE, istioApiVersion: 'v1' });
+  if (!plan.ok) throw new Error(plan.reason);
+  await new EntryWriter(kubeConfig, NAMESPACE, 'v1').apply(plan.entry);
+}
+
+/** v9 applied at event 200-0; then the new leader wrote event 300-0 (address .30) to the cluster, its commit still to come. */
+async function newLeaderWroteOver200(): Promise<EventProcessor> {
+  await redis.xgroup('CREATE', STREAM, 'edge-registrar', '0', 'MKSTREAM');
+  const { kubeConfig, processor } = daemonParts();
+  expect((await processor.process('200-0', V9)).outcome).toBe('applied');
+  await writtenByAnotherReplica(kubeConfig, { ...V9, address: '103.21.244.30' }, '300-0');
+  return processor;
+}
+
+async function expectEntryAt300(): Promise<void> {
+  const entry = (await entries()).get('vps-jp-09');
+  expect([entry?.spec.address, entry?.metadata.annotations['edge-registrar.io/stream-id']]).toEqual(['103.21.244.30', '300-0']);
 }
 
 describe('order per VPS', () => {
@@ -175,48 +188,28 @@ describe('order per VPS', () => {
 
 describe('a deposed leader', () => {
   it("cannot land a late write of an older event over the entry's newer state: the webhook fences it, and the event is dropped as stale", async () => {
-    await redis.xgroup('CREATE', STREAM, 'edge-registrar', '0', 'MKSTREAM');
-    const { kubeConfig, processor } = daemonParts();
-    const v9 = { event: 'register' as const, vps_id: 'v9', name: 'vps-jp-09', address: '103.21.244.9', country: 'jp' };
-    expect((await processor.process('200-0', v9)).outcome).toBe('applied');
-    // The new leader wrote event 300-0 to the cluster; its commit to Redis is still to come.
-    const plan = planRegister({ ...v9, address: '103.21.244.30' }, '300-0', { policy: DEFAULT_POLICY, namespace: NAMESPACE, istioApiVersion: 'v1' });
-    if (!plan.ok) throw new Error(plan.reason);
-    await new EntryWriter(kubeConfig, NAMESPACE, 'v1').apply(plan.entry);
+    const processor = await newLeaderWroteOver200();
     // The old leader's late event 250-0: Redis alone (still at 200-0) would let it through.
-    expect((await processor.process('250-0', { ...v9, address: '103.21.244.25' })).outcome).toBe('stale');
-    const entry = (await entries()).get('vps-jp-09');
-    expect([entry.spec.address, entry.metadata.annotations['edge-registrar.io/stream-id']]).toEqual(['103.21.244.30', '300-0']);
+    expect((await processor.process('250-0', { ...V9, address: '103.21.244.25' })).outcome).toBe('stale');
+    await expectEntryAt300();
     expect(await dlq()).toEqual([]);
   });
+
   it("cannot delete an entry a newer event re-registered: the delete is fenced by the entry's stream id", async () => {
-    await redis.xgroup('CREATE', STREAM, 'edge-registrar', '0', 'MKSTREAM');
-    const { kubeConfig, processor } = daemonParts();
-    const v9 = { event: 'register' as const, vps_id: 'v9', name: 'vps-jp-09', address: '103.21.244.9', country: 'jp' };
-    expect((await processor.process('200-0', v9)).outcome).toBe('applied');
-    // The new leader re-registered the VPS (event 300-0); its commit to Redis is still to come.
-    const plan = planRegister({ ...v9, address: '103.21.244.30' }, '300-0', { policy: DEFAULT_POLICY, namespace: NAMESPACE, istioApiVersion: 'v1' });
-    if (!plan.ok) throw new Error(plan.reason);
-    await new EntryWriter(kubeConfig, NAMESPACE, 'v1').apply(plan.entry);
+    const processor = await newLeaderWroteOver200();
     // The old leader's late retire 250-0.
     expect((await processor.process('250-0', { event: 'retire', vps_id: 'v9' })).outcome).toBe('stale');
-    const entry = (await entries()).get('vps-jp-09');
-    expect([entry?.spec.address, entry?.metadata.annotations['edge-registrar.io/stream-id']]).toEqual(['103.21.244.30', '300-0']);
+    await expectEntryAt300();
   });
 
   it('a late create after the retire is removed by the next resync at once, without waiting for the orphan grace', async () => {
     await redis.xgroup('CREATE', STREAM, 'edge-registrar', '0', 'MKSTREAM');
     const { kubeConfig, storeOptions, processor } = daemonParts();
-    const v9 = { event: 'register' as const, vps_id: 'v9', name: 'vps-jp-09', address: '103.21.244.9', country: 'jp' };
-    expect((await processor.process('100-0', v9)).outcome).toBe('applied');
+    expect((await processor.process('100-0', V9)).outcome).toBe('applied');
     expect((await processor.process('300-0', { event: 'retire', vps_id: 'v9' })).outcome).toBe('deleted');
     // The deposed leader's register 200-0 lands after the retire: a create, nothing to fence.
-    const plan = planRegister({ ...v9, address: '103.21.244.20' }, '200-0', { policy: DEFAULT_POLICY, namespace: NAMESPACE, istioApiVersion: 'v1' });
-    if (!plan.ok) throw new Error(plan.reason);
-    await new EntryWriter(kubeConfig, NAMESPACE, 'v1').apply(plan.entry);
-    const store = new StateStore(redis, storeOptions);
-    const resync = new Resyncer({ store, writer: new EntryWriter(kubeConfig, NAMESPACE, 'v1'), queue: new KeyedQueue(), policy: () => DEFAULT_POLICY, namespace: NAMESPACE, istioApiVersion: 'v1', orphanPolicy: 'sync', orphanGraceMs: 600_000, dryRun: false, logger: createLogger('silent', 't') });
-    const report = await resync.run();
+    await writtenByAnotherReplica(kubeConfig, { ...V9, address: '103.21.244.20' }, '200-0');
+    const report = await testResyncer(new StateStore(redis, storeOptions), new EntryWriter(kubeConfig, NAMESPACE, 'v1'), new KeyedQueue(), 600_000).run();
     expect([report.tombstoned, report.orphansWaiting]).toEqual([['vps-jp-09'], []]);
     expect((await entries()).has('vps-jp-09')).toBe(false);
   });
@@ -224,11 +217,8 @@ describe('a deposed leader', () => {
   it('an orphan with no newer tombstone still waits for the grace', async () => {
     await redis.xgroup('CREATE', STREAM, 'edge-registrar', '0', 'MKSTREAM');
     const { kubeConfig, storeOptions } = daemonParts();
-    const plan = planRegister({ event: 'register', vps_id: 'v8', name: 'vps-jp-08', address: '103.21.244.8', country: 'jp' }, '200-0', { policy: DEFAULT_POLICY, namespace: NAMESPACE, istioApiVersion: 'v1' });
-    if (!plan.ok) throw new Error(plan.reason);
-    await new EntryWriter(kubeConfig, NAMESPACE, 'v1').apply(plan.entry);
-    const resync = new Resyncer({ store: new StateStore(redis, storeOptions), writer: new EntryWriter(kubeConfig, NAMESPACE, 'v1'), queue: new KeyedQueue(), policy: () => DEFAULT_POLICY, namespace: NAMESPACE, istioApiVersion: 'v1', orphanPolicy: 'sync', orphanGraceMs: 600_000, dryRun: false, logger: createLogger('silent', 't') });
-    const report = await resync.run();
+    await writtenByAnotherReplica(kubeConfig, { ...V9, vps_id: 'v8', name: 'vps-jp-08', address: '103.21.244.8' }, '200-0');
+    const report = await testResyncer(new StateStore(redis, storeOptions), new EntryWriter(kubeConfig, NAMESPACE, 'v1'), new KeyedQueue(), 600_000).run();
     expect([report.tombstoned, report.orphansWaiting]).toEqual([[], ['vps-jp-08']]);
   });
 });
