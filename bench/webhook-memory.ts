@@ -17,7 +17,7 @@ const flags = (process.env.WEBHOOK_NODE_OPTIONS ?? '').split(' ').filter(Boolean
 const seconds = Number(process.env.BENCH_SECONDS ?? 60);
 const CONCURRENCY = 32;
 
-const server = spawn(process.execPath, [...flags, fileURLToPath(new URL('./support/webhook-server.ts', import.meta.url))], { stdio: ['ignore', 'pipe', 'inherit'] });
+const server = spawn(process.execPath, [...flags, fileURLToPath(new URL('../test/harness/webhook-process.ts', import.meta.url))], { stdio: ['ignore', 'pipe', 'inherit'] });
 const stdout = server.stdout;
 const firstLine = await new Promise<string>((resolve) => createInterface({ input: stdout }).once('line', resolve));
 stdout.resume();

@@ -101,6 +101,10 @@ const webhookSchema = commonSchema.extend({
    * it meets a closed connection ("failed calling webhook ... EOF").
    */
   keepAliveTimeoutMs: z.number().int().positive().default(120_000),
+  /** A client must send a request's headers within this (a slow client is answered 408 and cut off). */
+  headersTimeoutMs: z.number().int().positive().default(10_000),
+  /** ...and the whole request within this. */
+  requestTimeoutMs: z.number().int().positive().default(30_000),
   /** Time between "not ready" and closing the listener, so endpoints stop sending traffic first. */
   shutdownDelayMs: z.coerce.number().int().min(0).default(5_000),
   /** How long in-flight requests may take to finish after the listener closes. */

@@ -5,20 +5,52 @@
  */
 import { createServer as createHttpServer, type RequestListener, type Server as HttpServer } from 'node:http';
 import type { Server as HttpsServer } from 'node:https';
-import type { AddressInfo } from 'node:net';
+import type { AddressInfo, Socket } from 'node:net';
 
 export interface ListenOptions {
   host: string;
   port: number;
+  /** How long an idle keep-alive connection stays open (longer than the caller's own idle timeout). */
   keepAliveTimeoutMs: number;
+  /** How long a client may take to send a request's headers (counted from their first byte). */
+  headersTimeoutMs?: number;
+  /** How long a client may take to send a whole request. */
+  requestTimeoutMs?: number;
 }
 
-export function tune(server: HttpServer | HttpsServer, keepAliveTimeoutMs: number): void {
-  server.keepAliveTimeout = keepAliveTimeoutMs;
-  // Node requires headersTimeout > keepAliveTimeout, or a reused idle socket can be cut
-  // while the next request's headers are in flight.
-  server.headersTimeout = keepAliveTimeoutMs + 1_000;
-  server.requestTimeout = keepAliveTimeoutMs + 5_000;
+export const DEFAULT_HEADERS_TIMEOUT_MS = 10_000;
+export const DEFAULT_REQUEST_TIMEOUT_MS = 30_000;
+
+/**
+ * Server options fixed at creation: how often Node checks the header and request timeouts
+ * (its default, 30 s, would let a slow client hold a connection that much longer).
+ */
+export const SERVER_OPTIONS = { connectionsCheckingInterval: 1_000 } as const;
+
+/**
+ * Since Node 18 the header and request timeouts run from the first byte of a request, not
+ * from when a connection went idle: an idle keep-alive connection outlives them and is
+ * reused, while a client that dribbles its headers is answered 408 and cut off. So they are
+ * short, and independent of the keep-alive.
+ */
+export function tune(server: HttpServer | HttpsServer, options: ListenOptions): void {
+  server.keepAliveTimeout = options.keepAliveTimeoutMs;
+  server.headersTimeout = options.headersTimeoutMs ?? DEFAULT_HEADERS_TIMEOUT_MS;
+  server.requestTimeout = options.requestTimeoutMs ?? DEFAULT_REQUEST_TIMEOUT_MS;
+}
+
+/**
+ * A client error (a request that timed out, headers too large, bytes that are not HTTP)
+ * gets the status Node would send, then the connection is closed; a socket already gone is
+ * left alone. (A listener replaces Node's own answer, so it has to give one.)
+ */
+export function answerClientError(error: Error & { code?: string }, socket: Socket): void {
+  if (error.code === 'ECONNRESET' || !socket.writable) {
+    socket.destroy();
+    return;
+  }
+  const status = error.code === 'ERR_HTTP_REQUEST_TIMEOUT' ? '408 Request Timeout' : error.code === 'HPE_HEADER_OVERFLOW' ? '431 Request Header Fields Too Large' : '400 Bad Request';
+  socket.end(`HTTP/1.1 ${status}\r\nConnection: close\r\nContent-Length: 0\r\n\r\n`);
 }
 
 export async function listen(server: HttpServer | HttpsServer, host: string, port: number): Promise<number> {
@@ -33,9 +65,9 @@ export async function listen(server: HttpServer | HttpsServer, host: string, por
 }
 
 export async function listenHttp(app: RequestListener, options: ListenOptions): Promise<{ server: HttpServer; port: number }> {
-  const server = createHttpServer(app);
-  tune(server, options.keepAliveTimeoutMs);
-  server.on('clientError', (_err, socket) => socket.destroy());
+  const server = createHttpServer(SERVER_OPTIONS, app);
+  tune(server, options);
+  server.on('clientError', answerClientError);
   return { server, port: await listen(server, options.host, options.port) };
 }
 

@@ -61,9 +61,32 @@ export interface AdmissionReviewResponse {
 
 export type DecodeResult = { ok: true; request: AdmissionRequest } | { ok: false; message: string };
 
+/**
+ * The deepest nesting a review may have. A WorkloadEntry review is about ten levels deep
+ * (managedFields included); the rules, the defaulting and the JSON patch walk objects
+ * recursively, so absurd nesting is refused here, before anything walks it.
+ */
+export const MAX_NESTING = 100;
+
+/** Where a value nests deeper than `limit` (an iterative walk: the check itself cannot overflow). */
+function tooDeep(value: unknown, limit: number): string | undefined {
+  const stack: [unknown, number, string][] = [[value, 1, '']];
+  while (stack.length > 0) {
+    const [node, depth, path] = stack.pop() as [unknown, number, string];
+    if (node === null || typeof node !== 'object') continue;
+    if (depth > limit) return path;
+    for (const [key, child] of Object.entries(node)) stack.push([child, depth + 1, Array.isArray(node) ? `${path}[${key}]` : `${path}${path === '' ? '' : '.'}${key}`]);
+  }
+  return undefined;
+}
+
 export function decodeAdmissionReview(body: unknown): DecodeResult {
   if (body === null || typeof body !== 'object' || Array.isArray(body)) {
     return { ok: false, message: 'body is not a JSON object; expected an admission.k8s.io/v1 AdmissionReview' };
+  }
+  const deep = tooDeep(body, MAX_NESTING);
+  if (deep !== undefined) {
+    return { ok: false, message: `body nests deeper than ${MAX_NESTING} levels (at ${deep.slice(0, 200)}${deep.length > 200 ? '…' : ''}); no AdmissionReview does` };
   }
   const result = admissionReviewSchema.safeParse(body);
   if (!result.success) {

@@ -46,6 +46,15 @@ export function createApp(deps: AppDependencies): express.Express {
   const now = deps.now ?? (() => new Date());
   const route = (path: '/mutate' | '/validate', handlerName: 'mutate' | 'validate', handler: Handler): void => {
     const requireJson = (req: Request, res: Response, next: NextFunction): void => {
+      // Announced too large: refused now, and the connection closed, instead of reading
+      // (and discarding) the whole body first as the body parser would.
+      const announced = Number(req.get('content-length') ?? 0);
+      if (announced > deps.bodyLimitBytes) {
+        deps.metrics.badRequests.inc({ handler: handlerName, reason: 'too-large' });
+        res.set('Connection', 'close');
+        problem(res, 413, `body is larger than ${deps.bodyLimitBytes} bytes (Content-Length ${announced})`);
+        return;
+      }
       if (!req.is('application/json')) {
         deps.metrics.badRequests.inc({ handler: handlerName, reason: 'content-type' });
         problem(res, 415, `content type ${JSON.stringify(req.get('content-type') ?? '(none)')} is not supported; send application/json`);

@@ -76,7 +76,7 @@ export async function runWebhook(config: WebhookConfig, logger: Logger, override
     logger,
     bodyLimitBytes: config.bodyLimitBytes,
   });
-  const listenOptions = { host: config.host, keepAliveTimeoutMs: config.keepAliveTimeoutMs };
+  const listenOptions = { host: config.host, keepAliveTimeoutMs: config.keepAliveTimeoutMs, headersTimeoutMs: config.headersTimeoutMs, requestTimeoutMs: config.requestTimeoutMs };
   const https = await listenHttps(app, certificate, { ...listenOptions, port: config.port });
   let plain: Awaited<ReturnType<typeof listenHttp>> | undefined;
   if (config.metricsPort !== undefined) {

@@ -4,15 +4,15 @@
  */
 import { createServer as createHttpsServer, type Server as HttpsServer } from 'node:https';
 import type { RequestListener } from 'node:http';
-import { listen, tune, type ListenOptions } from '../http/serving.ts';
+import { SERVER_OPTIONS, answerClientError, listen, tune, type ListenOptions } from '../http/serving.ts';
 import { TLS_OPTIONS, type LoadedCertificate } from './serving-cert.ts';
 
 export async function listenHttps(app: RequestListener, cert: LoadedCertificate, options: ListenOptions): Promise<{ server: HttpsServer; port: number }> {
-  const server = createHttpsServer({ ...TLS_OPTIONS, cert: cert.cert, key: cert.key }, app);
-  tune(server, options.keepAliveTimeoutMs);
+  const server = createHttpsServer({ ...SERVER_OPTIONS, ...TLS_OPTIONS, cert: cert.cert, key: cert.key }, app);
+  tune(server, options);
   // A client that opens TLS and sends garbage gets its socket closed, not a crash.
   server.on('tlsClientError', () => undefined);
-  server.on('clientError', (_err, socket) => socket.destroy());
+  server.on('clientError', answerClientError);
   return { server, port: await listen(server, options.host, options.port) };
 }
 

@@ -79,7 +79,7 @@ describe('helm lint and template', () => {
 
   it("Node's heap is sized from each container's memory limit, so a pod under load stays inside it", async () => {
     const objects = await render();
-    expect(env(container(objects, 'edge-registrar-webhook')).NODE_OPTIONS).toBe('--max-old-space-size=102 --max-semi-space-size=16');
+    expect(env(container(objects, 'edge-registrar-webhook')).NODE_OPTIONS).toBe('--max-old-space-size=128 --max-semi-space-size=16');
     expect(env(container(objects, 'edge-registrar-sync')).NODE_OPTIONS).toBe('--max-old-space-size=153 --max-semi-space-size=16');
     const bigger = await render(['webhook.resources.limits.memory=1Gi', 'sync.nodeOptions=--max-old-space-size=200']);
     expect(env(container(bigger, 'edge-registrar-webhook')).NODE_OPTIONS).toBe('--max-old-space-size=409 --max-semi-space-size=16');

@@ -1,8 +1,8 @@
 /**
- * The webhook as its own process for bench/webhook-memory.ts: the real server (runWebhook),
+ * The webhook as its own process (bench/webhook-memory.ts, the bad-input tests): the real server (runWebhook),
  * TLS, with a namespace view of 1,000 entries in place of the informers (no API server
  * needed), logging at EDGE_REGISTRAR_LOG_LEVEL (silent by default: the measure is memory).
- * Prints its ports and CA as one JSON line.
+ * WEBHOOK_HEADERS_TIMEOUT_MS shortens the header timeout. Prints its ports and CA as one JSON line.
  */
 import { mkdtemp } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
@@ -20,7 +20,9 @@ const view = new ClusterIndex('airport-prod');
 view.replace('WorkloadEntry', 'airport-prod', Array.from({ length: 1000 }, (_, i) => ({ metadata: { name: `vps-jp-${i}` }, spec: { address: `45.76.${Math.floor(i / 250)}.${i % 250}` } })));
 view.replace('Service', 'airport-prod', []);
 view.replace('ServiceAccount', 'airport-prod', [{ metadata: { name: 'xrayr-vm' } }]);
-const config = { ...webhookConfig({ host: '127.0.0.1', port: '0', metricsPort: '0', tlsCert: join(dir, 'tls.crt'), tlsKey: join(dir, 'tls.key'), kubeconfig: '/dev/null' }, {}), shutdownDelayMs: 0 };
+// Tests shorten the header timeout to see a slow client cut off without waiting 10 s.
+const headersTimeoutMs = process.env.WEBHOOK_HEADERS_TIMEOUT_MS === undefined ? {} : { headersTimeoutMs: Number(process.env.WEBHOOK_HEADERS_TIMEOUT_MS) };
+const config = { ...webhookConfig({ host: '127.0.0.1', port: '0', metricsPort: '0', tlsCert: join(dir, 'tls.crt'), tlsKey: join(dir, 'tls.key'), kubeconfig: '/dev/null' }, {}), ...headersTimeoutMs, shutdownDelayMs: 0 };
 const level = (process.env.EDGE_REGISTRAR_LOG_LEVEL ?? 'silent') as 'info';
 const hook = await runWebhook(config, createLogger(level, 'mem'), { view });
 console.log(JSON.stringify({ port: hook.port, metricsPort: hook.metricsPort, ca: ca.cert }));
