@@ -95,8 +95,9 @@ describe('leader election', () => {
     await waitFor(() => Promise.resolve(candidate.elector.isLeader()), 'the candidate to take the Lease once the holder stops renewing', 10_000);
     const [first] = candidate.changes;
     expect(first?.[0]).toBe(true);
-    // Not before the holder died, and only after a lease duration of silence (less the last renewal's age).
-    expect((first?.[1] ?? 0) - died).toBeGreaterThan(TIMING.durationMs - 400);
+    // Never while the holder renewed (the old elector took it at once: renewTime looked an hour
+    // old), and only after a good part of a lease duration of silence.
+    expect((first?.[1] ?? 0) - died).toBeGreaterThan(TIMING.durationMs / 2);
   });
 
   it('a leader cut off from a hanging API server steps down at its renew deadline, before anyone else takes over, and keeps trying', async () => {
@@ -110,8 +111,8 @@ describe('leader election', () => {
     const stepped = cutOff.changes.find(([leader]) => !leader)?.[1];
     const took = standby.changes.find(([leader]) => leader)?.[1];
     expect(stepped).toBeDefined();
-    // Stepped down within the renew deadline (plus one retry period) of its last renewal...
-    expect((stepped ?? Infinity) - frozenAt).toBeLessThan(TIMING.renewDeadlineMs + TIMING.retryPeriodMs + 200);
+    // Stepped down by its renew deadline after its last renewal (with room for a loaded machine)...
+    expect((stepped ?? Infinity) - frozenAt).toBeLessThan(TIMING.renewDeadlineMs + 1_000);
     // ...and before the other replica became leader: never two leaders.
     expect(stepped ?? Infinity).toBeLessThan(took ?? 0);
     // Its calls time out and its loop goes on trying while the API server hangs.
