@@ -68,16 +68,31 @@ export type DecodeResult = { ok: true; request: AdmissionRequest } | { ok: false
  */
 export const MAX_NESTING = 100;
 
-/** Where a value nests deeper than `limit` (an iterative walk: the check itself cannot overflow). */
+/**
+ * Where a value nests deeper than `limit`, if it does. Recursion that stops at the limit, so
+ * it never goes deeper than `limit` frames itself (cannot overflow), and costs about a
+ * microsecond for a real review; the path is built only for a refusal.
+ */
 function tooDeep(value: unknown, limit: number): string | undefined {
-  const stack: [unknown, number, string][] = [[value, 1, '']];
-  while (stack.length > 0) {
-    const [node, depth, path] = stack.pop() as [unknown, number, string];
-    if (node === null || typeof node !== 'object') continue;
-    if (depth > limit) return path;
-    for (const [key, child] of Object.entries(node)) stack.push([child, depth + 1, Array.isArray(node) ? `${path}[${key}]` : `${path}${path === '' ? '' : '.'}${key}`]);
-  }
-  return undefined;
+  const walk = (node: unknown, depth: number): string[] | undefined => {
+    if (depth > limit) return [];
+    if (Array.isArray(node)) {
+      for (let i = 0; i < node.length; i++) {
+        const child: unknown = node[i];
+        const below = child !== null && typeof child === 'object' ? walk(child, depth + 1) : undefined;
+        if (below !== undefined) return [`[${i}]`, ...below];
+      }
+      return undefined;
+    }
+    const object = node as Record<string, unknown>;
+    for (const key in object) {
+      const child = object[key];
+      const below = child !== null && typeof child === 'object' ? walk(child, depth + 1) : undefined;
+      if (below !== undefined) return [key, ...below];
+    }
+    return undefined;
+  };
+  return walk(value, 1)?.join('.').replaceAll('.[', '[');
 }
 
 export function decodeAdmissionReview(body: unknown): DecodeResult {

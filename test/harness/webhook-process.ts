@@ -2,7 +2,7 @@
  * The webhook as its own process (bench/webhook-memory.ts, the bad-input tests): the real server (runWebhook),
  * TLS, with a namespace view of 1,000 entries in place of the informers (no API server
  * needed), logging at EDGE_REGISTRAR_LOG_LEVEL (silent by default: the measure is memory).
- * WEBHOOK_HEADERS_TIMEOUT_MS shortens the header timeout. Prints its ports and CA as one JSON line.
+ * WEBHOOK_HEADERS_TIMEOUT_MS shortens the header timeout; WEBHOOK_LOG_FILE takes its logs. Prints its ports and CA as one JSON line.
  */
 import { mkdtemp } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
@@ -11,6 +11,7 @@ import { createCertificateAuthority, createServingCertificate } from '../../src/
 import { writeCertificateFiles } from '../../src/certs/files.ts';
 import { webhookConfig } from '../../src/config.ts';
 import { ClusterIndex } from '../../src/kube/cluster-index.ts';
+import { pino } from 'pino';
 import { createLogger } from '../../src/telemetry/logger.ts';
 import { runWebhook } from '../../src/webhook/run.ts';
 const dir = await mkdtemp(join(tmpdir(), 'mem-'));
@@ -24,5 +25,11 @@ view.replace('ServiceAccount', 'airport-prod', [{ metadata: { name: 'xrayr-vm' }
 const headersTimeoutMs = process.env.WEBHOOK_HEADERS_TIMEOUT_MS === undefined ? {} : { headersTimeoutMs: Number(process.env.WEBHOOK_HEADERS_TIMEOUT_MS) };
 const config = { ...webhookConfig({ host: '127.0.0.1', port: '0', metricsPort: '0', tlsCert: join(dir, 'tls.crt'), tlsKey: join(dir, 'tls.key'), kubeconfig: '/dev/null' }, {}), ...headersTimeoutMs, shutdownDelayMs: 0 };
 const level = (process.env.EDGE_REGISTRAR_LOG_LEVEL ?? 'silent') as 'info';
-const hook = await runWebhook(config, createLogger(level, 'mem'), { view });
+// Logs go to a file when asked (a drained stdout, as in a pod); stdout carries the ports line.
+const logFile = process.env.WEBHOOK_LOG_FILE;
+const hook = await runWebhook(config, createLogger(level, 'webhook', logFile === undefined ? undefined : pino.destination({ dest: logFile, sync: true })), { view });
 console.log(JSON.stringify({ port: hook.port, metricsPort: hook.metricsPort, ca: ca.cert }));
+// A graceful stop on SIGTERM (and a normal exit, so --cpu-prof writes its profile).
+process.once('SIGTERM', () => {
+  void hook.stop().then(() => process.exit(0));
+});

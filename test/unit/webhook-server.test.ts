@@ -118,6 +118,7 @@ describe('bad requests get a clear 4xx', () => {
     ['a v1beta1 review', JSON.stringify({ apiVersion: 'admission.k8s.io/v1beta1', kind: 'AdmissionReview', request: {} }), 'application/json', 400, /apiVersion: must be "admission.k8s.io\/v1"/],
     ['a review without request', JSON.stringify({ apiVersion: 'admission.k8s.io/v1', kind: 'AdmissionReview' }), 'application/json', 400, /request: .*missing/],
     ['a request without uid', JSON.stringify({ apiVersion: 'admission.k8s.io/v1', kind: 'AdmissionReview', request: { operation: 'CREATE' } }), 'application/json', 400, /request.uid/],
+    ['a review nested 5,000 levels deep', `{"apiVersion":"admission.k8s.io/v1","kind":"AdmissionReview","request":{"uid":"u","object":${'{"a":'.repeat(5_000)}1${'}'.repeat(5_000)}}}`, 'application/json', 400, /nests deeper than 100 levels \(at request\.object\.a\.a\./],
     ['a wrong content type', '{}', 'text/plain', 415, /content type "text\/plain" is not supported/],
     ['an unsupported charset', '{}', 'application/json; charset=latin9', 415, /charset/],
   ])('%s', async (_name, body, type, status, message) => {
