@@ -1,6 +1,7 @@
 /**
  * The webhook's memory under saturating load: 32 keep-alive HTTPS connections posting
- * ~2 KB AdmissionReviews (CREATE, with managedFields and a last-applied annotation) to
+ * ~2 KB AdmissionReviews (CREATE, with managedFields and a last-applied annotation; see
+ * support/admission-review.ts) to
  * /mutate and /validate as fast as it answers, for BENCH_SECONDS (60). Prints resident
  * memory and V8 heap every 10 s from the webhook's own /metrics, and the heap spaces at the
  * end. Run it with and without the chart's heap flags (WEBHOOK_NODE_OPTIONS) to compare:
@@ -12,6 +13,7 @@ import { spawn } from 'node:child_process';
 import { Agent, request } from 'node:https';
 import { createInterface } from 'node:readline';
 import { fileURLToPath } from 'node:url';
+import { admissionReview } from './support/admission-review.ts';
 
 const flags = (process.env.WEBHOOK_NODE_OPTIONS ?? '').split(' ').filter(Boolean);
 const seconds = Number(process.env.BENCH_SECONDS ?? 60);
@@ -24,38 +26,11 @@ stdout.resume();
 const { port, metricsPort, ca } = JSON.parse(firstLine) as { port: number; metricsPort: number; ca: string };
 const agent = new Agent({ keepAlive: true, maxSockets: CONCURRENCY, ca });
 
-const object = {
-  apiVersion: 'networking.istio.io/v1',
-  kind: 'WorkloadEntry',
-  metadata: {
-    name: 'vps-jp-9999',
-    namespace: 'airport-prod',
-    labels: { app: 'xrayr', country: 'jp' },
-    annotations: { 'kubectl.kubernetes.io/last-applied-configuration': 'x'.repeat(600) },
-    managedFields: [{ manager: 'kubectl', operation: 'Apply', fieldsV1: { 'f:spec': { 'f:address': {}, 'f:labels': { 'f:app': {} } } } }],
-  },
-  spec: { address: '103.21.244.10', labels: { app: 'xrayr', country: 'jp', version: 'v1' }, serviceAccount: 'xrayr-vm' },
-};
 let sent = 0;
-const review = (): string =>
-  JSON.stringify({
-    apiVersion: 'admission.k8s.io/v1',
-    kind: 'AdmissionReview',
-    request: {
-      uid: `u-${sent}`,
-      kind: { group: 'networking.istio.io', version: 'v1', kind: 'WorkloadEntry' },
-      resource: { group: 'networking.istio.io', version: 'v1', resource: 'workloadentries' },
-      name: 'vps-jp-9999',
-      namespace: 'airport-prod',
-      operation: 'CREATE',
-      userInfo: { username: 'alice', groups: ['system:authenticated'] },
-      object,
-    },
-  });
 
 const post = (): Promise<void> =>
   new Promise((resolve) => {
-    const body = review();
+    const body = admissionReview(`u-${sent}`, 'CREATE');
     const path = sent % 2 === 0 ? '/mutate' : '/validate';
     sent++;
     const req = request({ host: '127.0.0.1', port, path, method: 'POST', agent, headers: { 'content-type': 'application/json', 'content-length': Buffer.byteLength(body) } }, (res) => {

@@ -13,6 +13,7 @@ import { connect as tlsConnect } from 'node:tls';
 import { fileURLToPath } from 'node:url';
 import fc from 'fast-check';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import { admissionRequest, admissionReview, completeEntry } from '../fixtures/entries.ts';
 
 const SEED = Number(process.env.FUZZ_SEED ?? Date.now() % 2 ** 31);
 const BODIES = 100_000;
@@ -38,26 +39,8 @@ afterAll(() => {
   server.kill('SIGTERM');
 });
 
-const validObject = {
-  apiVersion: 'networking.istio.io/v1',
-  kind: 'WorkloadEntry',
-  metadata: { name: 'vps-jp-7001', namespace: 'airport-prod', labels: { app: 'xrayr', country: 'jp' } },
-  spec: { address: '103.21.244.71', labels: { app: 'xrayr', country: 'jp', version: 'v1' }, serviceAccount: 'xrayr-vm' },
-};
-const validReview = (uid: string): Record<string, unknown> => ({
-  apiVersion: 'admission.k8s.io/v1',
-  kind: 'AdmissionReview',
-  request: {
-    uid,
-    kind: { group: 'networking.istio.io', version: 'v1', kind: 'WorkloadEntry' },
-    resource: { group: 'networking.istio.io', version: 'v1', resource: 'workloadentries' },
-    name: 'vps-jp-7001',
-    namespace: 'airport-prod',
-    operation: 'CREATE',
-    userInfo: { username: 'alice', groups: ['system:authenticated'] },
-    object: structuredClone(validObject),
-  },
-});
+/** A valid review to break: the tests' request fixture, with its own uid. */
+const validReview = (uid: string): Record<string, unknown> => structuredClone(admissionReview({ ...admissionRequest('CREATE', completeEntry()), uid }));
 
 /** Sets `value` at a dotted path, creating objects on the way. */
 function setPath(target: Record<string, unknown>, path: string, value: unknown): void {
