@@ -20,7 +20,7 @@ import type { KeyedQueue } from '../util/keyed-queue.ts';
 import { PermanentError, type EntryWriter, type StoredEntry } from './entry-writer.ts';
 import { orderingKeys } from './ordering.ts';
 import { planRegister, type ManagedEntry } from './planner.ts';
-import type { StateStore, VpsRecord } from './state-store.ts';
+import type { CorruptRecordError, StateStore, VpsRecord } from './state-store.ts';
 
 export interface ResyncOptions {
   store: StateStore;
@@ -48,6 +48,8 @@ export interface ResyncReport {
   overtaken: string[];
   /** Repairs the cluster refused (e.g. the webhook denied them); the rest of the resync went on. */
   refused: string[];
+  /** VPSs whose state record cannot be read; left out of this resync (their entries untouched). */
+  corrupt: string[];
   registered: VpsRecord[];
 }
 
@@ -98,8 +100,12 @@ export class Resyncer {
   async run(): Promise<ResyncReport> {
     const { store, writer, logger, dryRun } = this.#o;
     const now = this.#o.now ?? Date.now;
-    const report: ResyncReport = { restored: [], orphansDeleted: [], orphansWaiting: [], tombstoned: [], unplannable: [], overtaken: [], refused: [], registered: [] };
-    const [registered, actual] = await Promise.all([store.registered(), writer.listManaged()]);
+    const report: ResyncReport = { restored: [], orphansDeleted: [], orphansWaiting: [], tombstoned: [], unplannable: [], overtaken: [], refused: [], corrupt: [], registered: [] };
+    const onCorrupt = (error: CorruptRecordError): void => {
+      report.corrupt.push(error.vpsId);
+      logger.error({ vpsId: error.vpsId, err: error }, 'state record unreadable; VPS left out of this resync');
+    };
+    const [registered, actual] = await Promise.all([store.registered(onCorrupt), writer.listManaged()]);
     report.registered = registered;
     const byName = new Map(actual.map((e) => [e.metadata?.name ?? '', e]));
     const wanted = new Set<string>();
@@ -144,8 +150,10 @@ export class Resyncer {
       }
     }
 
+    const unreadable = new Set(report.corrupt);
     for (const [name, entry] of byName) {
-      if (wanted.has(name)) {
+      // Wanted, or belonging to a VPS whose record cannot be read (not known to be an orphan).
+      if (wanted.has(name) || unreadable.has(entry.metadata?.annotations?.[VPS_ID_ANNOTATION] ?? '')) {
         this.#orphanSince.delete(name);
         continue;
       }

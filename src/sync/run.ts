@@ -127,7 +127,7 @@ export async function runSync(config: SyncConfig, logger: Logger): Promise<Runni
       }
       metrics.deadLetterLength.set(await commands.xlen(dlqStream(config.stream)));
       if (!elector.isLeader() && Date.now() - lastFleetRead >= config.resyncIntervalMs) {
-        fleet.replaceAll(await store.registered());
+        fleet.replaceAll(await store.registered((error) => { logger.error({ vpsId: error.vpsId, err: error }, 'state record unreadable; VPS left out of the fleet metrics'); }));
         lastFleetRead = Date.now();
       }
     } catch (err) {
@@ -159,7 +159,7 @@ export async function runSync(config: SyncConfig, logger: Logger): Promise<Runni
       try {
         const report = await resyncer.run();
         lastResync = Date.now();
-        const counts = { restored: report.restored, orphan_deleted: report.orphansDeleted, tombstoned: report.tombstoned, refused: report.refused };
+        const counts = { restored: report.restored, orphan_deleted: report.orphansDeleted, tombstoned: report.tombstoned, refused: report.refused, corrupt_record: report.corrupt };
         for (const [action, names] of Object.entries(counts)) if (names.length > 0) metrics.resyncChanges.inc({ action }, names.length);
         metrics.resyncRuns.inc();
         fleet.replaceAll(report.registered);

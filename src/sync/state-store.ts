@@ -62,6 +62,24 @@ return 'ok'
 
 export type CommitResult = 'ok' | 'stale';
 
+/** A state record that cannot be read (edited by hand, written by a broken version). */
+export class CorruptRecordError extends Error {
+  override name = 'CorruptRecordError';
+  readonly vpsId: string;
+  constructor(vpsId: string, message: string, options?: ErrorOptions) {
+    super(message, options);
+    this.vpsId = vpsId;
+  }
+}
+
+function parseLabels(vpsId: string, text: string): Record<string, string> {
+  try {
+    return JSON.parse(text) as Record<string, string>;
+  } catch (error) {
+    throw new CorruptRecordError(vpsId, `the state record of VPS ${vpsId} is corrupt: labels ${JSON.stringify(text.slice(0, 120))} is not JSON`, { cause: error });
+  }
+}
+
 export class StateStore {
   readonly #redis: Redis;
   readonly #prefix: string;
@@ -91,7 +109,7 @@ export class StateStore {
       name: h.name ?? '',
       address: h.address ?? '',
       country: h.country ?? '',
-      labels: h.labels ? (JSON.parse(h.labels) as Record<string, string>) : {},
+      labels: h.labels ? parseLabels(vpsId, h.labels) : {},
       streamId: h.stream_id ?? '0-0',
       updatedAt: h.updated_at ?? '',
     };
@@ -124,9 +142,22 @@ export class StateStore {
     return (await this.#redis.hget(this.#key('names'), name)) ?? undefined;
   }
 
-  async registered(): Promise<VpsRecord[]> {
+  /**
+   * Every registered VPS's record. A corrupt record is passed to `onCorrupt` and left out, so
+   * one damaged record cannot stop the resync (or the fleet metrics) for every other VPS; the
+   * events of that VPS still fail, and are dead-lettered after --max-attempts.
+   */
+  async registered(onCorrupt: (error: CorruptRecordError) => void = () => undefined): Promise<VpsRecord[]> {
     const ids = await this.#redis.smembers(this.#key('registered'));
-    const records = await Promise.all(ids.map((id) => this.get(id)));
+    const records = await Promise.all(
+      ids.map((id) =>
+        this.get(id).catch((error: unknown) => {
+          if (!(error instanceof CorruptRecordError)) throw error;
+          onCorrupt(error);
+          return undefined;
+        }),
+      ),
+    );
     return records.filter((r): r is VpsRecord => r?.state === 'registered');
   }
 

@@ -298,7 +298,8 @@ describe('bad events go to the dead-letter stream with the reason, and are ackno
 
   it('an event that fails for no transient reason (a corrupt state record) is dead-lettered after --max-attempts with the error, not retried for ever', async () => {
     await redis.hset(`${stateKeyPrefix(NAMESPACE)}vps:v1`, 'state', 'registered', 'name', 'vps-jp-01', 'address', '103.21.244.1', 'labels', '{not json', 'stream_id', '1-0');
-    const sync = await startSync({ maxAttempts: 3, retryMaxMs: 100 });
+    await redis.sadd(`${stateKeyPrefix(NAMESPACE)}registered`, 'v1');
+    const sync = await startSync({ maxAttempts: 3, retryMaxMs: 100, resyncIntervalMs: 300, orphanGraceMs: 0 });
     await register('v1', 'vps-jp-01', '103.21.244.10');
     await register('v2', 'vps-jp-02', '103.21.244.20');
     await settled();
@@ -308,6 +309,20 @@ describe('bad events go to the dead-letter stream with the reason, and are ackno
     expect(await metric(sync.port, 'edge_registrar_sync_retries_total{reason="unexpected"}')).toBe(2);
     expect(await metric(sync.port, 'edge_registrar_sync_dead_letters_total{rule="event.retries-exhausted"}')).toBe(1);
     expect((await entries()).has('vps-jp-02')).toBe(true);
+    // The resync goes on around the corrupt record (it reports it), repairs the others, and
+    // does not take the corrupt VPS's entry for an orphan.
+    await mustKubectl('sync', ['apply', '-f', '-'], {
+      apiVersion: 'networking.istio.io/v1',
+      kind: 'WorkloadEntry',
+      metadata: { name: 'vps-jp-01', namespace: NAMESPACE, labels: { app: 'xrayr', country: 'jp', 'app.kubernetes.io/managed-by': 'edge-registrar' }, annotations: { 'edge-registrar.io/vps-id': 'v1' } },
+      spec: { address: '103.21.244.1', labels: { app: 'xrayr', country: 'jp' } },
+    });
+    await mustKubectl('breakglass', ['-n', NAMESPACE, 'delete', 'workloadentry', 'vps-jp-02']);
+    await waitFor(async () => (await entries()).has('vps-jp-02'), 'the resync to restore the other VPS', 20_000);
+    const corruptRuns = await metric(sync.port, 'edge_registrar_sync_resync_changes_total{action="corrupt_record"}');
+    expect(corruptRuns).toBeGreaterThanOrEqual(1);
+    await waitFor(async () => (await metric(sync.port, 'edge_registrar_sync_resync_changes_total{action="corrupt_record"}')) >= corruptRuns + 2, 'two more resyncs');
+    expect((await entries()).has('vps-jp-01')).toBe(true);
   });
 });
 
