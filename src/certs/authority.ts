@@ -7,7 +7,7 @@
  * must not stop admission), the synchronous default is for the CLI and tests.
  */
 import forge from 'node-forge';
-import { generateKeyPair, generateKeyPairSync, randomBytes } from 'node:crypto';
+import { generateKeyPair, generateKeyPairSync, randomBytes, type RSAKeyPairOptions } from 'node:crypto';
 import { isIP } from 'node:net';
 
 const { pki, md } = forge;
@@ -41,6 +41,14 @@ function serial(): string {
 
 export type RsaKeys = forge.pki.rsa.KeyPair;
 
+/** RSA 2048, PKCS#1 PEM: what node-forge reads back. */
+const RSA_KEY_OPTIONS: RSAKeyPairOptions<'pem', 'pem'> = {
+  modulusLength: 2048,
+  publicExponent: 0x10001,
+  publicKeyEncoding: { type: 'pkcs1', format: 'pem' },
+  privateKeyEncoding: { type: 'pkcs1', format: 'pem' },
+};
+
 function fromPem({ privateKey }: { privateKey: string }): RsaKeys {
   const key = pki.privateKeyFromPem(privateKey);
   return { privateKey: key, publicKey: pki.setRsaPublicKey(key.n, key.e) };
@@ -49,7 +57,7 @@ function fromPem({ privateKey }: { privateKey: string }): RsaKeys {
 /** An RSA 2048 key pair generated off the event loop. */
 export function generateKeys(): Promise<RsaKeys> {
   return new Promise((resolve, reject) => {
-    generateKeyPair('rsa', { modulusLength: 2048, publicExponent: 0x10001, publicKeyEncoding: { type: 'pkcs1', format: 'pem' }, privateKeyEncoding: { type: 'pkcs1', format: 'pem' } }, (error, _publicKey, privateKey) => {
+    generateKeyPair('rsa', RSA_KEY_OPTIONS, (error, _publicKey, privateKey) => {
       if (error !== null) reject(error);
       else resolve(fromPem({ privateKey }));
     });
@@ -58,7 +66,7 @@ export function generateKeys(): Promise<RsaKeys> {
 
 /** An RSA 2048 key pair, blocking the event loop while it is made (CLI, tests). */
 export function generateKeysSync(): RsaKeys {
-  return fromPem(generateKeyPairSync('rsa', { modulusLength: 2048, publicExponent: 0x10001, publicKeyEncoding: { type: 'pkcs1', format: 'pem' }, privateKeyEncoding: { type: 'pkcs1', format: 'pem' } }));
+  return fromPem(generateKeyPairSync('rsa', RSA_KEY_OPTIONS));
 }
 
 function validity(cert: forge.pki.Certificate, now: Date, days: number): void {

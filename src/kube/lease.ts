@@ -16,7 +16,7 @@
  */
 import * as k8s from '@kubernetes/client-node';
 import type { Logger } from 'pino';
-import { makeApiClient } from './client.ts';
+import { DEFAULT_REQUEST_TIMEOUT_MS, makeApiClient } from './client.ts';
 
 /**
  * MicroTime must carry six fractional digits ("2006-01-02T15:04:05.000000Z07:00"); client-node
@@ -73,7 +73,7 @@ export class LeaderElector {
     this.#options = options;
     this.#now = options.now ?? (() => performance.now());
     // No call may outlive the renew deadline: a late success could not be trusted anyway.
-    this.#api = makeApiClient(options.kubeConfig, k8s.CoordinationV1Api, Math.min(options.renewDeadlineMs, 10_000));
+    this.#api = makeApiClient(options.kubeConfig, k8s.CoordinationV1Api, Math.min(options.renewDeadlineMs, DEFAULT_REQUEST_TIMEOUT_MS));
     this.#log = options.logger.child({ component: 'lease', lease: `${options.namespace}/${options.name}`, identity: options.identity });
   }
 
