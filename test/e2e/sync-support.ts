@@ -8,6 +8,8 @@ import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { Redis } from 'ioredis';
 import { ensureRedisServer, startRedis, type RunningRedis } from '../harness/redis-server.ts';
+import { unacknowledgedEvents } from '../harness/stream-group.ts';
+import { FAST_SYNC_TIMINGS } from '../harness/sync-timings.ts';
 import { syncConfig, type SyncConfig } from '../../src/config.ts';
 import { eventFields, publish } from '../../src/sync/publisher.ts';
 import { runSync, type RunningSync } from '../../src/sync/run.ts';
@@ -20,14 +22,7 @@ export const GROUP = 'edge-registrar';
 export function testSyncConfig(kubeconfig: string, redisUrl: string, overrides: Partial<SyncConfig> = {}): SyncConfig {
   return {
     ...syncConfig({ kubeconfig, redisUrl, port: '0', consumer: 'test-a' }, {}, 'unused'),
-    blockMs: 500,
-    leaseRenewMs: 300,
-    leaseDurationMs: 2_000,
-    leaseRenewDeadlineMs: 1_500,
-    retryBaseMs: 50,
-    retryMaxMs: 1_000,
-    claimIdleMs: 2_000,
-    resyncIntervalMs: 3_600_000,
+    ...FAST_SYNC_TIMINGS,
     ...overrides,
   };
 }
@@ -51,17 +46,8 @@ export async function pendingCount(redis: Redis): Promise<number> {
   return info[0];
 }
 
-/**
- * Events the group has not acknowledged: delivered but pending, plus not yet delivered
- * (lag); undefined before the group exists.
- */
-export async function unacknowledged(redis: Redis): Promise<number | undefined> {
-  const groups = (await redis.xinfo('GROUPS', STREAM).catch(() => [])) as unknown[][];
-  const g = groups.find((x) => x[1] === GROUP);
-  if (g === undefined) return undefined;
-  const info = new Map<string, unknown>();
-  for (let i = 0; i + 1 < g.length; i += 2) info.set(String(g[i]), g[i + 1]);
-  return Number(info.get('pending')) + Number(info.get('lag') ?? Number.NaN);
+export function unacknowledged(redis: Redis): Promise<number | undefined> {
+  return unacknowledgedEvents(redis, STREAM, GROUP);
 }
 
 /** Waits until everything published is delivered and acknowledged. */

@@ -26,14 +26,25 @@ export interface CliProcess {
   stop(graceMs?: number): Promise<StopResult>;
 }
 
-/** Spawns `node src/cli.ts COMMAND ARGS`, output appended to LOGFILE. */
-export function spawnCli(command: string, args: string[], logFile: string): ChildProcess {
-  const child = spawn(process.execPath, [CLI, command, ...args], { stdio: ['ignore', 'pipe', 'pipe'] });
-  const log = createWriteStream(logFile);
+export interface SpawnOptions {
+  /** Append to the log file (a restarted process keeps its predecessor's log). */
+  append?: boolean;
+  env?: NodeJS.ProcessEnv;
+}
+
+/** Spawns `node SCRIPT ARGS` with this Node, output (stdout and stderr) to logFile. */
+export function spawnNode(script: string, args: string[], logFile: string, options: SpawnOptions = {}): ChildProcess {
+  const child = spawn(process.execPath, [script, ...args], { stdio: ['ignore', 'pipe', 'pipe'], env: options.env ?? process.env });
+  const log = createWriteStream(logFile, { flags: options.append === true ? 'a' : 'w' });
   child.stdout.pipe(log, { end: false });
   child.stderr.pipe(log, { end: false });
   child.once('exit', () => log.end());
   return child;
+}
+
+/** Spawns `node src/cli.ts COMMAND ARGS`, output to logFile. */
+export function spawnCli(command: string, args: string[], logFile: string, options: SpawnOptions = {}): ChildProcess {
+  return spawnNode(CLI, [command, ...args], logFile, options);
 }
 
 /** 'killed' when the process had to be sent SIGKILL after the grace period. */

@@ -1,0 +1,17 @@
+/**
+ * Timings for a sync daemon under test: the production defaults scaled down so that a
+ * Lease handover, a claim of a dead replica's entries or a retry takes seconds, not
+ * minutes. The ratios between them keep client-go's rules (retry < renew deadline < lease).
+ */
+import type { SyncConfig } from '../../src/config.ts';
+
+export const FAST_SYNC_TIMINGS = {
+  blockMs: 500,
+  leaseRenewMs: 300,
+  leaseDurationMs: 2_000,
+  leaseRenewDeadlineMs: 1_500,
+  retryBaseMs: 50,
+  retryMaxMs: 1_000,
+  claimIdleMs: 2_000,
+  resyncIntervalMs: 3_600_000,
+} satisfies Partial<SyncConfig>;
