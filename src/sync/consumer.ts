@@ -300,10 +300,14 @@ export class StreamConsumer {
         .run(keys, () => this.#applyWithRetry(id, fields, poison))
         .catch((error: unknown) => {
           this.#log.error({ err: error, streamId: id }, 'applying event failed unexpectedly; it stays pending');
+          return 'left-pending' as const;
         })
-        .finally(() => {
+        .then((outcome) => {
           this.#inFlight.delete(id);
           if (vpsId !== undefined) this.#holdings.settle(vpsId);
+          // Left pending: the next read starts from this consumer's pending entries, in stream
+          // order, before any new event. Set after it left #inFlight, so that read sees it.
+          if (outcome === 'left-pending') this.#pendingCursor = '0';
         });
     }
     // Yield once so queued work starts before the next read.
@@ -317,17 +321,24 @@ export class StreamConsumer {
    * `maxAttempts` times and then dead-lettered with the error, so it never blocks its VPS's
    * keys for good.
    */
-  async #applyWithRetry(id: string, fields: Record<string, string> | null, poison: { deliveries: number } | undefined): Promise<void> {
+  async #applyWithRetry(id: string, fields: Record<string, string> | null, poison: { deliveries: number } | undefined): Promise<'done' | 'left-pending'> {
     const signal = this.#stopped.signal;
     let unexpected = 0;
     for (let attempt = 1; ; attempt++) {
       const delay = backoffDelay(attempt, { baseMs: this.#options.retryBaseMs, maxMs: this.#options.retryMaxMs });
       await this.#slots.acquire();
+      // Checked before every attempt, the first included: an event queued behind one that was
+      // left pending (the Lease lost while it was retried) must not run in its place, out of
+      // stream order, and nothing is written by a replica that no longer leads.
+      if (this.#stopping() || !this.#options.isLeader()) {
+        this.#slots.release();
+        return 'left-pending';
+      }
       const started = process.hrtime.bigint();
       try {
         const result = await this.#options.processor.process(id, fields, poison);
         this.#options.onResult?.(result, Number(process.hrtime.bigint() - started) / 1e9);
-        return;
+        return 'done';
       } catch (error) {
         // Redis down shows up as odd errors from any command: count only what is not that.
         const transient = error instanceof TransientError || this.#options.commands.status !== 'ready';
@@ -339,7 +350,7 @@ export class StreamConsumer {
           });
           if (result !== undefined) {
             this.#options.onResult?.(result, Number(process.hrtime.bigint() - started) / 1e9);
-            return;
+            return 'done';
           }
         }
         this.#log.warn({ err: error, streamId: id, vpsId: fields?.vps_id, name: fields?.name, attempt, unexpected, retryInMs: delay, transient }, 'applying event failed; will retry (not acknowledged)');
@@ -349,9 +360,8 @@ export class StreamConsumer {
         this.#slots.release();
       }
       // Stopping, or no longer the leader: leave it pending; whoever consumes next re-reads it.
-      if (this.#stopping() || !this.#options.isLeader()) return;
+      if (this.#stopping() || !this.#options.isLeader()) return 'left-pending';
       await sleep(delay, signal);
-      if (this.#stopping() || !this.#options.isLeader()) return;
     }
   }
 }

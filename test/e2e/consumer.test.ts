@@ -8,6 +8,7 @@ import { Redis } from 'ioredis';
 import { afterAll, afterEach, beforeAll, beforeEach, describe, expect, it } from 'vitest';
 import { createRedis, redisOptions } from '../../src/redis/connection.ts';
 import { StreamConsumer, type ConsumerOptions } from '../../src/sync/consumer.ts';
+import { TransientError } from '../../src/sync/entry-writer.ts';
 import type { EventProcessor, ProcessResult } from '../../src/sync/processor.ts';
 import { createLogger } from '../../src/telemetry/logger.ts';
 import { KeyedQueue } from '../../src/util/keyed-queue.ts';
@@ -139,6 +140,41 @@ describe('progress', () => {
     await new Promise((r) => setTimeout(r, 2_000));
     // Failing attempts finish (and are retried every 100 ms or so): that is progress, not a stall.
     expect(failing.stalledMs()).toBeLessThan(1_500);
+  });
+});
+
+describe('leadership lost mid-flight', () => {
+  it('an event left pending holds back every event queued behind it: none runs while not leading, and all run in stream order once it leads again', async () => {
+    let leading = true;
+    let apiServerAway = true;
+    const order: string[] = [];
+    const { processor: p } = processor(async (id, fields) => {
+      if (!leading) order.push(`${fields?.vps_id ?? id} while not leading`);
+      // The retire of v3 meets an API server that is away: a transient failure, retried.
+      if (fields?.vps_id === 'v3' && apiServerAway) throw new TransientError('the API server is away');
+      order.push(fields?.vps_id ?? id);
+      await redis.xack(STREAM, GROUP, id);
+      return { outcome: 'applied' };
+    });
+    // v3 holds 45.76.0.12, which its retire frees and v486's register claims.
+    const c = consumer('leader', p, {
+      isLeader: () => leading,
+      holdings: (ids) => Promise.resolve(new Map(ids.filter((id) => id === 'v3').map((id) => [id, { name: 'vps-de-3', address: '45.76.0.12' }]))),
+    });
+    c.start();
+    await redis.multi()
+      .xadd(STREAM, '*', 'event', 'retire', 'vps_id', 'v3')
+      .xadd(STREAM, '*', 'event', 'register', 'vps_id', 'v486', 'name', 'vps-us-569', 'address', '45.76.0.12')
+      .exec();
+    await waitFor(() => Promise.resolve(c.inFlight === 2), 'both events to be in flight');
+    // The Lease is lost while the retire is being retried: it is left pending, and so must be the claim.
+    leading = false;
+    await waitFor(() => Promise.resolve(c.inFlight === 0), 'the events to be left pending');
+    expect(((await redis.xpending(STREAM, GROUP)) as [number])[0]).toBe(2);
+    apiServerAway = false;
+    leading = true;
+    await waitFor(() => Promise.resolve(order.length >= 2), 'both events to be applied once leading again');
+    expect(order).toEqual(['v3', 'v486']);
   });
 });
 
