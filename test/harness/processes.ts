@@ -87,7 +87,7 @@ export interface WebhookProcess extends CliProcess {
  * identity, and on ready() registers it from webhook-config/ and proves the API server calls
  * it (a server-side dry run of a private address is refused by our rule).
  */
-export async function spawnWebhook(cluster: StartedCluster, certDir: string, logDir: string, extraArgs: string[] = []): Promise<WebhookProcess> {
+export async function spawnWebhook(cluster: StartedCluster, certDir: string, logDir: string, extraArgs: string[] = [], options: SpawnOptions = {}): Promise<WebhookProcess> {
   const ca = createCertificateAuthority('edge-registrar-local-ca', 30);
   await writeCertificateFiles(certDir, ca, createServingCertificate({ ca, hosts: ['localhost'], ips: ['127.0.0.1'], days: 30 }), true);
   const port = await freePort();
@@ -107,6 +107,7 @@ export async function spawnWebhook(cluster: StartedCluster, certDir: string, log
       ...extraArgs,
     ],
     logFile,
+    options,
   );
   const ready = async (): Promise<void> => {
     await poll('the webhook to be ready', child, logFile, 60_000, async () => (await httpsRequest(port, { path: '/readyz', ca: ca.cert })).status === 200);
@@ -126,10 +127,10 @@ export interface SyncProcess extends CliProcess {
 }
 
 /** Starts the sync daemon with the sync identity; ready() waits until it holds the Lease. */
-export async function spawnSync(cluster: StartedCluster, redisUrl: string, logDir: string, extraArgs: string[] = []): Promise<SyncProcess> {
+export async function spawnSync(cluster: StartedCluster, redisUrl: string, logDir: string, extraArgs: string[] = [], options: SpawnOptions = {}): Promise<SyncProcess> {
   const port = await freePort();
   const logFile = join(logDir, 'sync.log');
-  const child = spawnCli('sync', ['--kubeconfig', kubeconfigFor(cluster.state, 'sync'), '--redis-url', redisUrl, '--port', String(port), ...extraArgs], logFile);
+  const child = spawnCli('sync', ['--kubeconfig', kubeconfigFor(cluster.state, 'sync'), '--redis-url', redisUrl, '--port', String(port), ...extraArgs], logFile, options);
   const ready = (): Promise<void> =>
     poll('the sync daemon to lead', child, logFile, 60_000, async () => {
       const metrics = await fetch(`http://127.0.0.1:${port}/metrics`).then((r) => r.text());
