@@ -7,7 +7,9 @@
  *
  * - throughput: 32 connections as fast as each answers (after a warm-up);
  * - latency: a fixed 1,000 requests a second, client-side p50/p99, and the webhook's own
- *   request histogram over the same window.
+ *   request histogram over the same window;
+ * - scale: the same latency with 100, 1,000 and 10,000 entries and 1,000 Services in the
+ *   webhook's caches.
  * Load goes to 127.0.0.1 only and every run ends after its duration.
  */
 import { spawn, type ChildProcess } from 'node:child_process';
@@ -26,6 +28,8 @@ const SECONDS = Number(values.seconds);
 const CONNECTIONS = Number(values.connections);
 const RATE = Number(values.rate);
 const HEAP_FLAGS = ['--max-old-space-size=128', '--max-semi-space-size=16'];
+const SCALE_ENTRIES = [100, 1_000, 10_000];
+const SCALE_SERVICES = 1_000;
 
 async function start(script: string, env: NodeJS.ProcessEnv = {}): Promise<{ child: ChildProcess; info: Record<string, unknown> }> {
   const child = spawn(process.execPath, [...HEAP_FLAGS, fileURLToPath(new URL(script, import.meta.url))], { env: { ...process.env, ...env }, stdio: ['ignore', 'pipe', 'inherit'] });
@@ -102,6 +106,27 @@ try {
     const own = handler === undefined || before === undefined ? '-' : p99Bound(before, await histogram(metricsPort, handler));
     latency.push([name, `${result.latency.p50} ms`, `${result.latency.p99} ms`, own]);
   }
+  // Scale: the same fixed rate with the caches holding 100, 1,000 and 10,000 entries and
+  // 1,000 Services with selectors (every review is checked against each selector).
+  const scale: string[][] = [];
+  let smallest: number | undefined;
+  for (const entries of SCALE_ENTRIES) {
+    const sized = await start('../test/harness/webhook-process.ts', { EDGE_REGISTRAR_LOG_LEVEL: 'info', WEBHOOK_LOG_FILE: join(logDir, `webhook-${entries}.log`), WEBHOOK_VIEW_ENTRIES: String(entries), WEBHOOK_VIEW_SERVICES: String(SCALE_SERVICES) });
+    try {
+      const port = sized.info.port as number;
+      const sizedMetrics = sized.info.metricsPort as number;
+      await load(port, '/validate', 3);
+      console.error(`[bench] scale: ${entries} entries, ${SCALE_SERVICES} Services, ${RATE}/s on /validate`);
+      const before = await histogram(sizedMetrics, 'validate');
+      const result = await load(port, '/validate', SECONDS, RATE);
+      const own = p99Bound(before, await histogram(sizedMetrics, 'validate'));
+      smallest ??= result.latency.p99;
+      scale.push([`${entries} entries, ${SCALE_SERVICES} Services`, `${result.latency.p50} ms`, `${result.latency.p99} ms`, (result.latency.p99 / smallest).toFixed(2), own]);
+    } finally {
+      sized.child.kill('SIGTERM');
+    }
+  }
+
   const ceiling = throughput[0] ?? Number.NaN;
   console.log(`\nAdmission throughput, ${CONNECTIONS} connections, ${SECONDS} s each (requests a second, mean of per-second samples)\n`);
   printTable(
@@ -110,6 +135,8 @@ try {
   );
   console.log(`\nAdmission latency at a fixed ${RATE} requests a second, ${SECONDS} s each\n`);
   printTable(['target', 'client p50', 'client p99', "webhook's own p99 (histogram bucket)"], latency);
+  console.log(`\nScale: /validate at ${RATE} requests a second with the caches at each size, ${SECONDS} s each\n`);
+  printTable(['caches', 'client p50', 'client p99', 'p99 / smallest', "webhook's own p99"], scale);
 } finally {
   webhook.child.kill('SIGTERM');
   bare.child.kill('SIGTERM');

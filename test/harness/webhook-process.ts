@@ -1,6 +1,6 @@
 /**
  * The webhook as its own process (bench/webhook-memory.ts, the bad-input tests): the real server (runWebhook),
- * TLS, with a namespace view of 1,000 entries in place of the informers (no API server
+ * TLS, with a namespace view (1,000 entries by default) in place of the informers (no API server
  * needed), logging at EDGE_REGISTRAR_LOG_LEVEL (silent by default: the measure is memory).
  * WEBHOOK_HEADERS_TIMEOUT_MS shortens the header timeout; WEBHOOK_LOG_FILE takes its logs. Prints its ports and CA as one JSON line.
  */
@@ -17,9 +17,13 @@ import { runWebhook } from '../../src/webhook/run.ts';
 const dir = await mkdtemp(join(tmpdir(), 'mem-'));
 const ca = createCertificateAuthority('ca', 30);
 await writeCertificateFiles(dir, ca, createServingCertificate({ ca, hosts: ['localhost'], ips: ['127.0.0.1'], days: 30 }), true);
+// The namespace as the informers would hold it: WEBHOOK_VIEW_ENTRIES entries (1,000) and
+// WEBHOOK_VIEW_SERVICES Services with selectors (none), for the benchmarks' scale runs.
+const entries = Number(process.env.WEBHOOK_VIEW_ENTRIES ?? 1000);
+const services = Number(process.env.WEBHOOK_VIEW_SERVICES ?? 0);
 const view = new ClusterIndex('airport-prod');
-view.replace('WorkloadEntry', 'airport-prod', Array.from({ length: 1000 }, (_, i) => ({ metadata: { name: `vps-jp-${i}` }, spec: { address: `45.76.${Math.floor(i / 250)}.${i % 250}` } })));
-view.replace('Service', 'airport-prod', []);
+view.replace('WorkloadEntry', 'airport-prod', Array.from({ length: entries }, (_, i) => ({ metadata: { name: `vps-jp-${i}` }, spec: { address: `45.${76 + Math.floor(i / 62_500)}.${Math.floor(i / 250) % 250}.${i % 250}` } })));
+view.replace('Service', 'airport-prod', Array.from({ length: services }, (_, i) => ({ metadata: { name: `svc-${i}` }, spec: { selector: { app: `app-${i}`, tier: 'backend' } } })));
 view.replace('ServiceAccount', 'airport-prod', [{ metadata: { name: 'xrayr-vm' } }]);
 // Tests shorten the header timeout to see a slow client cut off without waiting 10 s.
 const headersTimeoutMs = process.env.WEBHOOK_HEADERS_TIMEOUT_MS === undefined ? {} : { headersTimeoutMs: Number(process.env.WEBHOOK_HEADERS_TIMEOUT_MS) };
