@@ -296,7 +296,7 @@ export class StreamConsumer {
       const poison = count > this.#options.maxDeliveries ? { deliveries: count } : undefined;
       const vpsId = fields === null ? undefined : (fields.vps_id ?? id);
       const keys = vpsId === undefined || fields === null ? [`entry:${id}`] : this.#holdings.dispatch({ vpsId, name: fields.name, address: fields.address });
-      this.#options.queue
+      void this.#options.queue
         .run(keys, () => this.#applyWithRetry(id, fields, poison))
         .catch((error: unknown) => {
           this.#log.error({ err: error, streamId: id }, 'applying event failed unexpectedly; it stays pending');
