@@ -10,6 +10,8 @@ import { parse, stringify } from 'yaml';
 
 export interface TcpProxy {
   port: number;
+  /** Client connections accepted so far. */
+  readonly accepted: number;
   freeze(): void;
   thaw(): void;
   stop(): Promise<void>;
@@ -19,7 +21,9 @@ export async function startTcpProxy(target: { host: string; port: number }): Pro
   let frozen = false;
   const pairs = new Set<[Socket, Socket]>();
   const held: (() => void)[] = [];
+  let accepted = 0;
   const server: Server = createServer((client) => {
+    accepted++;
     const connect = (): void => {
       const upstream = createConnection(target);
       const pair: [Socket, Socket] = [client, upstream];
@@ -48,6 +52,9 @@ export async function startTcpProxy(target: { host: string; port: number }): Pro
   if (address === null || typeof address !== 'object') throw new Error('proxy has no port');
   return {
     port: address.port,
+    get accepted() {
+      return accepted;
+    },
     freeze: () => {
       frozen = true;
       for (const [a, b] of pairs) {
