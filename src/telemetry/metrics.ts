@@ -4,10 +4,24 @@
  * `_total` counters, `_seconds` histograms for latency.
  */
 import { Counter, Gauge, Histogram, Registry, collectDefaultMetrics } from 'prom-client';
+import { droppedLogLines } from './logger.ts';
 
 export function createRegistry(defaultMetrics: boolean): Registry {
   const registry = new Registry();
-  if (defaultMetrics) collectDefaultMetrics({ register: registry, prefix: 'edge_registrar_' });
+  if (defaultMetrics) {
+    collectDefaultMetrics({ register: registry, prefix: 'edge_registrar_' });
+    let reported = 0;
+    new Counter({
+      name: 'edge_registrar_log_lines_dropped_total',
+      help: 'Log lines dropped because stdout did not take them as fast as they were written (the log buffer is bounded).',
+      registers: [registry],
+      collect() {
+        const dropped = droppedLogLines();
+        this.inc(dropped - reported);
+        reported = dropped;
+      },
+    });
+  }
   return registry;
 }
 
