@@ -77,6 +77,8 @@ function p99Bound(before: Map<number, number>, after: Map<number, number>): stri
 
 const logDir = await mkdtemp(join(tmpdir(), 'edge-registrar-bench-'));
 const webhook = await start('../test/harness/webhook-process.ts', { EDGE_REGISTRAR_LOG_LEVEL: 'info', WEBHOOK_LOG_FILE: join(logDir, 'webhook.log') });
+// The same webhook logging only warnings: what the per-admission info line costs.
+const quiet = await start('../test/harness/webhook-process.ts', { EDGE_REGISTRAR_LOG_LEVEL: 'warn', WEBHOOK_LOG_FILE: join(logDir, 'webhook-warn.log') });
 const bare = await start('./support/bare-https.ts');
 const webhookPort = webhook.info.port as number;
 const metricsPort = webhook.info.metricsPort as number;
@@ -88,6 +90,8 @@ try {
     ['bare https (ceiling)', barePort, '/', undefined],
     ['webhook /validate', webhookPort, '/validate', 'validate'],
     ['webhook /mutate', webhookPort, '/mutate', 'mutate'],
+    ['webhook /validate, log level warn', quiet.info.port as number, '/validate', undefined],
+    ['webhook /mutate, log level warn', quiet.info.port as number, '/mutate', undefined],
   ];
   for (const [, port, path] of targets) await load(port, path, 3);
 
@@ -139,5 +143,6 @@ try {
   printTable(['caches', 'client p50', 'client p99', 'p99 / smallest', "webhook's own p99"], scale);
 } finally {
   webhook.child.kill('SIGTERM');
+  quiet.child.kill('SIGTERM');
   bare.child.kill('SIGTERM');
 }

@@ -78,6 +78,13 @@ async function residentBytes(pid: number): Promise<{ rss: number; peak: number }
   return { rss: kib('VmRSS:'), peak: kib('VmHWM:') };
 }
 
+/** One progress line: resident memory, and the V8 heap and memory outside it from the process's own /metrics. */
+async function heapLine(component: string, pid: number, metricsPort: number): Promise<string> {
+  const text = await (await fetch(`http://127.0.0.1:${metricsPort}/metrics`, { signal: AbortSignal.timeout(2_000) })).text();
+  const mib = (series: string): string => (Number(new RegExp(`^edge_registrar_${series} (\\S+)`, 'm').exec(text)?.[1] ?? Number.NaN) / MIB).toFixed(0);
+  return `[bench] ${component}: rss ${((await residentBytes(pid)).rss / MIB).toFixed(0)} MiB, heap used ${mib('nodejs_heap_size_used_bytes')} of ${mib('nodejs_heap_size_total_bytes')} MiB, external ${mib('nodejs_external_memory_bytes')} MiB`;
+}
+
 function fleetEvents(n: number, generation: number): string[][] {
   return Array.from({ length: n }, (_, i) => {
     const built = eventFields({ event: 'register', vps_id: `mem-${i}`, name: `vps-us-${i}`, address: `45.${77 + generation}.${Math.floor(i / 250)}.${(i % 250) + 1}`, country: 'us' });
@@ -138,10 +145,13 @@ try {
 
   log(`[bench] load: the webhook saturated for ${LOAD_SECONDS} s; the sync daemon applies ${VPS} moves`);
   const peaks = { webhook: rest.webhook.rss, sync: rest.sync.rss };
+  let ticks = 0;
   const sampler = setInterval(() => {
-    for (const [component, child] of [['webhook', webhook.child], ['sync', sync.child]] as const) {
+    ticks++;
+    for (const [component, child, port] of [['webhook', webhook.child, webhook.metricsPort], ['sync', sync.child, sync.port]] as const) {
       if (child.exitCode !== null || child.signalCode !== null) continue;
       void residentBytes(child.pid ?? 0).then((m) => { peaks[component] = Math.max(peaks[component], m.rss); }).catch(() => undefined);
+      if (ticks % 10 === 0) void heapLine(component, child.pid ?? 0, port).then(log).catch(() => undefined);
     }
   }, 1_000);
   const load = (path: string): Promise<autocannon.Result> =>
