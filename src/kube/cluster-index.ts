@@ -6,7 +6,7 @@
  */
 import { canonicalAddress } from '../policy/address.ts';
 import type { ClusterView } from '../policy/cluster-view.ts';
-import { stringLabels } from '../policy/labels.ts';
+import { selectorMatches, stringLabels } from '../policy/labels.ts';
 import type { Labels } from '../policy/types.ts';
 
 export type IndexedKind = 'WorkloadEntry' | 'Service' | 'ServiceAccount';
@@ -29,6 +29,11 @@ export class ClusterIndex implements ClusterView {
   readonly #entryAddress = new Map<string, string | undefined>(); // ns/name -> canonical address
   readonly #byAddress = new Map<string, Set<string>>(); // ns\0address -> names
   readonly #services = new Map<string, Map<string, Labels>>(); // ns -> name -> selector
+  /**
+   * ns -> "key\0value" -> names of Services whose selector has that pair: a review is checked
+   * against the few Services that share a label with it, not against every Service.
+   */
+  readonly #servicesByPair = new Map<string, Map<string, Set<string>>>();
   readonly #serviceAccounts = new Map<string, Set<string>>(); // ns -> names
   readonly #defaultNamespace: string;
 
@@ -54,10 +59,19 @@ export class ClusterIndex implements ClusterView {
         this.#addEntry(k.namespace, k.name, canonicalAddress((obj as ObjectLike).spec?.address));
         break;
       case 'Service': {
+        this.#removeService(k.namespace, k.name);
         const selector = stringLabels((obj as ObjectLike).spec?.selector);
         const byName = this.#services.get(k.namespace) ?? new Map<string, Labels>();
         byName.set(k.name, selector);
         this.#services.set(k.namespace, byName);
+        const byPair = this.#servicesByPair.get(k.namespace) ?? new Map<string, Set<string>>();
+        for (const [labelKey, value] of Object.entries(selector)) {
+          const pair = `${labelKey}\u0000${value}`;
+          const names = byPair.get(pair) ?? new Set<string>();
+          names.add(k.name);
+          byPair.set(pair, names);
+        }
+        this.#servicesByPair.set(k.namespace, byPair);
         break;
       }
       case 'ServiceAccount': {
@@ -78,7 +92,7 @@ export class ClusterIndex implements ClusterView {
         this.#removeEntry(k.namespace, k.name);
         break;
       case 'Service':
-        this.#services.get(k.namespace)?.delete(k.name);
+        this.#removeService(k.namespace, k.name);
         break;
       case 'ServiceAccount':
         this.#serviceAccounts.get(k.namespace)?.delete(k.name);
@@ -97,6 +111,7 @@ export class ClusterIndex implements ClusterView {
         break;
       case 'Service':
         this.#services.delete(namespace);
+        this.#servicesByPair.delete(namespace);
         break;
       case 'ServiceAccount':
         this.#serviceAccounts.delete(namespace);
@@ -121,6 +136,19 @@ export class ClusterIndex implements ClusterView {
     this.#byAddress.set(slot, names);
   }
 
+  #removeService(namespace: string, name: string): void {
+    const selector = this.#services.get(namespace)?.get(name);
+    if (selector === undefined) return;
+    this.#services.get(namespace)?.delete(name);
+    const byPair = this.#servicesByPair.get(namespace);
+    for (const [labelKey, value] of Object.entries(selector)) {
+      const pair = `${labelKey}\u0000${value}`;
+      const names = byPair?.get(pair);
+      names?.delete(name);
+      if (names?.size === 0) byPair?.delete(pair);
+    }
+  }
+
   #removeEntry(namespace: string, name: string): void {
     const id = `${namespace}/${name}`;
     if (!this.#entryAddress.has(id)) return;
@@ -138,11 +166,16 @@ export class ClusterIndex implements ClusterView {
     return [...(this.#byAddress.get(`${namespace}\u0000${address}`) ?? [])];
   }
 
-  servicesWithSelectors(namespace: string): readonly { name: string; selector: Labels }[] | undefined {
+  servicesSelecting(namespace: string, labels: Labels): readonly { name: string; selector: Labels }[] | undefined {
     if (!this.isLoaded('Service', namespace)) return undefined;
+    const byPair = this.#servicesByPair.get(namespace);
+    const selectors = this.#services.get(namespace);
+    const candidates = new Set<string>();
+    for (const [labelKey, value] of Object.entries(labels)) for (const name of byPair?.get(`${labelKey}\u0000${value}`) ?? []) candidates.add(name);
     const out: { name: string; selector: Labels }[] = [];
-    for (const [name, selector] of this.#services.get(namespace) ?? []) {
-      if (Object.keys(selector).length > 0) out.push({ name, selector });
+    for (const name of [...candidates].sort()) {
+      const selector = selectors?.get(name);
+      if (selector !== undefined && selectorMatches(selector, labels)) out.push({ name, selector });
     }
     return out;
   }

@@ -9,7 +9,7 @@ import type { Labels } from './types.ts';
 export interface ClusterView {
   /** Names of WorkloadEntries in the namespace whose canonical address is `address`. */
   entryNamesWithAddress(namespace: string, address: string): readonly string[] | undefined;
-  /** Services in the namespace with a non-empty selector. */
-  servicesWithSelectors(namespace: string): readonly { name: string; selector: Labels }[] | undefined;
+  /** Services in the namespace whose (non-empty) selector matches `labels`, by name. */
+  servicesSelecting(namespace: string, labels: Labels): readonly { name: string; selector: Labels }[] | undefined;
   serviceAccountExists(namespace: string, name: string): boolean | undefined;
 }

@@ -11,7 +11,6 @@ import {
   formatLabels,
   labelKeyProblem,
   labelValueProblem,
-  selectorMatches,
   stringLabels,
 } from './labels.ts';
 import {
@@ -276,19 +275,17 @@ function checkCluster(name: string | undefined, address: string | undefined, lab
       }
     }
   }
-  const services = view.servicesWithSelectors(namespace);
+  const services = view.servicesSelecting(namespace, labels);
   if (services === undefined) f.skip('labels.service-selected', `Services of namespace ${namespace} are not known here (give --kubeconfig)`);
   else {
     for (const service of services) {
-      if (selectorMatches(service.selector, labels)) {
-        f.violate(
-          'labels.service-selected',
-          'spec.labels',
-          formatLabels(labels),
-          `are selected by Service ${namespace}/${service.name} (selector ${formatLabels(service.selector)}), so Istio would add this VPS to its endpoints`,
-          `labels that no Service selector in ${namespace} matches`,
-        );
-      }
+      f.violate(
+        'labels.service-selected',
+        'spec.labels',
+        formatLabels(labels),
+        `are selected by Service ${namespace}/${service.name} (selector ${formatLabels(service.selector)}), so Istio would add this VPS to its endpoints`,
+        `labels that no Service selector in ${namespace} matches`,
+      );
     }
   }
   const sa = spec.serviceAccount;
