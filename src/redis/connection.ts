@@ -22,6 +22,7 @@ export function redisOptions(config: RedisConfig, purpose: 'commands' | 'blockin
     password: config.password ?? (url.password !== '' ? decodeURIComponent(url.password) : undefined),
     db: url.pathname.length > 1 ? Number(url.pathname.slice(1)) : 0,
     connectionName: `edge-registrar-${purpose}`,
+    enableAutoPipelining: purpose === 'commands',
     // Reconnect forever with a capped delay; callers decide what an outage means.
     retryStrategy: (attempt) => Math.min(200 * 2 ** Math.min(attempt, 6), 5_000),
     maxRetriesPerRequest: purpose === 'blocking' ? null : 3,

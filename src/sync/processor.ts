@@ -110,11 +110,11 @@ export class EventProcessor {
     const plan = planRegister(event, id, { policy: this.#deps.policy(), namespace: this.#deps.namespace, istioApiVersion: this.#deps.istioApiVersion });
     if (!plan.ok) return this.#deadLetter(id, fields, plan.rule, plan.reason, log);
     const address = canonicalAddress(event.address) ?? event.address;
-    const addressHolder = await store.holderOfAddress(address);
+    // Two independent reads, sent together (one round trip with auto-pipelining).
+    const [addressHolder, nameHolder] = await Promise.all([store.holderOfAddress(address), store.holderOfName(event.name)]);
     if (addressHolder !== undefined && addressHolder !== event.vps_id) {
       return this.#deadLetter(id, fields, 'address.unique', `address: ${JSON.stringify(event.address)} is already registered to VPS ${addressHolder}`, log);
     }
-    const nameHolder = await store.holderOfName(event.name);
     if (nameHolder !== undefined && nameHolder !== event.vps_id) {
       return this.#deadLetter(id, fields, 'name.unique', `name: ${JSON.stringify(event.name)} is already used by VPS ${nameHolder}`, log);
     }
