@@ -15,6 +15,7 @@
  * as it would the container. Without write access to a memory cgroup (see support/cgroup.ts)
  * the run says so and reports the heap flags' bound only.
  */
+import { spawn } from 'node:child_process';
 import { mkdir, mkdtemp, readFile, rm } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
@@ -101,6 +102,18 @@ async function drained(redis: Redis, timeoutMs: number): Promise<void> {
   }
 }
 
+/** RSS of a Node process that only imports `modules` and idles: the floor under each process. */
+async function importFloor(modules: string[]): Promise<number> {
+  const code = `${modules.map((m) => `await import(${JSON.stringify(m)});`).join(' ')} setInterval(() => undefined, 60_000);`;
+  const child = spawn(process.execPath, ['--input-type=module', '-e', code], { stdio: 'ignore', cwd: fileURLToPath(new URL('..', import.meta.url)) });
+  try {
+    await sleep(3_000);
+    return (await residentBytes(child.pid ?? 0)).rss;
+  } finally {
+    child.kill('SIGKILL');
+  }
+}
+
 const work = await mkdtemp(join(tmpdir(), 'edge-registrar-bench-memory-'));
 const cleanups: (() => Promise<unknown>)[] = [];
 try {
@@ -133,6 +146,9 @@ try {
   await cgroups.sync?.add(sync.child.pid ?? 0);
   await sync.ready();
 
+  // The floor: both processes serving, nothing registered yet.
+  await sleep(5_000);
+  const empty = { webhook: await residentBytes(webhook.child.pid ?? 0), sync: await residentBytes(sync.child.pid ?? 0) };
   log(`[bench] at rest: ${VPS} VPSs registered through the sync daemon`);
   await publishMany(redis, STREAM, fleetEvents(VPS, 0));
   await drained(redis, 900_000);
@@ -167,15 +183,23 @@ try {
     rows.push([
       component,
       `${sizing[component].limit}, ${sizing[component].nodeOptions}`,
+      `${(empty[component].rss / MIB).toFixed(0)} MiB`,
       `${(rest[component].rss / MIB).toFixed(0)} MiB`,
       `${(Math.max(peaks[component], end?.peak ?? 0) / MIB).toFixed(0)} MiB`,
       cgroup === undefined ? 'no cgroup' : `${((await cgroup.peakBytes()) / MIB).toFixed(0)} MiB, ${await cgroup.oomKills()} OOM kills`,
       alive ? 'yes' : `no (${child.exitCode ?? child.signalCode ?? '?'})`,
     ]);
   }
+  const floors = [
+    ['Node alone', await importFloor([])],
+    ['Node importing @kubernetes/client-node', await importFloor(['@kubernetes/client-node'])],
+    ["Node importing the sync daemon's and the webhook's code", await importFloor([fileURLToPath(new URL('../src/sync/run.ts', import.meta.url)), fileURLToPath(new URL('../src/webhook/run.ts', import.meta.url))])],
+  ] as const;
   const answered = validate.requests.total + mutate.requests.total;
   console.log(`\nMemory with ${VPS} VPSs, then under load for ${LOAD_SECONDS} s (${answered} admission requests, ${(answered / LOAD_SECONDS).toFixed(0)}/s, ${validate.errors + mutate.errors} errors; ${VPS} moves applied)\n`);
-  printTable(['component', 'chart limit and NODE_OPTIONS', `RSS at rest (${VPS} entries)`, 'peak RSS', "cgroup's peak charge", 'same process at the end'], rows);
+  printTable(['component', 'chart limit and NODE_OPTIONS', 'RSS serving, no entries', `RSS at rest (${VPS} entries)`, 'peak RSS', "cgroup's peak charge", 'same process at the end'], rows);
+  console.log('\nWhat bounds the resident memory: a process that only loads the code and idles\n');
+  printTable(['idle process', 'RSS'], floors.map(([what, bytes]) => [what, `${(bytes / MIB).toFixed(0)} MiB`]));
 } finally {
   for (const cleanup of cleanups.reverse()) await cleanup().catch((error: unknown) => { log(`[bench] cleanup: ${String(error)}`); });
   await rm(work, { recursive: true, force: true });

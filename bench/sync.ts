@@ -96,7 +96,8 @@ class DirectWriter {
   readonly #api: k8s.CustomObjectsApi;
   constructor(kubeconfig: string, asShipped = false) {
     const kc = loadKubeConfig(kubeconfig);
-    this.#api = asShipped ? kc.makeApiClient(k8s.CustomObjectsApi) : makeApiClient(kc, k8s.CustomObjectsApi);
+    // A long deadline: the reset between phases deletes thousands of entries in one call.
+    this.#api = asShipped ? kc.makeApiClient(k8s.CustomObjectsApi) : makeApiClient(kc, k8s.CustomObjectsApi, 300_000);
   }
 
   async apply(entry: ManagedEntry): Promise<void> {
