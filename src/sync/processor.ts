@@ -63,7 +63,12 @@ export class EventProcessor {
   }
 
   async #deadLetter(id: string, fields: Record<string, string>, rule: string, reason: string, log: Logger): Promise<ProcessResult> {
-    await deadLetter(this.#deps.redis, this.#deps.stream, this.#deps.group, { sourceId: id, fields, rule, reason }, this.#now(), this.#deps.deadLetterMaxLength);
+    const letter = await deadLetter(this.#deps.redis, this.#deps.stream, this.#deps.group, { sourceId: id, fields, rule, reason }, this.#now(), this.#deps.deadLetterMaxLength);
+    if (letter === undefined) {
+      // Delivered twice and settled by the other delivery: nothing to add.
+      log.info({ rule }, 'event already settled by another delivery; not dead-lettered again');
+      return { outcome: 'stale', event: fields.event, vpsId: fields.vps_id, name: fields.name };
+    }
     this.#deps.onDeadLetter?.(rule);
     log.warn({ rule, reason: boundedReason(reason) }, 'event dead-lettered');
     return { outcome: 'dead-lettered', event: fields.event, vpsId: fields.vps_id, name: fields.name };

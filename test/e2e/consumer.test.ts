@@ -8,6 +8,7 @@ import { Redis } from 'ioredis';
 import { afterAll, afterEach, beforeAll, beforeEach, describe, expect, it } from 'vitest';
 import { createRedis, redisOptions } from '../../src/redis/connection.ts';
 import { StreamConsumer, type ConsumerOptions } from '../../src/sync/consumer.ts';
+import { deadLetter, dlqStream } from '../../src/sync/dead-letter.ts';
 import { TransientError } from '../../src/sync/entry-writer.ts';
 import type { EventProcessor, ProcessResult } from '../../src/sync/processor.ts';
 import { createLogger } from '../../src/telemetry/logger.ts';
@@ -175,6 +176,21 @@ describe('leadership lost mid-flight', () => {
     leading = true;
     await waitFor(() => Promise.resolve(order.length >= 2), 'both events to be applied once leading again');
     expect(order).toEqual(['v3', 'v486']);
+  });
+});
+
+describe('dead letters', () => {
+  it('an entry delivered twice is dead-lettered once: the second delivery finds it settled', async () => {
+    const id = String(await redis.xadd(STREAM, '*', 'event', 'register', 'vps_id', 'bad-1', 'labels', '{nope'));
+    await redis.xreadgroup('GROUP', GROUP, 'c', 'STREAMS', STREAM, '>');
+    const letter = { sourceId: id, fields: { event: 'register', vps_id: 'bad-1', labels: '{nope' }, rule: 'event.schema', reason: 'labels: not JSON' };
+    // As the soak saw it: the first delivery dead-letters it while an idle claim hands the same entry out again.
+    const first = await deadLetter(redis, STREAM, GROUP, letter, new Date(), 1000);
+    const second = await deadLetter(redis, STREAM, GROUP, letter, new Date(), 1000);
+    expect(first).toMatch(/^\d+-\d+$/);
+    expect(second).toBeUndefined();
+    expect(await redis.xlen(dlqStream(STREAM))).toBe(1);
+    expect(((await redis.xpending(STREAM, GROUP)) as [number])[0]).toBe(0);
   });
 });
 
