@@ -1,11 +1,12 @@
 /**
- * Prints one plain closing line, `vitest: N passed, N failed, N skipped`, after the
- * default reporter's coloured summary, so CI logs can be read by tools that look for it.
+ * Prints one plain closing line, `vitest: N passed, N failed, N skipped` (and `, N unhandled
+ * errors` when there were any: they fail the run though every test passed), after the default
+ * reporter's coloured summary, so CI logs can be read by tools that look for it.
  */
 import type { Reporter, TestModule } from 'vitest/node';
 
 export default class SummaryReporter implements Reporter {
-  onTestRunEnd(testModules: readonly TestModule[]): void {
+  onTestRunEnd(testModules: readonly TestModule[], unhandledErrors: readonly unknown[]): void {
     let passed = 0;
     let failed = 0;
     let skipped = 0;
@@ -18,6 +19,7 @@ export default class SummaryReporter implements Reporter {
         else skipped++;
       }
     }
-    process.stdout.write(`\nvitest: ${passed} passed, ${failed} failed, ${skipped} skipped\n`);
+    const unhandled = unhandledErrors.length > 0 ? `, ${unhandledErrors.length} unhandled errors` : '';
+    process.stdout.write(`\nvitest: ${passed} passed, ${failed} failed, ${skipped} skipped${unhandled}\n`);
   }
 }

@@ -18,9 +18,17 @@ it('logging into a stdout nobody drains holds at most the buffer, and counts the
   execFileSync('mkfifo', [fifo]);
   // Read-write and non-blocking: the open does not wait for a reader, and nobody reads.
   const fd = openSync(fifo, constants.O_RDWR | constants.O_NONBLOCK);
+  let stop = (): void => { closeSync(fd); };
   try {
     const maxBytes = 1024 * 1024;
-    const logger = createLogger('info', 'test', boundedDestination(fd, maxBytes));
+    const destination = boundedDestination(fd, maxBytes) as ReturnType<typeof boundedDestination> & { on(event: 'error', listener: () => void): void; destroy(): void };
+    // The writer owns the fd from here and closes it on destroy; a write still in flight then
+    // fails, which is expected at the end of this test.
+    stop = () => {
+      destination.on('error', () => undefined);
+      destination.destroy();
+    };
+    const logger = createLogger('info', 'test', destination);
     const before = droppedLogLines();
     const heapBefore = process.memoryUsage().arrayBuffers + process.memoryUsage().heapUsed;
     const line = 'x'.repeat(1_000);
@@ -34,7 +42,8 @@ it('logging into a stdout nobody drains holds at most the buffer, and counts the
     const metrics = await createRegistry(true).metrics();
     expect(Number(/^edge_registrar_log_lines_dropped_total (\d+)/m.exec(metrics)?.[1])).toBeGreaterThanOrEqual(dropped);
   } finally {
-    closeSync(fd);
+    stop();
+    await new Promise((r) => setTimeout(r, 100));
     rmSync(dir, { recursive: true, force: true });
   }
 });
