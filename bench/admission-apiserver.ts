@@ -21,6 +21,7 @@ import { loadKubeConfig, makeApiClient, WORKLOAD_ENTRY_GROUP, WORKLOAD_ENTRY_PLU
 import { ensureKubeBinaries } from '../test/harness/kube-build.ts';
 import { kubeconfigFor, startCluster, type StartedCluster } from '../test/harness/kube-cluster.ts';
 import { spawnWebhook } from '../test/harness/processes.ts';
+import { histogramBuckets, webhookBuckets, type Buckets } from './support/histogram.ts';
 import { percentile, printTable } from './stats.ts';
 
 const { values } = parseArgs({ options: { rate: { type: 'string', default: '100' }, seconds: { type: 'string', default: '30' } } });
@@ -30,43 +31,16 @@ const NAMESPACE = 'airport-prod';
 const WEBHOOK_NODE_OPTIONS = '--max-old-space-size=128 --max-semi-space-size=16';
 const log = (line: string): void => { console.error(line); };
 
-/** Cumulative buckets of the API server's webhook admission histogram, per webhook name, summed over operations and outcomes. */
-async function admissionBuckets(cluster: StartedCluster): Promise<Map<string, Map<number, number>>> {
+/** The API server's webhook admission histogram for our webhooks, by webhook name (operations and outcomes summed). */
+async function admissionBuckets(cluster: StartedCluster): Promise<Map<string, Buckets>> {
   const res = await cluster.kubectl('admin', ['get', '--raw', '/metrics']);
   if (res.code !== 0) throw new Error(res.stderr);
-  const byWebhook = new Map<string, Map<number, number>>();
-  for (const line of res.stdout.split('\n')) {
-    if (!line.startsWith('apiserver_admission_webhook_admission_duration_seconds_bucket{')) continue;
-    const name = /[{,]name="([^"]+)"/.exec(line)?.[1];
-    const le = /[{,]le="([^"]+)"/.exec(line)?.[1];
-    const count = Number(line.split(' ').at(-1));
-    if (name === undefined || le === undefined || !name.includes('edge-registrar')) continue;
-    const buckets = byWebhook.get(name) ?? new Map<number, number>();
-    const bound = le === '+Inf' ? Infinity : Number(le);
-    buckets.set(bound, (buckets.get(bound) ?? 0) + count);
-    byWebhook.set(name, buckets);
-  }
-  return byWebhook;
-}
-
-/** The webhook's own request histogram, per handler, from its metrics port. */
-async function ownBuckets(metricsPort: number): Promise<Map<string, Map<number, number>>> {
-  const text = await (await fetch(`http://127.0.0.1:${metricsPort}/metrics`)).text();
-  const byHandler = new Map<string, Map<number, number>>();
-  for (const line of text.split('\n')) {
-    if (!line.startsWith('edge_registrar_webhook_request_duration_seconds_bucket{')) continue;
-    const handler = /[{,]handler="([^"]+)"/.exec(line)?.[1];
-    const le = /[{,]le="([^"]+)"/.exec(line)?.[1];
-    if (handler === undefined || le === undefined) continue;
-    const buckets = byHandler.get(handler) ?? new Map<number, number>();
-    buckets.set(le === '+Inf' ? Infinity : Number(le), Number(line.split(' ').at(-1)));
-    byHandler.set(handler, buckets);
-  }
-  return byHandler;
+  const byWebhook = histogramBuckets(res.stdout, 'apiserver_admission_webhook_admission_duration_seconds', 'name');
+  return new Map([...byWebhook].filter(([name]) => name.includes('edge-registrar')));
 }
 
 /** Share under 5 ms and the p99 by linear interpolation within the bucket it falls in. */
-function summarize(before: Map<number, number> | undefined, after: Map<number, number>): { calls: number; under5ms: number; p99: number } {
+function summarize(before: Buckets | undefined, after: Buckets): { calls: number; under5ms: number; p99: number } {
   const bounds = [...after.keys()].sort((a, b) => a - b);
   const delta = (le: number): number => (after.get(le) ?? 0) - (before?.get(le) ?? 0);
   const calls = delta(Infinity);
@@ -157,10 +131,10 @@ try {
   log(`[bench] warm-up, then ${RATE} writes a second for ${SECONDS} s through the API server with the webhook`);
   await writeLoad(cluster, '0', 5);
   const before = await admissionBuckets(cluster);
-  const ownBefore = await ownBuckets(webhook.metricsPort);
+  const ownBefore = await webhookBuckets(webhook.metricsPort);
   const guarded = await writeLoad(cluster, '1');
   const after = await admissionBuckets(cluster);
-  const ownAfter = await ownBuckets(webhook.metricsPort);
+  const ownAfter = await webhookBuckets(webhook.metricsPort);
 
   log('[bench] baseline: the same writes with the webhook configurations removed');
   for (const kind of ['mutatingwebhookconfiguration', 'validatingwebhookconfiguration']) {

@@ -21,6 +21,7 @@ import { fileURLToPath } from 'node:url';
 import { parseArgs } from 'node:util';
 import autocannon from 'autocannon';
 import { admissionReview } from './support/admission-review.ts';
+import { webhookBuckets, type Buckets } from './support/histogram.ts';
 import { printTable } from './stats.ts';
 
 const { values } = parseArgs({ options: { seconds: { type: 'string', default: '15' }, connections: { type: 'string', default: '32' }, rate: { type: 'string', default: '1000' } }, strict: false });
@@ -53,20 +54,12 @@ function load(port: number, path: string, seconds: number, overallRate?: number)
 }
 
 /** The webhook's own request-duration histogram, cumulative buckets for one handler. */
-async function histogram(metricsPort: number, handler: string): Promise<Map<number, number>> {
-  const text = await (await fetch(`http://127.0.0.1:${metricsPort}/metrics`)).text();
-  const buckets = new Map<number, number>();
-  for (const line of text.split('\n')) {
-    const m = /^edge_registrar_webhook_request_duration_seconds_bucket\{le="([^"]+)",handler="([^"]+)"\} (\d+)/.exec(line) ?? /^edge_registrar_webhook_request_duration_seconds_bucket\{handler="([^"]+)",le="([^"]+)"\} (\d+)/.exec(line);
-    if (m === null) continue;
-    const [le, h] = line.includes('{le=') ? [m[1], m[2]] : [m[2], m[1]];
-    if (h === handler) buckets.set(le === '+Inf' ? Infinity : Number(le), Number(m[3]));
-  }
-  return buckets;
+async function histogram(metricsPort: number, handler: string): Promise<Buckets> {
+  return (await webhookBuckets(metricsPort)).get(handler) ?? new Map<number, number>();
 }
 
 /** The bucket bound below which 99 % of the requests between two snapshots fell. */
-function p99Bound(before: Map<number, number>, after: Map<number, number>): string {
+function p99Bound(before: Buckets, after: Buckets): string {
   const bounds = [...after.keys()].sort((a, b) => a - b);
   const total = (after.get(Infinity) ?? 0) - (before.get(Infinity) ?? 0);
   for (const le of bounds) {
