@@ -35,47 +35,46 @@ async function keyed(path: string, key: string): Promise<number> {
   return Number(line?.split(' ')[1] ?? 0);
 }
 
-export async function createMemoryCgroup(name: string, limitBytes: number, log: (line: string) => void): Promise<MemoryCgroup | undefined> {
-  const attempts: string[] = [];
-  // v1 first where the memory controller is mounted on its own: a v2 mount beside it then has no memory controller.
-  const v1Own = await ownCgroup('memory');
-  if (v1Own !== undefined) {
-    const path = join('/sys/fs/cgroup/memory', v1Own, name);
-    try {
-      await mkdir(path);
-      await writeFile(join(path, 'memory.limit_in_bytes'), String(limitBytes));
-      // Charges made before a process is moved in move with it.
-      await writeFile(join(path, 'memory.move_charge_at_immigrate'), '3').catch(() => undefined);
-      return {
-        path,
-        version: 1,
-        add: (pid) => writeFile(join(path, 'cgroup.procs'), String(pid)),
-        peakBytes: () => readNumber(join(path, 'memory.max_usage_in_bytes')),
-        oomKills: () => keyed(join(path, 'memory.oom_control'), 'oom_kill'),
-        remove: () => rmdir(path),
-      };
-    } catch (error) {
-      attempts.push(`v1 ${path}: ${(error as Error).message}`);
-    }
+/** What each cgroup version calls the limit, the peak charge and the file that counts OOM kills. */
+const FILES = {
+  1: { limit: 'memory.limit_in_bytes', peak: 'memory.max_usage_in_bytes', events: 'memory.oom_control' },
+  2: { limit: 'memory.max', peak: 'memory.peak', events: 'memory.events' },
+} as const;
+
+async function create(path: string, version: 1 | 2, limitBytes: number): Promise<MemoryCgroup> {
+  const files = FILES[version];
+  await mkdir(path);
+  try {
+    await writeFile(join(path, files.limit), String(limitBytes));
+  } catch (error) {
+    await rmdir(path).catch(() => undefined);
+    throw error;
   }
+  // v1: charges made before a process is moved in move with it (v2 has no such switch).
+  if (version === 1) await writeFile(join(path, 'memory.move_charge_at_immigrate'), '3').catch(() => undefined);
+  return {
+    path,
+    version,
+    add: (pid) => writeFile(join(path, 'cgroup.procs'), String(pid)),
+    peakBytes: () => readNumber(join(path, files.peak)),
+    oomKills: () => keyed(join(path, files.events), 'oom_kill'),
+    remove: () => rmdir(path),
+  };
+}
+
+export async function createMemoryCgroup(name: string, limitBytes: number, log: (line: string) => void): Promise<MemoryCgroup | undefined> {
+  // v1 first where the memory controller is mounted on its own: a v2 mount beside it then has no memory controller.
+  const candidates: [string, 1 | 2][] = [];
+  const v1Own = await ownCgroup('memory');
+  if (v1Own !== undefined) candidates.push([join('/sys/fs/cgroup/memory', v1Own, name), 1]);
   const v2Own = await ownCgroup('unified');
-  for (const root of ['/sys/fs/cgroup', '/sys/fs/cgroup/unified']) {
-    if (v2Own === undefined) break;
-    const path = join(root, v2Own, name);
+  if (v2Own !== undefined) for (const root of ['/sys/fs/cgroup', '/sys/fs/cgroup/unified']) candidates.push([join(root, v2Own, name), 2]);
+  const attempts: string[] = [];
+  for (const [path, version] of candidates) {
     try {
-      await mkdir(path);
-      await writeFile(join(path, 'memory.max'), String(limitBytes));
-      return {
-        path,
-        version: 2,
-        add: (pid) => writeFile(join(path, 'cgroup.procs'), String(pid)),
-        peakBytes: () => readNumber(join(path, 'memory.peak')),
-        oomKills: () => keyed(join(path, 'memory.events'), 'oom_kill'),
-        remove: () => rmdir(path),
-      };
+      return await create(path, version, limitBytes);
     } catch (error) {
-      attempts.push(`v2 ${path}: ${(error as Error).message}`);
-      await rmdir(path).catch(() => undefined);
+      attempts.push(`v${version} ${path}: ${(error as Error).message}`);
     }
   }
   log(`[cgroup] no memory cgroup for ${name} (${attempts.join('; ') || 'no memory controller'}); the heap flags alone bound it`);
