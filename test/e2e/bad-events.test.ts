@@ -15,8 +15,9 @@ import { kubeconfigFor } from '../harness/kube-cluster.ts';
 import type { RunningRedis } from '../harness/redis-server.ts';
 import { STREAM, deadLetters, settled, startSyncTestBed, startTestSync, stopSyncTestBed, testSyncConfig } from './sync-support.ts';
 import { NAMESPACE, mustKubectl, type E2EWebhook } from './support.ts';
+import { fuzzSeed } from '../fixtures/fuzz-seed.ts';
 
-const SEED = Number(process.env.FUZZ_SEED ?? Date.now() % 2 ** 31);
+const SEED = fuzzSeed();
 const INVALID = 10_000;
 const VALID = 200;
 let dataDir: string;

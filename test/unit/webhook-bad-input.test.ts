@@ -14,8 +14,9 @@ import { fileURLToPath } from 'node:url';
 import fc from 'fast-check';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { admissionRequest, admissionReview, completeEntry } from '../fixtures/entries.ts';
+import { fuzzSeed } from '../fixtures/fuzz-seed.ts';
 
-const SEED = Number(process.env.FUZZ_SEED ?? Date.now() % 2 ** 31);
+const SEED = fuzzSeed();
 const BODIES = 100_000;
 const HEADERS_TIMEOUT_MS = 1_500;
 let server: ChildProcess;
