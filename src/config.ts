@@ -59,6 +59,10 @@ export const ENV = {
   certCheckInterval: 'EDGE_REGISTRAR_CERT_CHECK_INTERVAL_SECONDS',
 } as const;
 
+/** How long a client may take to send a request's headers, and the whole request, to any of our HTTP servers. */
+export const DEFAULT_HEADERS_TIMEOUT_MS = 10_000;
+export const DEFAULT_REQUEST_TIMEOUT_MS = 30_000;
+
 const port = z.coerce.number().int().min(0).max(65535);
 const logLevel = z.enum(['fatal', 'error', 'warn', 'info', 'debug', 'trace', 'silent']);
 const dnsLabel = z.string().regex(/^[a-z0-9]([-a-z0-9]*[a-z0-9])?$/, 'must be a DNS label (lower-case alphanumerics and "-")').max(63);
@@ -102,9 +106,9 @@ const webhookSchema = commonSchema.extend({
    */
   keepAliveTimeoutMs: z.number().int().positive().default(120_000),
   /** A client must send a request's headers within this (a slow client is answered 408 and cut off). */
-  headersTimeoutMs: z.number().int().positive().default(10_000),
+  headersTimeoutMs: z.number().int().positive().default(DEFAULT_HEADERS_TIMEOUT_MS),
   /** ...and the whole request within this. */
-  requestTimeoutMs: z.number().int().positive().default(30_000),
+  requestTimeoutMs: z.number().int().positive().default(DEFAULT_REQUEST_TIMEOUT_MS),
   /** Time between "not ready" and closing the listener, so endpoints stop sending traffic first. */
   shutdownDelayMs: z.coerce.number().int().min(0).default(5_000),
   /** How long in-flight requests may take to finish after the listener closes. */

@@ -6,6 +6,7 @@
 import { createServer as createHttpServer, type RequestListener, type Server as HttpServer } from 'node:http';
 import type { Server as HttpsServer } from 'node:https';
 import type { AddressInfo, Socket } from 'node:net';
+import { DEFAULT_HEADERS_TIMEOUT_MS, DEFAULT_REQUEST_TIMEOUT_MS } from '../config.ts';
 
 export interface ListenOptions {
   host: string;
@@ -17,9 +18,6 @@ export interface ListenOptions {
   /** How long a client may take to send a whole request. */
   requestTimeoutMs?: number;
 }
-
-export const DEFAULT_HEADERS_TIMEOUT_MS = 10_000;
-export const DEFAULT_REQUEST_TIMEOUT_MS = 30_000;
 
 /**
  * Server options fixed at creation: how often Node checks the header and request timeouts
