@@ -127,8 +127,10 @@ export class EntryWriter {
 
   /**
    * Lists the entries edge-registrar manages (the label marker), for resync, a page at a time
-   * and keeping of each only what resync compares: a whole list of 10,000 entries (their
-   * managedFields are most of each object) grew the daemon's heap by about 90 MiB for good.
+   * and keeping of each only what resync compares (managedFields are most of each object), so
+   * no single response or parse grows with the fleet. bench:memory measured no change in the
+   * daemon's resident memory at rest with 10,000 entries (264 against 268 MiB): that growth
+   * comes from elsewhere.
    */
   async listManaged(pageSize = LIST_PAGE_SIZE): Promise<StoredEntry[]> {
     const entries: StoredEntry[] = [];
