@@ -1,12 +1,14 @@
 /**
  * vitest global setup for the e2e project: one real control plane for the whole run,
- * built from Go modules on first use, stopped at the end.
+ * built from Go modules on first use, stopped at the end; helm and Istio's own tools, built
+ * the same way.
  */
 import { mkdtemp, rm } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import type { TestProject } from 'vitest/node';
 import { ensureHelm } from './helm-build.ts';
+import { ensureIstioTools, type IstioTools } from './istio-build.ts';
 import { ensureKubeBinaries, type KubeBinaries } from './kube-build.ts';
 import { startCluster, type ClusterState, type StartedCluster } from './kube-cluster.ts';
 
@@ -15,6 +17,7 @@ declare module 'vitest' {
     cluster: ClusterState;
     binaries: KubeBinaries;
     helm: string;
+    istio: IstioTools;
   }
 }
 
@@ -24,6 +27,7 @@ let dir: string | undefined;
 export async function setup(project: TestProject): Promise<void> {
   const binaries = await ensureKubeBinaries((line) => console.error(line));
   project.provide('helm', await ensureHelm((line) => console.error(line)));
+  project.provide('istio', await ensureIstioTools((line) => console.error(line)));
   dir = await mkdtemp(join(tmpdir(), 'edge-registrar-kube-'));
   const started = Date.now();
   cluster = await startCluster({ binaries, dir, log: (line) => console.error(line) });
