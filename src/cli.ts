@@ -92,7 +92,13 @@ export function buildProgram(): Command {
       .option('--concurrency <n>', 'Kubernetes writes in flight at once, across VPSs (env EDGE_REGISTRAR_SYNC_CONCURRENCY, default 16)')
       .option('--max-attempts <n>', 'attempts at an event failing for no transient reason before it is dead-lettered (env EDGE_REGISTRAR_MAX_ATTEMPTS, default 10)')
       .option('--dlq-max-length <n>', 'trim the dead-letter stream to about this many entries (env EDGE_REGISTRAR_DLQ_MAX_LENGTH, default 100000)')
-      .option('--istio-api-version <version>', 'WorkloadEntry version to write (default v1)'),
+      .option('--istio-api-version <version>', 'WorkloadEntry version to write (default v1)')
+      .option('--telemetry', 'keep the managed Telemetry: per-VPS metric tags on the ingress gateway (env EDGE_REGISTRAR_TELEMETRY)')
+      .option('--telemetry-namespace <ns>', "the gateway's namespace, where the Telemetry lives (env EDGE_REGISTRAR_TELEMETRY_NAMESPACE, default istio-system)")
+      .option('--telemetry-name <name>', 'the Telemetry (env EDGE_REGISTRAR_TELEMETRY_NAME, default edge-registrar-vps)')
+      .option('--telemetry-selector <k=v,...>', "the gateway's pod labels (env EDGE_REGISTRAR_TELEMETRY_SELECTOR, default istio=ingressgateway)")
+      .option('--telemetry-target-refs <group/Kind/name,...>', 'Gateway API gateways instead of a selector (env EDGE_REGISTRAR_TELEMETRY_TARGET_REFS)')
+      .option('--telemetry-metrics <METRIC,...>', "Istio metrics that get the tags (env EDGE_REGISTRAR_TELEMETRY_METRICS, default REQUEST_COUNT,REQUEST_DURATION)"),
     true,
   ).action(runSyncCommand);
 

@@ -5,6 +5,7 @@
  * and the rule.
  */
 import { z } from 'zod';
+import { ISTIO_METRICS } from './mesh-telemetry/istio-metrics.ts';
 import { redactSecrets } from './util/redact.ts';
 import { formatPath } from './util/zod-format.ts';
 
@@ -57,6 +58,12 @@ export const ENV = {
   certDays: 'EDGE_REGISTRAR_CERT_DAYS',
   certRenewBefore: 'EDGE_REGISTRAR_CERT_RENEW_BEFORE_DAYS',
   certCheckInterval: 'EDGE_REGISTRAR_CERT_CHECK_INTERVAL_SECONDS',
+  telemetry: 'EDGE_REGISTRAR_TELEMETRY',
+  telemetryNamespace: 'EDGE_REGISTRAR_TELEMETRY_NAMESPACE',
+  telemetryName: 'EDGE_REGISTRAR_TELEMETRY_NAME',
+  telemetrySelector: 'EDGE_REGISTRAR_TELEMETRY_SELECTOR',
+  telemetryTargetRefs: 'EDGE_REGISTRAR_TELEMETRY_TARGET_REFS',
+  telemetryMetrics: 'EDGE_REGISTRAR_TELEMETRY_METRICS',
 } as const;
 
 /** How long a client may take to send a request's headers, and the whole request, to any of our HTTP servers. */
@@ -151,12 +158,61 @@ const streamSchema = z.object({
   group: z.string().min(1).default('edge-registrar'),
 });
 
+/** `k=v,k=v`: a label selector's matchLabels. */
+const labelMap = z.string().transform((text, ctx) => {
+  const labels: Record<string, string> = {};
+  for (const pair of text.split(',').map((p) => p.trim()).filter((p) => p !== '')) {
+    const eq = pair.indexOf('=');
+    if (eq <= 0) {
+      ctx.addIssue({ code: 'custom', message: `"${pair}" is not KEY=VALUE` });
+      return z.NEVER;
+    }
+    labels[pair.slice(0, eq)] = pair.slice(eq + 1);
+  }
+  return labels;
+});
+
+/** `group/Kind/name,...`: Gateway API targetRefs (group may be empty for the core group). */
+const targetRefList = z.string().transform((text, ctx) => {
+  const refs: { group: string; kind: string; name: string }[] = [];
+  for (const item of text.split(',').map((p) => p.trim()).filter((p) => p !== '')) {
+    const parts = item.split('/');
+    const [group = '', kind = '', name = ''] = parts;
+    if (parts.length !== 3 || kind === '' || name === '') {
+      ctx.addIssue({ code: 'custom', message: `"${item}" is not GROUP/KIND/NAME (for example gateway.networking.k8s.io/Gateway/public)` });
+      return z.NEVER;
+    }
+    refs.push({ group, kind, name });
+  }
+  return refs;
+});
+
+/**
+ * The managed Telemetry on the ingress gateway (per-VPS metric tags); off unless enabled.
+ * Defaults: Istio's gateway in istio-system, request count and duration.
+ */
+const telemetrySchema = z.object({
+  enabled: z.boolean().default(false),
+  namespace: dnsLabel.default('istio-system'),
+  name: dnsLabel.default('edge-registrar-vps'),
+  selector: labelMap.default({ istio: 'ingressgateway' }),
+  targetRefs: targetRefList.default([]),
+  metrics: z
+    .string()
+    .transform((text) => text.split(',').map((m) => m.trim()).filter((m) => m !== ''))
+    .pipe(z.array(z.enum(ISTIO_METRICS)).min(1))
+    .default(['REQUEST_COUNT', 'REQUEST_DURATION']),
+  /** A change to the fleet reaches the Telemetry after this long, so a burst is one write. */
+  coalesceMs: z.number().int().positive().default(2_000),
+});
+
 const syncSchema = commonSchema.extend({
   redis: redisSchema,
   ...streamSchema.shape,
   /** This replica's name in the consumer group and in the Lease. */
   consumer: z.string().min(1),
   port: port.default(9090),
+  telemetry: telemetrySchema.prefault({}),
   host: z.string().min(1).default('0.0.0.0'),
   istioApiVersion: z.enum(['v1', 'v1beta1', 'v1alpha3']).default('v1'),
   batchSize: z.number().int().positive().default(200),
@@ -244,6 +300,12 @@ const FLAG_NAMES: Record<string, string> = {
   concurrency: `--concurrency / ${ENV.syncConcurrency}`,
   maxAttempts: `--max-attempts / ${ENV.maxAttempts}`,
   deadLetterMaxLength: `--dlq-max-length / ${ENV.deadLetterMaxLength}`,
+  'telemetry.enabled': `--telemetry / ${ENV.telemetry}`,
+  'telemetry.namespace': `--telemetry-namespace / ${ENV.telemetryNamespace}`,
+  'telemetry.name': `--telemetry-name / ${ENV.telemetryName}`,
+  'telemetry.selector': `--telemetry-selector / ${ENV.telemetrySelector}`,
+  'telemetry.targetRefs': `--telemetry-target-refs / ${ENV.telemetryTargetRefs}`,
+  'telemetry.metrics': `--telemetry-metrics / ${ENV.telemetryMetrics}`,
   files: 'FILE',
   hosts: '--host',
   ips: '--ip',
@@ -263,7 +325,7 @@ function parseWith<S extends z.ZodType>(schema: S, input: Record<string, unknown
       const [head, ...rest] = issue.path;
       // A nested setting with a flag of its own (the self-managed certificate's) is named by it.
       const last = issue.path.at(-1);
-      const nested = rest.length > 0 && typeof last === 'string' ? FLAG_NAMES[last] : undefined;
+      const nested = rest.length > 0 ? (FLAG_NAMES[issue.path.join('.')] ?? (typeof last === 'string' ? FLAG_NAMES[last] : undefined)) : undefined;
       if (nested !== undefined) {
         const value = issue.path.reduce<unknown>((v, key) => (v !== null && typeof v === 'object' ? (v as Record<PropertyKey, unknown>)[key] : undefined), defined);
         return `${nested}: ${issue.message} (${shown(value)})`;
@@ -365,6 +427,11 @@ function parseSentinels(value: string | undefined): { host: string; port: number
   return parsed.every((p) => p !== undefined) ? parsed : value;
 }
 
+/** The object without its unset (undefined or empty) settings, so the schema's defaults fill them. */
+function definedOnly(values: Record<string, unknown>): Record<string, unknown> {
+  return Object.fromEntries(Object.entries(values).filter(([, v]) => v !== undefined && v !== ''));
+}
+
 function parseBoolean(value: string | undefined): boolean | string | undefined {
   if (value === undefined || value === '') return undefined;
   if (['1', 'true', 'yes'].includes(value.toLowerCase())) return true;
@@ -400,6 +467,12 @@ export interface SyncFlags extends CommonFlags, RedisFlags {
   concurrency?: string | undefined;
   maxAttempts?: string | undefined;
   dlqMaxLength?: string | undefined;
+  telemetry?: boolean | undefined;
+  telemetryNamespace?: string | undefined;
+  telemetryName?: string | undefined;
+  telemetrySelector?: string | undefined;
+  telemetryTargetRefs?: string | undefined;
+  telemetryMetrics?: string | undefined;
 }
 
 export function syncConfig(flags: SyncFlags, env: Env, defaultConsumer: string): SyncConfig {
@@ -419,6 +492,14 @@ export function syncConfig(flags: SyncFlags, env: Env, defaultConsumer: string):
     concurrency: flags.concurrency ?? env[ENV.syncConcurrency],
     maxAttempts: flags.maxAttempts ?? env[ENV.maxAttempts],
     deadLetterMaxLength: flags.dlqMaxLength ?? env[ENV.deadLetterMaxLength],
+    telemetry: definedOnly({
+      enabled: flags.telemetry ?? parseBoolean(env[ENV.telemetry]),
+      namespace: flags.telemetryNamespace ?? env[ENV.telemetryNamespace],
+      name: flags.telemetryName ?? env[ENV.telemetryName],
+      selector: flags.telemetrySelector ?? env[ENV.telemetrySelector],
+      targetRefs: flags.telemetryTargetRefs ?? env[ENV.telemetryTargetRefs],
+      metrics: flags.telemetryMetrics ?? env[ENV.telemetryMetrics],
+    }),
   });
 }
 

@@ -2,7 +2,7 @@
  * The registered fleet as metrics (edge_registrar_vps_info, managed entries per country),
  * kept in memory: replaced whole from the desired state on every resync or refresh, and
  * updated by every commit in between. A scrape reads memory only; it never costs Redis a
- * read per VPS.
+ * read per VPS. The same in-memory fleet feeds the managed Telemetry (`snapshot`, `onChange`).
  */
 import type { SyncMetrics } from '../telemetry/metrics.ts';
 import type { VpsRecord } from './state-store.ts';
@@ -12,9 +12,16 @@ type Shown = Pick<VpsRecord, 'vpsId' | 'name' | 'address' | 'country'>;
 export class FleetMetrics {
   readonly #metrics: Pick<SyncMetrics, 'vpsInfo' | 'managedEntries'>;
   readonly #byVps = new Map<string, Shown>();
+  readonly #onChange: () => void;
 
-  constructor(metrics: Pick<SyncMetrics, 'vpsInfo' | 'managedEntries'>) {
+  constructor(metrics: Pick<SyncMetrics, 'vpsInfo' | 'managedEntries'>, onChange: () => void = () => undefined) {
     this.#metrics = metrics;
+    this.#onChange = onChange;
+  }
+
+  /** The registered VPSs now. */
+  snapshot(): Shown[] {
+    return [...this.#byVps.values()];
   }
 
   static #labels(r: Shown): { name: string; address: string; country: string; vps_id: string } {
@@ -26,6 +33,7 @@ export class FleetMetrics {
     this.#metrics.vpsInfo.reset();
     this.#metrics.managedEntries.reset();
     for (const r of registered) this.#add(r);
+    this.#onChange();
   }
 
   /** A committed state: a registered VPS is shown with its new labels, a retired one is removed. */
@@ -37,6 +45,7 @@ export class FleetMetrics {
       this.#byVps.delete(record.vpsId);
     }
     if (record.state === 'registered') this.#add(record);
+    this.#onChange();
   }
 
   #add(r: Shown): void {

@@ -12,7 +12,9 @@ import { loadKubeConfig } from '../kube/client.ts';
 import { LeaderElector } from '../kube/lease.ts';
 import { watchedPolicy } from '../policy-source.ts';
 import { createRedis } from '../redis/connection.ts';
-import { createRegistry, createSyncMetrics } from '../telemetry/metrics.ts';
+import { TelemetryKeeper } from '../mesh-telemetry/telemetry-keeper.ts';
+import { DEFAULT_TELEMETRY_OPTIONS } from '../mesh-telemetry/telemetry-object.ts';
+import { createRegistry, createSyncMetrics, createTelemetryMetrics } from '../telemetry/metrics.ts';
 import { KeyedQueue } from '../util/keyed-queue.ts';
 import { StreamConsumer } from './consumer.ts';
 import { dlqStream } from './dead-letter.ts';
@@ -45,7 +47,12 @@ async function groupInfo(redis: ReturnType<typeof createRedis>, stream: string, 
 export async function runSync(config: SyncConfig, logger: Logger): Promise<RunningSync> {
   const registry = createRegistry(true);
   const metrics = createSyncMetrics(registry);
-  const fleet = new FleetMetrics(metrics);
+  // Built below once the Lease and the fleet exist; the fleet tells it of every change.
+  let telemetry: TelemetryKeeper | undefined;
+  // The fleet in memory is the desired state only once a resync has read it under this
+  // leadership (a standby's copy may be minutes old): the Telemetry waits for that.
+  let fleetLoadedAsLeader = false;
+  const fleet = new FleetMetrics(metrics, () => telemetry?.fleetChanged());
   const policy = await watchedPolicy(config.policyPath, { intervalMs: 10_000, logger });
   const commands = createRedis(config.redis, 'commands', { commandTimeoutMs: config.redisCommandTimeoutMs });
   const blocking = createRedis(config.redis, 'blocking');
@@ -82,7 +89,10 @@ export async function runSync(config: SyncConfig, logger: Logger): Promise<Runni
     renewDeadlineMs: config.leaseRenewDeadlineMs,
     retryPeriodMs: config.leaseRenewMs,
     logger,
-    onChange: (leader) => { metrics.leader.set(leader ? 1 : 0); },
+    onChange: (leader) => {
+      metrics.leader.set(leader ? 1 : 0);
+      fleetLoadedAsLeader = false;
+    },
   });
   // Events and drift repairs about one VPS never interleave: both queue on the same keys.
   const queue = new KeyedQueue();
@@ -163,6 +173,7 @@ export async function runSync(config: SyncConfig, logger: Logger): Promise<Runni
         for (const [action, names] of Object.entries(counts)) if (names.length > 0) metrics.resyncChanges.inc({ action }, names.length);
         metrics.resyncRuns.inc();
         fleet.replaceAll(report.registered);
+        fleetLoadedAsLeader = elector.isLeader();
       } catch (err) {
         logger.warn({ err }, 'resync failed; will try again');
       }
@@ -170,8 +181,23 @@ export async function runSync(config: SyncConfig, logger: Logger): Promise<Runni
     resyncTimer = setTimeout(() => void resyncLoop(), 1_000);
   };
 
+  if (config.telemetry.enabled) {
+    const { namespace, name, selector, targetRefs, metrics: istioMetrics, coalesceMs } = config.telemetry;
+    telemetry = new TelemetryKeeper({
+      kubeConfig,
+      options: { ...DEFAULT_TELEMETRY_OPTIONS, namespace, name, selector, targetRefs, metrics: istioMetrics },
+      fleet: () => fleet.snapshot(),
+      isLeader: () => elector.isLeader() && fleetLoadedAsLeader,
+      coalesceMs,
+      repairIntervalMs: config.resyncIntervalMs,
+      metrics: createTelemetryMetrics(registry),
+      logger: logger.child({ component: 'telemetry' }),
+    });
+  }
+
   elector.start();
   consumer.start();
+  telemetry?.start();
   void resyncLoop();
   void gaugeLoop();
 
@@ -203,6 +229,7 @@ export async function runSync(config: SyncConfig, logger: Logger): Promise<Runni
         if (resyncTimer) clearTimeout(resyncTimer);
         if (gaugeTimer) clearTimeout(gaugeTimer);
         await consumer.stop();
+        await telemetry?.stop();
         await elector.stop();
         policy.stop();
         await closeGracefully(http.server, 2_000);

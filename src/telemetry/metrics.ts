@@ -160,3 +160,36 @@ export function createSyncMetrics(registry: Registry): SyncMetrics {
     deadLetterLength: new Gauge({ name: 'edge_registrar_sync_dead_letter_entries', help: 'Entries in the dead-letter stream (XLEN; capped by --dlq-max-length).', registers: [registry] }),
   };
 }
+
+/** The managed Telemetry's keeper (per-VPS metric tags on the ingress gateway). */
+export interface TelemetryMetrics {
+  writes: Counter<'outcome'>;
+  renderDuration: Histogram;
+  vps: Gauge;
+  shardTags: Gauge;
+  largestExpression: Gauge;
+  objectBytes: Gauge;
+  lastApplied: Gauge;
+}
+
+export function createTelemetryMetrics(registry: Registry): TelemetryMetrics {
+  return {
+    writes: new Counter({
+      name: 'edge_registrar_telemetry_syncs_total',
+      help: 'Passes of the managed Telemetry keeper, by outcome (applied, unchanged, refused: a Telemetry of that name not ours, failed).',
+      labelNames: ['outcome'],
+      registers: [registry],
+    }),
+    renderDuration: new Histogram({
+      name: 'edge_registrar_telemetry_render_duration_seconds',
+      help: 'Time to render the Telemetry (its CEL expressions) from the registered fleet.',
+      buckets: [0.001, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5],
+      registers: [registry],
+    }),
+    vps: new Gauge({ name: 'edge_registrar_telemetry_vps', help: 'Registered VPSs the Telemetry in the cluster maps (compare with count(edge_registrar_vps_info)).', registers: [registry] }),
+    shardTags: new Gauge({ name: 'edge_registrar_telemetry_shard_tags', help: 'Tags per dimension (vps, vps_1, ...): more than 1 once one expression would pass the codepoint limit.', registers: [registry] }),
+    largestExpression: new Gauge({ name: 'edge_registrar_telemetry_expression_max_codepoints', help: "The longest CEL expression's size; Envoy drops a tag whose expression passes 100,000.", registers: [registry] }),
+    objectBytes: new Gauge({ name: 'edge_registrar_telemetry_object_bytes', help: 'Size of the Telemetry object as written (JSON).', registers: [registry] }),
+    lastApplied: new Gauge({ name: 'edge_registrar_telemetry_last_sync_timestamp_seconds', help: 'When the Telemetry was last confirmed in step with the fleet (applied or found unchanged).', registers: [registry] }),
+  };
+}

@@ -36,5 +36,7 @@ describe('each process loads only what it runs', () => {
     const graph = await moduleGraph('src/webhook/run.ts');
     expect(graph.has('src/http/serving.ts')).toBe(true);
     expect([...graph].filter((f) => f.startsWith('src/sync/'))).toEqual([]);
+    // The managed Telemetry is the sync daemon's; configuration only names Istio's metrics.
+    expect([...graph].filter((f) => f.startsWith('src/mesh-telemetry/'))).toEqual(['src/mesh-telemetry/istio-metrics.ts']);
   });
 });

@@ -1,0 +1,163 @@
+/**
+ * The CEL expressions behind the per-VPS metric tags: each maps the trusted client address
+ * the ingress gateway puts in `x-envoy-external-address` to a registered VPS's name (or
+ * country), `unregistered` for any other caller and `none` when the header is absent, so a
+ * tag has one value per VPS plus two.
+ *
+ * The limits that shape them (Envoy's istio.stats filter parses each expression with cel-cpp's
+ * default ParserOptions and evaluates every one of them on every request, without constant
+ * folding):
+ * - an expression over 100,000 codepoints does not parse, and the filter then drops the tag
+ *   silently (it logs "Failed to parse expression" at info level). Each expression is kept
+ *   under `maxCodepoints` (40,000 by default); a fleet too large for one is split by the
+ *   address's last character across shard tags `<tag>`, `<tag>_1`, `<tag>_2` ..., each of which
+ *   is empty ("") for addresses another shard owns, so exactly one of them names the caller;
+ * - parser nesting is limited to depth 250: the chain of conditionals is at most 18 deep;
+ * - a map literal is built on every evaluation: the addresses are bucketed by their last
+ *   character and only the caller's bucket's map is built, about a tenth of the fleet.
+ * Pure: no I/O.
+ */
+import { parseAddress } from '../policy/address.ts';
+
+/** The header the gateway derives from the PROXY protocol when numTrustedProxies is 0. */
+export const CLIENT_ADDRESS_HEADER = 'x-envoy-external-address';
+/** Values a tag takes besides the VPS names. */
+export const UNREGISTERED = 'unregistered';
+export const NO_HEADER = 'none';
+/** Half of cel-cpp's parser limit (kExpressionSizeCodepointLimit = 100,000). */
+export const DEFAULT_MAX_CODEPOINTS = 40_000;
+/** The last character of an address as Envoy writes it: a decimal digit (IPv4), a lower-case hex digit or ':' (IPv6 ending in "::"). */
+const BUCKETS = [...'0123456789abcdef:'];
+
+export interface MappedVps {
+  name: string;
+  address: string;
+  country: string;
+}
+
+export interface TagExpression {
+  /** The tag's name: `<tag>` for the first shard, `<tag>_<n>` for further ones. */
+  tag: string;
+  expression: string;
+  /** Registered addresses this expression maps. */
+  entries: number;
+}
+
+export class TagRenderError extends Error {
+  override name = 'TagRenderError';
+}
+
+/** A CEL string literal. Names and addresses are validated upstream; quoting stays correct anyway. */
+export function celString(value: string): string {
+  let out = '';
+  for (const c of value) {
+    const code = c.charCodeAt(0);
+    if (c === '\\' || c === "'") out += `\\${c}`;
+    else if (code < 0x20 || code === 0x7f) out += `\\x${code.toString(16).padStart(2, '0')}`;
+    else out += c;
+  }
+  return `'${out}'`;
+}
+
+/** An address in the form Envoy writes it into the header (dotted quad, or RFC 5952 IPv6); undefined when it is no IP. */
+export function envoyAddressForm(address: string): string | undefined {
+  const parsed = parseAddress(address);
+  return parsed.ok ? parsed.canonical : undefined;
+}
+
+function codepoints(text: string): number {
+  let n = 0;
+  for (const _ of text) n++;
+  return n;
+}
+
+/** The lookup of the bound address `a` in one bucket's map, or `unregistered`. */
+function bucketLookup(entries: readonly [string, string][]): string {
+  if (entries.length === 0) return celString(UNREGISTERED);
+  const literal = entries.map(([key, value]) => `${celString(key)}:${celString(value)}`).join(',');
+  // [M].map(m, ...)[0] binds the map literal to m once, so it is written (and built) once.
+  return `[{${literal}}].map(m,a in m?m[a]:${celString(UNREGISTERED)})[0]`;
+}
+
+function endsWithAny(chars: readonly string[]): string {
+  return chars.map((c) => `a.endsWith(${celString(c)})`).join('||');
+}
+
+/**
+ * One shard's expression: a lookup for each of its buckets that holds VPSs, then `fallback`
+ * for every other address, and `absent` when there is no header.
+ */
+function shardExpression(buckets: readonly string[], lookups: ReadonlyMap<string, string>, fallback: string, absent: string): string {
+  let chain = fallback;
+  for (const bucket of [...buckets].reverse()) {
+    const lookup = lookups.get(bucket);
+    if (lookup !== undefined) chain = `${lookup}${chain}`;
+  }
+  const header = celString(CLIENT_ADDRESS_HEADER);
+  return `${header} in request.headers?[request.headers[${header}]].map(a,${chain})[0]:${celString(absent)}`;
+}
+
+/**
+ * What a shard says for an address none of its lookups matched: exactly one shard says
+ * `unregistered` for it (the one owning its last character, the first shard for a header
+ * that is no address), every other shard says "".
+ */
+function shardFallback(index: number, buckets: readonly string[], shards: readonly (readonly string[])[]): string {
+  const unregistered = celString(UNREGISTERED);
+  if (shards.length === 1) return unregistered;
+  if (index === 0) {
+    const others = shards.slice(1).flat();
+    return `${endsWithAny(others)}?'':${unregistered}`;
+  }
+  return `${endsWithAny(buckets)}?${unregistered}:''`;
+}
+
+/**
+ * The expressions for one tag whose value for a VPS is `valueOf(vps)`. VPSs with an address
+ * that is no IP are left out (the webhook never admits them). Deterministic: the same fleet
+ * gives the same text, so an unchanged fleet never causes a write.
+ */
+export function renderTagExpressions(tag: string, fleet: readonly MappedVps[], valueOf: (vps: MappedVps) => string, maxCodepoints = DEFAULT_MAX_CODEPOINTS): TagExpression[] {
+  const byBucket = new Map<string, [string, string][]>();
+  for (const vps of fleet) {
+    const key = envoyAddressForm(vps.address);
+    if (key === undefined) continue;
+    const bucket = key.slice(-1);
+    let entries = byBucket.get(bucket);
+    if (entries === undefined) byBucket.set(bucket, (entries = []));
+    entries.push([key, valueOf(vps)]);
+  }
+  // Each bucket's lookup is rendered once; a shard's size is the sum of its buckets' plus a
+  // fixed frame, so packing costs no re-rendering.
+  const lookups = new Map<string, string>();
+  for (const [bucket, entries] of byBucket) {
+    entries.sort(([a], [b]) => (a < b ? -1 : a > b ? 1 : 0));
+    lookups.set(bucket, `${endsWithAny([bucket])}?${bucketLookup(entries)}:`);
+  }
+  const frame = codepoints(shardExpression([], lookups, '', '')) + 400; // 400: room for the fallback (about 300 at most)
+
+  // Greedy packing in bucket order: a shard takes buckets while its expression stays within the limit.
+  const shards: string[][] = [];
+  let current: string[] = [];
+  let size = frame;
+  for (const bucket of BUCKETS) {
+    const added = codepoints(lookups.get(bucket) ?? '');
+    if (current.length > 0 && size + added > maxCodepoints) {
+      shards.push(current);
+      current = [];
+      size = frame;
+    }
+    current.push(bucket);
+    size += added;
+  }
+  shards.push(current);
+
+  return shards.map((buckets, index) => {
+    const expression = shardExpression(buckets, lookups, shardFallback(index, buckets, shards), index === 0 ? NO_HEADER : '');
+    const size = codepoints(expression);
+    if (size > maxCodepoints) {
+      throw new TagRenderError(`tag ${tag}: the addresses ending in "${buckets.join('')}" need an expression of ${size} codepoints, over the limit of ${maxCodepoints}; raise it (Envoy's is 100,000) or shrink the fleet`);
+    }
+    return { tag: index === 0 ? tag : `${tag}_${index}`, expression, entries: buckets.reduce((n, b) => n + (byBucket.get(b)?.length ?? 0), 0) };
+  });
+}

@@ -1,0 +1,156 @@
+/**
+ * Keeps the managed Telemetry in step with the registered fleet, on the Lease holder only:
+ * a change to the fleet marks it dirty and one write follows `coalesceMs` later, so a burst
+ * (a 5,000-VPS backfill) is a handful of writes; every `repairIntervalMs` the object in the
+ * cluster is read and compared again, which repairs drift (an edit, a deletion). Writes are
+ * server-side apply under its own field manager. A Telemetry of that name that does not carry
+ * our managed-by label is never changed: the pass is refused, logged and counted.
+ */
+import * as k8s from '@kubernetes/client-node';
+import type { Logger } from 'pino';
+import { makeApiClient } from '../kube/client.ts';
+import type { TelemetryMetrics } from '../telemetry/metrics.ts';
+import type { MappedVps } from './tag-expressions.ts';
+import { FLEET_DIGEST_ANNOTATION, isManagedTelemetry, renderTelemetry, type StoredTelemetry, type TelemetryObject, type TelemetryOptions } from './telemetry-object.ts';
+
+export const TELEMETRY_FIELD_MANAGER = 'edge-registrar-telemetry';
+const COORDINATES = { group: 'telemetry.istio.io', version: 'v1', plural: 'telemetries' } as const;
+/** A failed pass is tried again this much later. */
+const RETRY_MS = 5_000;
+
+export type KeeperOutcome = 'applied' | 'unchanged' | 'refused' | 'failed';
+
+export interface TelemetryKeeperDeps {
+  kubeConfig: k8s.KubeConfig;
+  options: TelemetryOptions;
+  /** The registered fleet now. */
+  fleet: () => readonly MappedVps[];
+  isLeader: () => boolean;
+  coalesceMs: number;
+  repairIntervalMs: number;
+  metrics: TelemetryMetrics;
+  logger: Logger;
+}
+
+/** Key order fixed, so two equal objects compare equal as text. */
+function stable(value: unknown): string {
+  return JSON.stringify(value, (_key, v: unknown) =>
+    v !== null && typeof v === 'object' && !Array.isArray(v) ? Object.fromEntries(Object.entries(v as Record<string, unknown>).sort(([a], [b]) => (a < b ? -1 : a > b ? 1 : 0))) : v,
+  );
+}
+
+/** What of a Telemetry we set: the spec, our labels and our annotations. */
+function ourPart(object: StoredTelemetry, wanted: TelemetryObject): string {
+  const pick = (source: Record<string, string> | undefined, keys: string[]) => Object.fromEntries(keys.map((k) => [k, source?.[k]]));
+  return stable({
+    spec: object.spec,
+    labels: pick(object.metadata?.labels, Object.keys(wanted.metadata.labels)),
+    annotations: pick(object.metadata?.annotations, Object.keys(wanted.metadata.annotations)),
+  });
+}
+
+export class TelemetryKeeper {
+  readonly #deps: TelemetryKeeperDeps;
+  readonly #api: k8s.CustomObjectsApi;
+  #dueAt: number | undefined = 0; // a first pass as soon as this replica leads
+  #lastPass = 0;
+  #wasLeader = false;
+  #timer: NodeJS.Timeout | undefined;
+  #running: Promise<KeeperOutcome> | undefined;
+  #stopped = false;
+  #lastRefusalLogged = 0;
+
+  constructor(deps: TelemetryKeeperDeps) {
+    this.#deps = deps;
+    this.#api = makeApiClient(deps.kubeConfig, k8s.CustomObjectsApi);
+  }
+
+  /** The fleet changed: write within coalesceMs (a pending write is not pushed back). */
+  fleetChanged(): void {
+    this.#dueAt ??= Date.now() + this.#deps.coalesceMs;
+  }
+
+  start(): void {
+    const tick = async (): Promise<void> => {
+      if (this.#stopped) return;
+      const leader = this.#deps.isLeader();
+      if (leader && !this.#wasLeader) this.#dueAt = Date.now();
+      this.#wasLeader = leader;
+      const now = Date.now();
+      if (leader && ((this.#dueAt !== undefined && now >= this.#dueAt) || now - this.#lastPass >= this.#deps.repairIntervalMs)) {
+        await this.sync();
+      }
+      // stop() clears this timer; a tick that starts after stop() returns at once.
+      this.#timer = setTimeout(() => void tick(), 250);
+    };
+    void tick();
+  }
+
+  async stop(): Promise<void> {
+    this.#stopped = true;
+    clearTimeout(this.#timer);
+    await this.#running;
+  }
+
+  /** One pass: render, compare with the cluster, write if different. */
+  sync(): Promise<KeeperOutcome> {
+    this.#running ??= this.#pass().finally(() => {
+      this.#running = undefined;
+    });
+    return this.#running;
+  }
+
+  async #pass(): Promise<KeeperOutcome> {
+    const { options, metrics, logger } = this.#deps;
+    const where = { namespace: options.namespace, name: options.name };
+    this.#dueAt = undefined;
+    this.#lastPass = Date.now();
+    try {
+      const started = performance.now();
+      const rendered = renderTelemetry(options, this.#deps.fleet());
+      metrics.renderDuration.observe((performance.now() - started) / 1000);
+      const existing = await this.#get();
+      if (existing !== undefined && !isManagedTelemetry(existing)) {
+        metrics.writes.inc({ outcome: 'refused' });
+        if (Date.now() - this.#lastRefusalLogged > 60_000) {
+          this.#lastRefusalLogged = Date.now();
+          logger.error({ telemetry: where, managedBy: existing.metadata?.labels?.['app.kubernetes.io/managed-by'] ?? null }, 'a Telemetry of this name exists and is not managed by edge-registrar; left alone (rename ours with --telemetry-name, or delete theirs)');
+        }
+        return 'refused';
+      }
+      const body = JSON.stringify(rendered.object);
+      metrics.objectBytes.set(Buffer.byteLength(body));
+      metrics.shardTags.set(rendered.tags.filter((t) => t.tag === options.vpsTag || t.tag.startsWith(`${options.vpsTag}_`)).length);
+      metrics.largestExpression.set(Math.max(...rendered.tags.map((t) => t.expression.length)));
+      let outcome: KeeperOutcome = 'unchanged';
+      if (existing === undefined || ourPart(existing, rendered.object) !== ourPart(rendered.object, rendered.object)) {
+        await this.#api.patchNamespacedCustomObject(
+          { ...COORDINATES, namespace: options.namespace, name: options.name, body: rendered.object, fieldManager: TELEMETRY_FIELD_MANAGER, force: true },
+          k8s.setHeaderOptions('Content-Type', k8s.PatchStrategy.ServerSideApply),
+        );
+        outcome = 'applied';
+        const previousDigest = existing?.metadata?.annotations?.[FLEET_DIGEST_ANNOTATION] ?? null;
+        // The same digest as before means the object drifted from what we wrote: a repair.
+        logger.info({ telemetry: where, vps: rendered.vpsCount, digest: rendered.digest, previousDigest, repair: previousDigest === rendered.digest, tags: rendered.tags.map((t) => t.tag), bytes: Buffer.byteLength(body) }, 'managed Telemetry applied');
+      }
+      metrics.writes.inc({ outcome });
+      metrics.vps.set(rendered.vpsCount);
+      metrics.lastApplied.set(Date.now() / 1000);
+      return outcome;
+    } catch (err) {
+      metrics.writes.inc({ outcome: 'failed' });
+      logger.warn({ telemetry: where, err }, 'managed Telemetry not written; will try again');
+      this.#dueAt = Date.now() + RETRY_MS;
+      return 'failed';
+    }
+  }
+
+  async #get(): Promise<StoredTelemetry | undefined> {
+    try {
+      return (await this.#api.getNamespacedCustomObject({ ...COORDINATES, namespace: this.#deps.options.namespace, name: this.#deps.options.name })) as StoredTelemetry;
+    } catch (error) {
+      if (error instanceof k8s.ApiException && error.code === 404) return undefined;
+      throw error;
+    }
+  }
+}
