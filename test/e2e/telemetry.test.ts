@@ -1,0 +1,199 @@
+/**
+ * The managed Telemetry: its CEL expressions evaluated by cel-go (Google's reference CEL, with
+ * the same parser limits as Envoy's cel-cpp); the sync daemon keeping it in step with the
+ * fleet on the real API server with Istio's CRDs (coalesced, repaired, never touching a
+ * Telemetry it does not own); and what istiod makes of it for the ingress gateway.
+ */
+import { afterAll, beforeAll, describe, expect, inject, it } from 'vitest';
+import type { SyncConfig } from '../../src/config.ts';
+import { DEFAULT_TELEMETRY_OPTIONS, FLEET_DIGEST_ANNOTATION, VPS_COUNT_ANNOTATION, renderTelemetry, type TelemetryOptions } from '../../src/mesh-telemetry/telemetry-object.ts';
+import { envoyAddressForm, renderTagExpressions, type MappedVps } from '../../src/mesh-telemetry/tag-expressions.ts';
+import type { RunningSync } from '../../src/sync/run.ts';
+import { kubeconfigFor } from '../harness/kube-cluster.ts';
+import { evaluateCel, mergedValue, type CelRequest } from './cel-support.ts';
+import type { K8sObject } from './helm-support.ts';
+import { listenerOf, meshView } from './istio-support.ts';
+import { publishRegister, publishRetire, settled, startSyncTestBed, startTestSync, stopSyncTestBed, testSyncConfig, type SyncTestBed } from './sync-support.ts';
+import { kubectl, mustKubectl, waitFor } from './support.ts';
+
+const HEADER = 'x-envoy-external-address';
+const TELEMETRY_NS = 'istio-system';
+const TELEMETRY_NAME = 'edge-registrar-vps';
+const OPTIONS: TelemetryOptions = { ...DEFAULT_TELEMETRY_OPTIONS, namespace: TELEMETRY_NS, name: TELEMETRY_NAME };
+
+/** A fleet of `n` VPSs, a fifth of them on IPv6 (written in a non-canonical form), every address distinct. */
+function fleetOf(n: number): MappedVps[] {
+  const countries = ['jp', 'sg', 'us', 'hk', 'de'];
+  return Array.from({ length: n }, (_, i) => ({
+    name: `vps-${countries[i % 5]!}-${1000 + i}`,
+    country: countries[i % 5]!,
+    address: i % 5 === 4 ? `2400:cb00:${(i >> 8).toString(16)}::${(i & 255).toString(16)}` : `${45 + (i % 150)}.${(i >> 8) & 255}.${i & 255}.${1 + (i % 250)}`,
+  }));
+}
+
+const request = (address?: string): CelRequest => ({ headers: address === undefined ? {} : { [HEADER]: address } });
+/** A VPS's address as the gateway writes it into the header (RFC 5952 for IPv6). */
+const asSent = (vps: MappedVps): string => envoyAddressForm(vps.address)!;
+
+describe('the tag expressions, evaluated by cel-go', () => {
+  it('map every registered address of a 5,000-VPS fleet to its name and country, each tag set naming the caller once', async () => {
+    const fleet = fleetOf(5000);
+    const { tags } = renderTelemetry(OPTIONS, fleet);
+    const vpsTags = tags.filter((t) => t.tag.startsWith('vps') && !t.tag.startsWith('vps_country'));
+    const countryTags = tags.filter((t) => t.tag.startsWith('vps_country'));
+    expect(vpsTags.length).toBeGreaterThan(1); // 5,000 VPSs need shards under the 40,000-codepoint budget
+    for (const t of tags) expect(t.expression.length).toBeLessThanOrEqual(40_000);
+    const sample = fleet.filter((_, i) => i % 97 === 0);
+    const requests = [...sample.map((v) => request(asSent(v))), request('203.0.113.250'), request('2001:db8::1'), request(undefined)];
+    const byName = await evaluateCel(vpsTags.map((t) => t.expression), requests);
+    const byCountry = await evaluateCel(countryTags.map((t) => t.expression), requests);
+    expect([...byName.compiled, ...byCountry.compiled].every((c) => c.ok)).toBe(true);
+    sample.forEach((v, i) => {
+      expect(mergedValue(byName, i)).toEqual([v.name]);
+      expect(mergedValue(byCountry, i)).toEqual([v.country]);
+    });
+    const unknown4 = sample.length;
+    expect([mergedValue(byName, unknown4), mergedValue(byName, unknown4 + 1), mergedValue(byName, unknown4 + 2)]).toEqual([['unregistered'], ['unregistered'], ['none']]);
+    expect([mergedValue(byCountry, unknown4), mergedValue(byCountry, unknown4 + 2)]).toEqual([['unregistered'], ['none']]);
+  });
+
+  it('treat hostile header values as data: injection attempts, odd forms and a 1 MiB value are just unregistered', async () => {
+    const fleet = fleetOf(50);
+    const expressions = renderTagExpressions('vps', fleet, (v) => v.name).map((t) => t.expression);
+    const hostile = ["' || true || '", "45.0.0.1' : 'x'}[a] + '", '45.0.0.1 ', ' 45.0.0.1', '45.0.0.01', '::FFFF:45.0.0.1', '2400:CB00:0::4', '45.0.0.1,45.0.1.2', '', 'x'.repeat(1 << 20), '\u0000', '🙂'];
+    const outcome = await evaluateCel(expressions, hostile.map((h) => request(h)));
+    hostile.forEach((_, i) => expect(mergedValue(outcome, i)).toEqual(['unregistered']));
+    // The registered forms themselves still resolve.
+    const known = await evaluateCel(expressions, [request(asSent(fleet[0]!)), request(asSent(fleet[4]!))]);
+    expect([mergedValue(known, 0), mergedValue(known, 1)]).toEqual([[fleet[0]!.name], [fleet[4]!.name]]);
+  });
+
+  it('need the shards: one expression for 5,000 VPSs passes the 100,000-codepoint parser limit and does not parse', async () => {
+    const [single] = renderTagExpressions('vps', fleetOf(5000), (v) => v.name, 1_000_000);
+    expect(single!.expression.length).toBeGreaterThan(100_000);
+    const outcome = await evaluateCel([single!.expression], [request('45.0.0.1')]);
+    expect(outcome.compiled[0]!.ok).toBe(false);
+    expect(outcome.compiled[0]!.error).toMatch(/size exceeds limit|code point/i);
+  });
+});
+
+describe('the sync daemon keeps the Telemetry in step', () => {
+  let bed: SyncTestBed | undefined;
+  let sync: RunningSync | undefined;
+
+  const getTelemetry = async (name = TELEMETRY_NAME): Promise<K8sObject | undefined> => {
+    const res = await kubectl('admin', ['-n', TELEMETRY_NS, 'get', 'telemetry', name, '-o', 'json']);
+    return res.code === 0 ? (JSON.parse(res.stdout) as K8sObject) : undefined;
+  };
+  const metric = async (series: string): Promise<number> => {
+    const text = await (await fetch(`http://127.0.0.1:${sync!.port}/metrics`)).text();
+    const line = text.split('\n').find((l) => l.startsWith(`${series} `));
+    return line === undefined ? 0 : Number(line.split(' ')[1]);
+  };
+  const expressionsOf = (telemetry: K8sObject): string[] => {
+    const overrides = telemetry.spec.metrics[0].overrides[0].tagOverrides as Record<string, { value: string }>;
+    return Object.entries(overrides).filter(([tag]) => !tag.startsWith('vps_country')).map(([, o]) => o.value);
+  };
+  const start = async (overrides: Partial<SyncConfig> = {}): Promise<RunningSync> => {
+    const base = testSyncConfig(kubeconfigFor(inject('cluster'), 'sync'), bed!.redisServer.url);
+    sync = await startTestSync({ ...base, telemetry: { ...base.telemetry, enabled: true, coalesceMs: 500 }, ...overrides });
+    return sync;
+  };
+
+  beforeAll(async () => {
+    bed = await startSyncTestBed('telemetry');
+  });
+  afterAll(async () => {
+    await sync?.stop();
+    await kubectl('admin', ['-n', TELEMETRY_NS, 'delete', 'telemetry', '--all']);
+    if (bed !== undefined) await stopSyncTestBed(bed);
+  });
+
+  it('writes it from the registered VPSs, changes it within seconds of a register or retire, and its expressions map them', async () => {
+    await start();
+    await publishRegister(bed!.redis, 'vps-5101', 'vps-jp-51', '103.21.244.51', 'jp');
+    await publishRegister(bed!.redis, 'vps-5102', 'vps-sg-52', '2400:cb00:2049::52', 'sg');
+    await settled(bed!.redis);
+    await waitFor(async () => (await getTelemetry())?.metadata.annotations?.[VPS_COUNT_ANNOTATION] === '2', 'the Telemetry to map 2 VPSs', 15_000);
+    const first = (await getTelemetry())!;
+    expect(first.metadata.labels).toMatchObject({ 'app.kubernetes.io/managed-by': 'edge-registrar' });
+    expect(first.spec.selector).toEqual({ matchLabels: { istio: 'ingressgateway' } });
+    expect(first.spec.metrics[0].overrides.map((o: { match: unknown }) => o.match)).toEqual([
+      { metric: 'REQUEST_COUNT', mode: 'CLIENT' },
+      { metric: 'REQUEST_DURATION', mode: 'CLIENT' },
+    ]);
+    const before = await evaluateCel(expressionsOf(first), [request('103.21.244.51'), request('2400:cb00:2049::52'), request('103.21.244.53')]);
+    expect([0, 1, 2].map((i) => mergedValue(before, i))).toEqual([['vps-jp-51'], ['vps-sg-52'], ['unregistered']]);
+
+    const retiredAt = Date.now();
+    await publishRetire(bed!.redis, 'vps-5101');
+    await publishRegister(bed!.redis, 'vps-5103', 'vps-jp-53', '103.21.244.53', 'jp');
+    await waitFor(async () => (await getTelemetry())?.metadata.annotations?.[FLEET_DIGEST_ANNOTATION] !== first.metadata.annotations?.[FLEET_DIGEST_ANNOTATION] && (await getTelemetry())?.metadata.annotations?.[VPS_COUNT_ANNOTATION] === '2', 'the Telemetry to follow the retire and the register', 15_000);
+    expect(Date.now() - retiredAt).toBeLessThan(10_000);
+    const after = await evaluateCel(expressionsOf((await getTelemetry())!), [request('103.21.244.51'), request('2400:cb00:2049::52'), request('103.21.244.53')]);
+    expect([0, 1, 2].map((i) => mergedValue(after, i))).toEqual([['unregistered'], ['vps-sg-52'], ['vps-jp-53']]);
+  });
+
+  it('coalesces a burst of 300 registers into a handful of writes', async () => {
+    const writesBefore = await metric('edge_registrar_telemetry_syncs_total{outcome="applied"}');
+    const ids = Array.from({ length: 300 }, (_, i) => i);
+    for (const i of ids) await publishRegister(bed!.redis, `vps-6${String(i).padStart(3, '0')}`, `vps-us-6${String(i).padStart(3, '0')}`, `104.16.${Math.floor(i / 200)}.${(i % 200) + 20}`, 'us');
+    await settled(bed!.redis, 120_000);
+    await waitFor(async () => (await getTelemetry())?.metadata.annotations?.[VPS_COUNT_ANNOTATION] === '302', 'the Telemetry to map 302 VPSs', 30_000);
+    const writes = (await metric('edge_registrar_telemetry_syncs_total{outcome="applied"}')) - writesBefore;
+    expect(writes).toBeGreaterThanOrEqual(1);
+    expect(writes).toBeLessThanOrEqual(15);
+  });
+
+  it('repairs drift: an edited Telemetry is rewritten on the next pass', async () => {
+    await sync!.stop();
+    sync = undefined;
+    await start({ resyncIntervalMs: 2_000 });
+    const current = (await getTelemetry())!;
+    await mustKubectl('admin', ['-n', TELEMETRY_NS, 'patch', 'telemetry', TELEMETRY_NAME, '--type', 'merge', '-p', JSON.stringify({ spec: { metrics: [{ providers: [{ name: 'prometheus' }] }] } })]);
+    await waitFor(async () => JSON.stringify((await getTelemetry())?.spec) === JSON.stringify(current.spec), 'the edited Telemetry to be repaired', 20_000);
+  });
+
+  it('never touches a Telemetry of that name it does not own', async () => {
+    await sync!.stop();
+    sync = undefined;
+    const theirs = { apiVersion: 'telemetry.istio.io/v1', kind: 'Telemetry', metadata: { name: 'edge-registrar-vps', namespace: TELEMETRY_NS }, spec: { metrics: [{ providers: [{ name: 'prometheus' }] }] } };
+    await mustKubectl('admin', ['-n', TELEMETRY_NS, 'delete', 'telemetry', TELEMETRY_NAME]);
+    await mustKubectl('admin', ['apply', '-f', '-'], theirs);
+    await start();
+    await waitFor(async () => (await metric('edge_registrar_telemetry_syncs_total{outcome="refused"}')) > 0, 'the keeper to refuse the Telemetry it does not own', 15_000);
+    expect((await getTelemetry())!.spec).toEqual(theirs.spec);
+    expect((await getTelemetry())!.metadata.labels?.['app.kubernetes.io/managed-by']).toBeUndefined();
+  });
+
+  it('may write that one Telemetry and no other', async () => {
+    const can = async (verb: string, resource: string) => (await kubectl('admin', ['auth', 'can-i', verb, resource, '-n', TELEMETRY_NS, '--as', 'system:serviceaccount:airport-prod:edge-registrar-sync'])).stdout.trim();
+    expect(await can('patch', `telemetries.telemetry.istio.io/${TELEMETRY_NAME}`)).toBe('yes');
+    expect(await can('create', `telemetries.telemetry.istio.io/${TELEMETRY_NAME}`)).toBe('yes');
+    expect(await can('patch', 'telemetries.telemetry.istio.io/mesh-default')).toBe('no');
+    expect(await can('delete', `telemetries.telemetry.istio.io/${TELEMETRY_NAME}`)).toBe('no');
+    expect(await can('list', 'telemetries.telemetry.istio.io')).toBe('no');
+  });
+});
+
+describe("what istiod gives the ingress gateway (Istio's own config generation)", () => {
+  it("puts the tag expressions, exactly as rendered, into the gateway's stats filter for its client-side metrics", async () => {
+    const { object, tags } = renderTelemetry(OPTIONS, fleetOf(40));
+    const gateway = {
+      apiVersion: 'networking.istio.io/v1',
+      kind: 'Gateway',
+      metadata: { name: 'xboard', namespace: 'airport-prod' },
+      spec: { selector: { istio: 'ingressgateway' }, servers: [{ port: { number: 8080, name: 'http', protocol: 'HTTP' }, hosts: ['*'] }] },
+    };
+    const view = await meshView([object, gateway], { type: 'router', namespace: TELEMETRY_NS, labels: { istio: 'ingressgateway' }, id: 'istio-ingressgateway-7f9c' });
+    const chain = listenerOf(view, '0.0.0.0_8080').filterChains[0]!;
+    const stats = chain.filters.flatMap((f) => f.httpFilters ?? []).find((h) => h.name === 'istio.stats');
+    expect(stats).toBeDefined();
+    const config = stats!.config as { metrics?: { name?: string; dimensions?: Record<string, string> }[] };
+    const wanted = Object.fromEntries(tags.map((t) => [t.tag, t.expression]));
+    for (const metric of ['requests_total', 'request_duration_milliseconds']) {
+      const entry = config.metrics?.find((m) => m.name === metric);
+      expect(entry?.dimensions).toEqual(wanted);
+    }
+  });
+});
