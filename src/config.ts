@@ -324,12 +324,17 @@ function parseWith<S extends z.ZodType>(schema: S, input: Record<string, unknown
     const lines = result.error.issues.map((issue) => {
       const [head, ...rest] = issue.path;
       // A nested setting with a flag of its own (the self-managed certificate's) is named by it.
-      const last = issue.path.at(-1);
-      const nested = rest.length > 0 ? (FLAG_NAMES[issue.path.join('.')] ?? (typeof last === 'string' ? FLAG_NAMES[last] : undefined)) : undefined;
-      if (nested !== undefined) {
-        const value = issue.path.reduce<unknown>((v, key) => (v !== null && typeof v === 'object' ? (v as Record<PropertyKey, unknown>)[key] : undefined), defined);
-        return `${nested}: ${issue.message} (${shown(value)})`;
+      // The longest leading part of the path with a flag of its own (telemetry.metrics for
+      // telemetry.metrics[1]), else the last key's.
+      const valueAt = (path: readonly PropertyKey[]): unknown => path.reduce<unknown>((v, key) => (v !== null && typeof v === 'object' ? (v as Record<PropertyKey, unknown>)[key] : undefined), defined);
+      const depth = rest.length === 0 ? undefined : [...Array(issue.path.length).keys()].map((i) => issue.path.length - i).find((k) => k > 1 && FLAG_NAMES[issue.path.slice(0, k).join('.')] !== undefined);
+      if (depth !== undefined) {
+        const tail = issue.path.slice(depth);
+        return `${FLAG_NAMES[issue.path.slice(0, depth).join('.')]}${tail.length > 0 ? ` ${formatPath(tail)}` : ''}: ${issue.message} (${shown(valueAt(issue.path.slice(0, depth)))})`;
       }
+      const last = issue.path.at(-1);
+      const nested = rest.length > 0 && typeof last === 'string' ? FLAG_NAMES[last] : undefined;
+      if (nested !== undefined) return `${nested}: ${issue.message} (${shown(valueAt(issue.path))})`;
       const name = typeof head === 'string' ? (FLAG_NAMES[head] ?? head) : formatPath(issue.path);
       const value = typeof head === 'string' ? defined[head] : undefined;
       const where = rest.length > 0 ? `${name} ${formatPath(rest)}` : name;
