@@ -5,7 +5,7 @@
  */
 import { readFile } from 'node:fs/promises';
 import { fileURLToPath } from 'node:url';
-import { parse } from 'yaml';
+import { parse, parseAllDocuments } from 'yaml';
 import { describe, expect, it } from 'vitest';
 import { CHART, helm, render, type K8sObject } from './helm-support.ts';
 
@@ -75,6 +75,30 @@ describe('helm lint and template', () => {
     const webhookPolicy = find(objects, 'NetworkPolicy', 'edge-registrar-webhook');
     expect(webhookPolicy.spec.ingress[1]).toEqual({ ports: [{ port: 9091, protocol: 'TCP' }], from: prometheusOnly });
     expect(find(objects, 'NetworkPolicy', 'edge-registrar-sync').spec.ingress).toEqual([{ ports: [{ port: 9090, protocol: 'TCP' }], from: prometheusOnly }]);
+  });
+
+  it('per-VPS metrics: off by default; on, the sync daemon is told the gateway and may write that one Telemetry by name', async () => {
+    expect((await render()).filter((o) => o.metadata.namespace === 'istio-system')).toEqual([]);
+    const objects = await render(['perVpsMetrics.enabled=true', 'perVpsMetrics.telemetry.metrics={REQUEST_COUNT,REQUEST_DURATION,REQUEST_SIZE}']);
+    const env = Object.fromEntries((find(objects, 'Deployment', 'edge-registrar-sync').spec.template.spec.containers[0].env as { name: string; value?: string }[]).map((e) => [e.name, e.value]));
+    expect(env).toMatchObject({
+      EDGE_REGISTRAR_TELEMETRY: 'true',
+      EDGE_REGISTRAR_TELEMETRY_NAMESPACE: 'istio-system',
+      EDGE_REGISTRAR_TELEMETRY_NAME: 'edge-registrar-vps',
+      EDGE_REGISTRAR_TELEMETRY_SELECTOR: 'istio=ingressgateway',
+      EDGE_REGISTRAR_TELEMETRY_METRICS: 'REQUEST_COUNT,REQUEST_DURATION,REQUEST_SIZE',
+    });
+    const role = objects.find((o) => o.kind === 'Role' && o.metadata.namespace === 'istio-system');
+    expect(role?.metadata.name).toBe('edge-registrar-sync-telemetry');
+    // The same rules as the test cluster's Role, which telemetry.test.ts proves with kubectl auth can-i.
+    const base = parseAllDocuments(await readFile(new URL('../harness/cluster-base.yaml', import.meta.url), 'utf8')).map((d) => d.toJS() as K8sObject).find((o) => o.kind === 'Role' && o.metadata.name === 'edge-registrar-sync-telemetry');
+    expect(role?.rules).toEqual(base?.rules);
+    const binding = objects.find((o) => o.kind === 'RoleBinding' && o.metadata.namespace === 'istio-system');
+    expect(binding?.subjects).toEqual([{ kind: 'ServiceAccount', name: 'edge-registrar-sync', namespace: 'edge-registrar' }]);
+    const withRefs = await render(['perVpsMetrics.enabled=true', 'perVpsMetrics.telemetry.targetRefs[0].group=gateway.networking.k8s.io', 'perVpsMetrics.telemetry.targetRefs[0].kind=Gateway', 'perVpsMetrics.telemetry.targetRefs[0].name=public']);
+    const refs = (find(withRefs, 'Deployment', 'edge-registrar-sync').spec.template.spec.containers[0].env as { name: string; value?: string }[]).find((e) => e.name === 'EDGE_REGISTRAR_TELEMETRY_TARGET_REFS');
+    expect(refs?.value).toBe('gateway.networking.k8s.io/Gateway/public');
+    await expect(render(['perVpsMetrics.telemetry.metrics={REQUESTS}'])).rejects.toThrow(/perVpsMetrics\/telemetry\/metrics\/0/);
   });
 
   it("Node's heap is sized from each container's memory limit, so a pod under load stays inside it", async () => {

@@ -101,3 +101,17 @@ securityContext:
 {{- end -}}
 {{- end -}}
 {{- end -}}
+
+{{/* A label map as k=v,k=v (sorted), the form the sync daemon's --telemetry-selector reads. */}}
+{{- define "edge-registrar.labelList" -}}
+{{- $pairs := list -}}
+{{- range $k, $v := . -}}{{- $pairs = append $pairs (printf "%s=%s" $k $v) -}}{{- end -}}
+{{- join "," $pairs -}}
+{{- end }}
+
+{{/* targetRefs as group/Kind/name,..., the form --telemetry-target-refs reads. */}}
+{{- define "edge-registrar.targetRefList" -}}
+{{- $refs := list -}}
+{{- range . -}}{{- $refs = append $refs (printf "%s/%s/%s" (default "" .group) .kind .name) -}}{{- end -}}
+{{- join "," $refs -}}
+{{- end }}
