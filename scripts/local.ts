@@ -83,7 +83,9 @@ async function main(): Promise<void> {
     cluster = await startCluster({ binaries, dir: join(DIR, 'kube'), log });
 
     webhook = await spawnWebhook(cluster, join(DIR, 'certs'), DIR);
-    sync = await spawnSync(cluster, redis.url, DIR, ['--consumer', 'local']);
+    // --telemetry: the managed Telemetry on a (pretend) ingress gateway in istio-system, so the
+    // per-VPS metric tags can be watched following the fleet.
+    sync = await spawnSync(cluster, redis.url, DIR, ['--consumer', 'local', '--telemetry']);
     await writeFile(join(DIR, 'pids.json'), JSON.stringify({ pids: [redis.process.pid, cluster.state.pid, webhook.child.pid, sync.child.pid].filter((p) => p !== undefined) }));
     await webhook.ready();
     const { port, metricsPort, certDir } = webhook;
@@ -124,6 +126,12 @@ async function main(): Promise<void> {
       if (i > 120) throw new Error(`the sample events were not applied; see ${join(DIR, 'sync.log')}`);
       await new Promise((r) => setTimeout(r, 250));
     }
+    for (let i = 0; ; i++) {
+      const res = await cluster.kubectl('admin', ['-n', 'istio-system', 'get', 'telemetry', 'edge-registrar-vps', '-o', "jsonpath={.metadata.annotations['edge-registrar\\.io/vps-count']}"]);
+      if (res.code === 0 && Number(res.stdout) >= samples.length) break;
+      if (i > 120) throw new Error(`the managed Telemetry did not follow the samples; see ${join(DIR, 'sync.log')}`);
+      await new Promise((r) => setTimeout(r, 250));
+    }
     log(`[local] sync daemon consuming ${redis.url} stream sigma:vps-events (metrics http://127.0.0.1:${syncPort}/metrics); ${samples.length} sample VPSs registered`);
     await writeFile(join(DIR, 'ready'), `${new Date().toISOString()}\n`);
 
@@ -135,6 +143,9 @@ async function main(): Promise<void> {
 edge-registrar local stack is up (state in ${DIR}; ${join(DIR, 'ready')} exists while it is).
 
   Look:     ${k} -n airport-prod get workloadentries
+  Per-VPS:  ${k} -n istio-system get telemetry edge-registrar-vps -o jsonpath='{.metadata.annotations}'
+            (the managed Telemetry: its metric tags map each VPS's address to its name; -o yaml shows
+            the CEL; it follows every register and retire within seconds)
   Env:      set -a; . ${join(DIR, 'env')}; set +a
   Publish an event (what sigma-api does), then look again:
             ${cli} publish register --redis-url ${redis.url} --vps-id v42 --name vps-de-01 --address 45.76.42.1 --country de

@@ -68,8 +68,24 @@ async function runOnce(): Promise<void> {
     if (!names.includes('vps-de-01')) await new Promise((r) => setTimeout(r, 250));
   }
   expect(names).toContain('vps-de-01');
+  // The managed Telemetry follows the fleet: the printed command shows 4 VPSs, then 3 after the retire.
+  const telemetryCount = async (): Promise<string> => {
+    const shown = await inShell(printed('Per-VPS:').replace(/^Per-VPS:\s*/, ''));
+    return (JSON.parse(shown.stdout || '{}') as Record<string, string>)['edge-registrar.io/vps-count'] ?? `exit ${shown.code}: ${shown.stderr}`;
+  };
+  const followed = async (count: string): Promise<string> => {
+    const until = Date.now() + 15_000;
+    let seen = await telemetryCount();
+    while (seen !== count && Date.now() < until) {
+      await new Promise((r) => setTimeout(r, 250));
+      seen = await telemetryCount();
+    }
+    return seen;
+  };
+  expect(await followed('4')).toBe('4');
   const retired = await inShell(printed('npm run -s edge-registrar -- publish retire'));
   expect(retired.code).toBe(0);
+  expect(await followed('3')).toBe('3');
 
   const { pids } = JSON.parse(await readFile(join(dir, 'pids.json'), 'utf8')) as { pids: number[] };
   expect(pids.length).toBe(4);
