@@ -51,7 +51,8 @@ export interface MeshView {
   proxy: string;
   clusters: { name: string; type: string; transport: string; transportSocketMatches: { name: string; match: Record<string, string>; transport: string }[] }[];
   endpoints: { cluster: string; endpoints: MeshEndpoint[] }[];
-  listeners: { name: string; address: string; port: number; filterChains: MeshFilterChain[] }[];
+  /** bytes: the listener's serialized size, what an LDS push carries for it. */
+  listeners: { name: string; bytes: number; address: string; port: number; filterChains: MeshFilterChain[] }[];
 }
 
 /**

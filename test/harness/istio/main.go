@@ -29,6 +29,7 @@ import (
 	tcpproxy "github.com/envoyproxy/go-control-plane/envoy/extensions/filters/network/tcp_proxy/v3"
 	tlsv3 "github.com/envoyproxy/go-control-plane/envoy/extensions/transport_sockets/tls/v3"
 	"google.golang.org/protobuf/encoding/protojson"
+	"google.golang.org/protobuf/proto"
 	"google.golang.org/protobuf/types/known/anypb"
 	"google.golang.org/protobuf/types/known/structpb"
 	"sigs.k8s.io/yaml"
@@ -106,7 +107,9 @@ type filterChainView struct {
 }
 
 type listenerView struct {
-	Name         string            `json:"name"`
+	Name string `json:"name"`
+	// Bytes is the listener's serialized size: what one LDS push carries for it.
+	Bytes        int               `json:"bytes"`
 	Address      string            `json:"address"`
 	Port         uint32            `json:"port"`
 	FilterChains []filterChainView `json:"filterChains"`
@@ -330,7 +333,7 @@ func viewEndpoint(address *core.SocketAddress, weight uint32, metadata *core.Met
 
 func viewListener(l *listener.Listener) listenerView {
 	socket := l.GetAddress().GetSocketAddress()
-	view := listenerView{Name: l.Name, Address: socket.GetAddress(), Port: socket.GetPortValue(), FilterChains: []filterChainView{}}
+	view := listenerView{Name: l.Name, Bytes: proto.Size(l), Address: socket.GetAddress(), Port: socket.GetPortValue(), FilterChains: []filterChainView{}}
 	chains := append([]*listener.FilterChain{}, l.FilterChains...)
 	if l.DefaultFilterChain != nil {
 		chains = append(chains, l.DefaultFilterChain)

@@ -1,0 +1,85 @@
+/**
+ * `npm run bench:telemetry`: the managed Telemetry at 100, 1,000 and 5,000 VPSs. For each: the
+ * time to render it from the fleet (median of 5), the object's size, its shard tags and longest
+ * expression against Envoy's 100,000-codepoint parser limit, and what istiod pushes to the
+ * ingress gateway for it (the HTTP listener's serialized size, from Istio's own config
+ * generation via meshview), beside the same gateway without the Telemetry in the same run.
+ */
+import { spawn } from 'node:child_process';
+import { performance } from 'node:perf_hooks';
+import { stringify } from 'yaml';
+import { DEFAULT_TELEMETRY_OPTIONS, renderTelemetry } from '../src/mesh-telemetry/telemetry-object.ts';
+import type { MappedVps } from '../src/mesh-telemetry/tag-expressions.ts';
+import { ensureIstioTools } from '../test/harness/istio-build.ts';
+import { percentile, printTable } from './stats.ts';
+
+const SIZES = [100, 1_000, 5_000];
+const OPTIONS = { ...DEFAULT_TELEMETRY_OPTIONS, namespace: 'istio-system', name: 'edge-registrar-vps' };
+const GATEWAY = {
+  apiVersion: 'networking.istio.io/v1',
+  kind: 'Gateway',
+  metadata: { name: 'xboard', namespace: 'airport-prod' },
+  spec: { selector: { istio: 'ingressgateway' }, servers: [{ port: { number: 8080, name: 'http', protocol: 'HTTP' }, hosts: ['*'] }] },
+};
+const GATEWAY_PROXY = { type: 'router', namespace: 'istio-system', labels: { istio: 'ingressgateway' }, id: 'istio-ingressgateway-bench' };
+
+/** A fleet shaped like the real one: a fifth on IPv6, names vps-<country>-<n>. */
+function fleetOf(n: number): MappedVps[] {
+  const countries = ['jp', 'sg', 'us', 'hk', 'de'] as const;
+  return Array.from({ length: n }, (_, i) => ({
+    name: `vps-${countries[i % 5] ?? 'jp'}-${1000 + i}`,
+    country: countries[i % 5] ?? 'jp',
+    address: i % 5 === 4 ? `2400:cb00:${(i >> 8).toString(16)}::${(i & 255).toString(16)}` : `${45 + (i % 150)}.${(i >> 8) & 255}.${i & 255}.${1 + (i % 250)}`,
+  }));
+}
+
+/** The serialized size of the gateway's HTTP listener as istiod builds it for `objects`. */
+async function gatewayListenerBytes(meshview: string, objects: object[]): Promise<number> {
+  const input = JSON.stringify({ objects: objects.map((o) => stringify(o)).join('\n---\n'), proxy: GATEWAY_PROXY });
+  const child = spawn(meshview, [], { stdio: ['pipe', 'pipe', 'pipe'] });
+  let out = '';
+  let err = '';
+  child.stdout.on('data', (c: Buffer) => (out += c.toString()));
+  child.stderr.on('data', (c: Buffer) => (err += c.toString()));
+  child.stdin.end(input);
+  const code = await new Promise<number | null>((resolve) => child.on('close', resolve));
+  if (code !== 0) throw new Error(`meshview failed (${code}): ${err.slice(-2000)}`);
+  const view = JSON.parse(out) as { listeners: { name: string; bytes: number }[] };
+  const listener = view.listeners.find((l) => l.name === '0.0.0.0_8080');
+  if (listener === undefined) throw new Error('the gateway has no 0.0.0.0_8080 listener');
+  return listener.bytes;
+}
+
+const kib = (bytes: number): string => `${(bytes / 1024).toFixed(1)} KiB`;
+
+async function main(): Promise<void> {
+  const { meshview } = await ensureIstioTools();
+  const without = await gatewayListenerBytes(meshview, [GATEWAY]);
+  const rows: string[][] = [];
+  for (const n of SIZES) {
+    const fleet = fleetOf(n);
+    const times: number[] = [];
+    let rendered = renderTelemetry(OPTIONS, fleet);
+    for (let i = 0; i < 5; i++) {
+      const started = performance.now();
+      rendered = renderTelemetry(OPTIONS, fleet);
+      times.push(performance.now() - started);
+    }
+    times.sort((a, b) => a - b);
+    const withTelemetry = await gatewayListenerBytes(meshview, [GATEWAY, rendered.object]);
+    const shards = rendered.tags.filter((t) => !t.tag.startsWith(OPTIONS.countryTag)).length;
+    const longest = Math.max(...rendered.tags.map((t) => t.expression.length));
+    rows.push([
+      String(n),
+      `${percentile(times, 50).toFixed(1)} ms`,
+      kib(Buffer.byteLength(JSON.stringify(rendered.object))),
+      `${shards} + ${rendered.tags.length - shards}`,
+      `${longest.toLocaleString('en')} (${((longest / 100_000) * 100).toFixed(0)}% of the limit)`,
+      kib(without),
+      kib(withTelemetry),
+    ]);
+  }
+  printTable(['VPSs', 'render (median of 5)', 'Telemetry object', 'shard tags (vps + country)', 'longest expression (codepoints)', 'gateway HTTP listener without', 'with the Telemetry'], rows);
+}
+
+await main();
