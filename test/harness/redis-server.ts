@@ -8,40 +8,13 @@ import { writeFile } from 'node:fs/promises';
 import { createServer } from 'node:net';
 import { join } from 'node:path';
 import { promisify } from 'node:util';
+import { ensureDebianCommand } from './debian.ts';
 
 const exec = promisify(execFile);
 
-async function onPath(command: string): Promise<string | undefined> {
-  try {
-    const { stdout } = await exec('sh', ['-c', `command -v ${command}`]);
-    return stdout.trim() || undefined;
-  } catch {
-    return undefined;
-  }
-}
-
 /** Finds redis-server, installing Debian's package when it is not there. */
-export async function ensureRedisServer(log: (line: string) => void = (l) => console.error(l)): Promise<string> {
-  const found = await onPath('redis-server');
-  if (found !== undefined) return found;
-  log('[redis] redis-server not found; installing the Debian package redis-server (apt-get)');
-  const root = process.getuid?.() === 0;
-  const sudo = root ? [] : ['sudo', '-n'];
-  const env = { ...process.env, DEBIAN_FRONTEND: 'noninteractive' };
-  const apt = async (args: string[]): Promise<void> => {
-    const [cmd, ...rest] = [...sudo, 'apt-get', ...args];
-    await exec(cmd ?? 'apt-get', rest, { env, maxBuffer: 64 * 1024 * 1024 });
-  };
-  try {
-    await apt(['update', '-q']);
-    await apt(['install', '-y', '-q', '--no-install-recommends', 'redis-server']);
-  } catch (error) {
-    throw new Error(`could not install redis-server with apt-get (${(error as Error).message.split('\n')[0] ?? ''}); install the Debian package redis-server and retry`, { cause: error });
-  }
-  const installed = await onPath('redis-server');
-  if (installed === undefined) throw new Error('apt-get installed redis-server but it is not on PATH');
-  log(`[redis] installed ${installed}`);
-  return installed;
+export function ensureRedisServer(log: (line: string) => void = (l) => console.error(l)): Promise<string> {
+  return ensureDebianCommand('redis-server', 'redis-server', log);
 }
 
 export function freePort(): Promise<number> {
