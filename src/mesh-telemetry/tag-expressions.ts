@@ -24,10 +24,17 @@ export const CLIENT_ADDRESS_HEADER = 'x-envoy-external-address';
 /** Values a tag takes besides the VPS names. */
 export const UNREGISTERED = 'unregistered';
 export const NO_HEADER = 'none';
+/**
+ * Shard tags per dimension at most: one per bucket (a shard holds whole buckets). The
+ * Prometheus rules (charts/edge-registrar/files/per-vps-rules.yaml) merge this many. With
+ * about 1,300 VPSs per bucket under the default budget, that is about 13,000 VPSs.
+ */
+export const MAX_SHARD_TAGS = 17;
 /** Half of cel-cpp's parser limit (kExpressionSizeCodepointLimit = 100,000). */
 export const DEFAULT_MAX_CODEPOINTS = 40_000;
 /** The last character of an address as Envoy writes it: a decimal digit (IPv4), a lower-case hex digit or ':' (IPv6 ending in "::"). */
 const BUCKETS = [...'0123456789abcdef:'];
+if (BUCKETS.length !== MAX_SHARD_TAGS) throw new Error('a shard tag per bucket at most');
 
 export interface MappedVps {
   name: string;

@@ -77,7 +77,7 @@ describe('helm lint and template', () => {
     expect(find(objects, 'NetworkPolicy', 'edge-registrar-sync').spec.ingress).toEqual([{ ports: [{ port: 9090, protocol: 'TCP' }], from: prometheusOnly }]);
   });
 
-  it('per-VPS metrics: off by default; on, the sync daemon is told the gateway and may write that one Telemetry by name', async () => {
+  it('per-VPS metrics: off by default; on, the sync daemon is told the gateway and may write that one Telemetry by name, and the rules come as a PrometheusRule', async () => {
     expect((await render()).filter((o) => o.metadata.namespace === 'istio-system')).toEqual([]);
     const objects = await render(['perVpsMetrics.enabled=true', 'perVpsMetrics.telemetry.metrics={REQUEST_COUNT,REQUEST_DURATION,REQUEST_SIZE}']);
     const env = Object.fromEntries((find(objects, 'Deployment', 'edge-registrar-sync').spec.template.spec.containers[0].env as { name: string; value?: string }[]).map((e) => [e.name, e.value]));
@@ -99,6 +99,10 @@ describe('helm lint and template', () => {
     const refs = (find(withRefs, 'Deployment', 'edge-registrar-sync').spec.template.spec.containers[0].env as { name: string; value?: string }[]).find((e) => e.name === 'EDGE_REGISTRAR_TELEMETRY_TARGET_REFS');
     expect(refs?.value).toBe('gateway.networking.k8s.io/Gateway/public');
     await expect(render(['perVpsMetrics.telemetry.metrics={REQUESTS}'])).rejects.toThrow(/perVpsMetrics\/telemetry\/metrics\/0/);
+    // The recording rules and alerts come along as a PrometheusRule, exactly the plain rules file.
+    const rule = find(objects, 'PrometheusRule', 'edge-registrar-per-vps');
+    expect(rule.spec).toEqual(parse(await readFile(new URL('../../charts/edge-registrar/files/per-vps-rules.yaml', import.meta.url), 'utf8')));
+    expect((await render(['perVpsMetrics.enabled=true', 'perVpsMetrics.prometheusRule.enabled=false'])).filter((o) => o.kind === 'PrometheusRule')).toEqual([]);
   });
 
   it("Node's heap is sized from each container's memory limit, so a pod under load stays inside it", async () => {
