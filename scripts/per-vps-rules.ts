@@ -45,6 +45,8 @@ export function perVpsRules(): unknown {
           { record: 'edge_registrar_vps:request_error_ratio:rate5m', expr: errorRatio('', 'vps, vps_country') },
           { record: 'edge_registrar_vps:request_duration_milliseconds:p50_5m', expr: `histogram_quantile(0.5, ${BUCKETS})` },
           { record: 'edge_registrar_vps:request_duration_milliseconds:p99_5m', expr: `histogram_quantile(0.99, ${BUCKETS})` },
+          // When each VPS was last seen calling: max_over_time of this over a day is "last seen".
+          { record: 'edge_registrar_vps:last_request_timestamp_seconds', expr: `max by (vps, vps_country) (timestamp(${REQUESTS} > 0))` },
           // The info metric once per VPS, whichever sync replicas export it (two would make a join many-to-many).
           { record: INFO, expr: 'max by (name, address, country, vps_id) (edge_registrar_vps_info)' },
           {

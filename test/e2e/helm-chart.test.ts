@@ -77,7 +77,7 @@ describe('helm lint and template', () => {
     expect(find(objects, 'NetworkPolicy', 'edge-registrar-sync').spec.ingress).toEqual([{ ports: [{ port: 9090, protocol: 'TCP' }], from: prometheusOnly }]);
   });
 
-  it('per-VPS metrics: off by default; on, the sync daemon is told the gateway and may write that one Telemetry by name, and the rules come as a PrometheusRule', async () => {
+  it('per-VPS metrics: off by default; on, the sync daemon is told the gateway and may write that one Telemetry by name, and the rules and the dashboard come along', async () => {
     expect((await render()).filter((o) => o.metadata.namespace === 'istio-system')).toEqual([]);
     const objects = await render(['perVpsMetrics.enabled=true', 'perVpsMetrics.telemetry.metrics={REQUEST_COUNT,REQUEST_DURATION,REQUEST_SIZE}']);
     const env = Object.fromEntries((find(objects, 'Deployment', 'edge-registrar-sync').spec.template.spec.containers[0].env as { name: string; value?: string }[]).map((e) => [e.name, e.value]));
@@ -103,6 +103,10 @@ describe('helm lint and template', () => {
     const rule = find(objects, 'PrometheusRule', 'edge-registrar-per-vps');
     expect(rule.spec).toEqual(parse(await readFile(new URL('../../charts/edge-registrar/files/per-vps-rules.yaml', import.meta.url), 'utf8')));
     expect((await render(['perVpsMetrics.enabled=true', 'perVpsMetrics.prometheusRule.enabled=false'])).filter((o) => o.kind === 'PrometheusRule')).toEqual([]);
+    // And the dashboard, for Grafana's sidecar.
+    const dashboard = find(objects, 'ConfigMap', 'edge-registrar-per-vps-dashboard');
+    expect(dashboard.metadata.labels).toMatchObject({ grafana_dashboard: '1' });
+    expect(JSON.parse(dashboard.data['edge-registrar-per-vps.json'] as string)).toEqual(JSON.parse(await readFile(new URL('../../charts/edge-registrar/files/per-vps-dashboard.json', import.meta.url), 'utf8')));
   });
 
   it("Node's heap is sized from each container's memory limit, so a pod under load stays inside it", async () => {

@@ -13,6 +13,7 @@ import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { stringify } from 'yaml';
 import { capture } from '../harness/capture.ts';
 import { ensureDebianCommand } from '../harness/debian.ts';
+import { series } from './prometheus-support.ts';
 
 const RULES = fileURLToPath(new URL('../../charts/edge-registrar/files/per-vps-rules.yaml', import.meta.url));
 
@@ -45,13 +46,6 @@ const GATEWAY_TO_XBOARD = {
   namespace: 'istio-system',
   pod: 'istio-ingressgateway-7f9c-abcde',
 };
-
-export function series(name: string, labels: Record<string, string>): string {
-  return `${name}{${Object.entries(labels)
-    .filter(([, v]) => v !== '')
-    .map(([k, v]) => `${k}="${v}"`)
-    .join(', ')}}`;
-}
 
 const fromVps = (vps: Record<string, string>, extra: Record<string, string> = {}) => ({ ...GATEWAY_TO_XBOARD, ...vps, ...extra });
 const JP = { vps: 'vps-jp-01', vps_country: 'jp' };
@@ -109,6 +103,11 @@ const TESTS = {
         ]),
         at10('edge_registrar_vps:request_duration_milliseconds:p50_5m', [{ labels: 'edge_registrar_vps:request_duration_milliseconds:p50_5m{vps="vps-jp-01", vps_country="jp"}', value: 10 }]),
         at10('edge_registrar_vps:request_duration_milliseconds:p99_5m', [{ labels: 'edge_registrar_vps:request_duration_milliseconds:p99_5m{vps="vps-jp-01", vps_country="jp"}', value: 50 }]),
+        at10('edge_registrar_vps:last_request_timestamp_seconds', [
+          { labels: 'edge_registrar_vps:last_request_timestamp_seconds{vps="vps-jp-01", vps_country="jp"}', value: 600 },
+          { labels: 'edge_registrar_vps:last_request_timestamp_seconds{vps="vps-sg-02", vps_country="sg"}', value: 600 },
+          { labels: 'edge_registrar_vps:last_request_timestamp_seconds{vps="unregistered", vps_country="unregistered"}', value: 600 },
+        ]),
         at10('count(edge_registrar_vps:info)', [{ labels: '{}', value: 3 }]),
         at10('edge_registrar_vps:requests_with_info:rate5m', [
           { labels: 'edge_registrar_vps:requests_with_info:rate5m{address="103.21.244.10", vps="vps-jp-01", vps_country="jp", vps_id="v1"}', value: 1 },
@@ -228,7 +227,7 @@ afterAll(async () => {
 describe('the per-VPS rules and alerts, with promtool', () => {
   it('check rules: the file is valid', async () => {
     const res = await capture(promtool, ['check', 'rules', RULES]);
-    expect(res.stdout + res.stderr).toContain('SUCCESS: 16 rules found');
+    expect(res.stdout + res.stderr).toContain('SUCCESS: 17 rules found');
     expect(res.code).toBe(0);
   });
 
