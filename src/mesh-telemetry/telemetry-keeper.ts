@@ -1,7 +1,8 @@
 /**
  * Keeps the managed Telemetry in step with the registered fleet, on the Lease holder only:
- * a change to the fleet marks it dirty and one write follows `coalesceMs` later, so a burst
- * (a 5,000-VPS backfill) is a handful of writes; every `repairIntervalMs` the object in the
+ * a change to the fleet is written once the fleet has been quiet for `coalesceMs`, or at the
+ * latest `maxWaitMs` after the first unwritten change, so a burst (a 5,000-VPS backfill) is a
+ * handful of renders and writes, never one per event; every `repairIntervalMs` the object in the
  * cluster is read and compared again, which repairs drift (an edit, a deletion). Writes are
  * server-side apply under its own field manager. A Telemetry of that name that does not carry
  * our managed-by label is never changed: the pass is refused, logged and counted.
@@ -27,6 +28,8 @@ export interface TelemetryKeeperDeps {
   fleet: () => readonly MappedVps[];
   isLeader: () => boolean;
   coalesceMs: number;
+  /** A change waits at most this long while others keep coming (default: the larger of 5 s and coalesceMs). */
+  maxWaitMs?: number;
   repairIntervalMs: number;
   metrics: TelemetryMetrics;
   logger: Logger;
@@ -53,6 +56,8 @@ export class TelemetryKeeper {
   readonly #deps: TelemetryKeeperDeps;
   readonly #api: k8s.CustomObjectsApi;
   #dueAt: number | undefined = 0; // a first pass as soon as this replica leads
+  /** When the oldest change not yet written arrived. */
+  #firstUnwritten: number | undefined;
   #lastPass = 0;
   #wasLeader = false;
   #timer: NodeJS.Timeout | undefined;
@@ -65,9 +70,11 @@ export class TelemetryKeeper {
     this.#api = makeApiClient(deps.kubeConfig, k8s.CustomObjectsApi);
   }
 
-  /** The fleet changed: write within coalesceMs (a pending write is not pushed back). */
+  /** The fleet changed: write once it has been quiet for coalesceMs, or maxWaitMs after the first unwritten change. */
   fleetChanged(): void {
-    this.#dueAt ??= Date.now() + this.#deps.coalesceMs;
+    const now = Date.now();
+    this.#firstUnwritten ??= now;
+    this.#dueAt = Math.min(now + this.#deps.coalesceMs, this.#firstUnwritten + (this.#deps.maxWaitMs ?? Math.max(5_000, this.#deps.coalesceMs)));
   }
 
   start(): void {
@@ -104,6 +111,7 @@ export class TelemetryKeeper {
     const { options, metrics, logger } = this.#deps;
     const where = { namespace: options.namespace, name: options.name };
     this.#dueAt = undefined;
+    this.#firstUnwritten = undefined;
     this.#lastPass = Date.now();
     try {
       const started = performance.now();
