@@ -8,6 +8,7 @@ import { ConfigError } from './config.ts';
 import { redactUrlCredentials } from './util/redact.ts';
 import { runCertsGenerate } from './cli/certs-command.ts';
 import { runCheck } from './cli/check-command.ts';
+import { runDoctor } from './cli/doctor-command.ts';
 import { runPolicyPrint } from './cli/policy-command.ts';
 import { runWebhookCommand } from './cli/webhook-command.ts';
 import { runBackfill, runDlqList, runDlqPurge, runDlqReplay, runDlqShow, runPublish, runSyncCommand } from './cli/sync-commands.ts';
@@ -101,6 +102,22 @@ export function buildProgram(): Command {
       .option('--telemetry-metrics <METRIC,...>', "Istio metrics that get the tags (env EDGE_REGISTRAR_TELEMETRY_METRICS, default REQUEST_COUNT,REQUEST_DURATION)"),
     true,
   ).action(runSyncCommand);
+
+  commonOptions(
+    redisOptions(program.command('doctor'))
+      .description("check a live cluster and Redis against what per-VPS entries and metrics need; prints a checklist with the fix for each failure, exit 1 when any fails")
+      .option('--group <name>', 'consumer group (env EDGE_REGISTRAR_GROUP, default edge-registrar)')
+      .option('--webhook-name <name>', 'the Mutating/ValidatingWebhookConfiguration (default edge-registrar)')
+      .option('--cert-secret <namespace/name>', "the webhook's certificate Secret, to compare its CA with the caBundle and report its expiry")
+      .option('--istiod-namespace <ns>', "istiod's namespace, for the mesh config and istiod's settings (default istio-system)")
+      .option('--telemetry', 'per-VPS metrics are on: check the gateway and the managed Telemetry (env EDGE_REGISTRAR_TELEMETRY)')
+      .option('--telemetry-namespace <ns>', "the gateway's namespace (default istio-system)")
+      .option('--telemetry-name <name>', 'the managed Telemetry (default edge-registrar-vps)')
+      .option('--telemetry-selector <k=v,...>', "the gateway's pod labels (default istio=ingressgateway)")
+      .option('--istio-api-version <version>', 'Istio networking API version to read (default v1)')
+      .addOption(new Option('--output <format>', 'output format').choices(['text', 'json']).default('text')),
+    true,
+  ).action(runDoctor);
 
   const publishCmd = program.command('publish').description('publish a register or retire event (what sigma-api does), validated against the contract');
   redisOptions(publishCmd.command('register'))

@@ -262,10 +262,24 @@ const syncSchema = commonSchema.extend({
 
 const publishSchema = z.object({ redis: redisSchema, ...streamSchema.shape });
 
+/** `edge-registrar doctor`: what to look at; Redis is optional (its checks are skipped without it). */
+const doctorSchema = commonSchema.extend({
+  redis: redisSchema.optional(),
+  ...streamSchema.shape,
+  istioApiVersion: z.enum(['v1', 'v1beta1', 'v1alpha3']).default('v1'),
+  webhookName: z.string().min(1).default('edge-registrar'),
+  /** NAMESPACE/NAME of the webhook's certificate Secret (ca.crt, tls.crt). */
+  certSecret: z.string().regex(/^[a-z0-9-]+\/[a-z0-9.-]+$/, 'must be NAMESPACE/NAME').optional(),
+  istiodNamespace: dnsLabel.default('istio-system'),
+  telemetry: telemetrySchema.prefault({}),
+  output: z.enum(['text', 'json']).default('text'),
+});
+
 export type CommonConfig = z.output<typeof commonSchema>;
 export type RedisConfig = z.output<typeof redisSchema>;
 export type SyncConfig = z.output<typeof syncSchema>;
 export type PublishConfig = z.output<typeof publishSchema>;
+export type DoctorConfig = z.output<typeof doctorSchema>;
 export type WebhookConfig = z.output<typeof webhookSchema>;
 export type CheckConfig = z.output<typeof checkSchema>;
 export type CertsConfig = z.output<typeof certsSchema>;
@@ -301,6 +315,10 @@ const FLAG_NAMES: Record<string, string> = {
   maxAttempts: `--max-attempts / ${ENV.maxAttempts}`,
   deadLetterMaxLength: `--dlq-max-length / ${ENV.deadLetterMaxLength}`,
   'telemetry.enabled': `--telemetry / ${ENV.telemetry}`,
+  webhookName: '--webhook-name',
+  certSecret: '--cert-secret',
+  istiodNamespace: '--istiod-namespace',
+  output: '--output',
   'telemetry.namespace': `--telemetry-namespace / ${ENV.telemetryNamespace}`,
   'telemetry.name': `--telemetry-name / ${ENV.telemetryName}`,
   'telemetry.selector': `--telemetry-selector / ${ENV.telemetrySelector}`,
@@ -504,6 +522,39 @@ export function syncConfig(flags: SyncFlags, env: Env, defaultConsumer: string):
       selector: flags.telemetrySelector ?? env[ENV.telemetrySelector],
       targetRefs: flags.telemetryTargetRefs ?? env[ENV.telemetryTargetRefs],
       metrics: flags.telemetryMetrics ?? env[ENV.telemetryMetrics],
+    }),
+  });
+}
+
+export interface DoctorFlags extends CommonFlags, RedisFlags {
+  webhookName?: string | undefined;
+  certSecret?: string | undefined;
+  istiodNamespace?: string | undefined;
+  output?: string | undefined;
+  istioApiVersion?: string | undefined;
+  telemetry?: boolean | undefined;
+  telemetryNamespace?: string | undefined;
+  telemetryName?: string | undefined;
+  telemetrySelector?: string | undefined;
+}
+
+export function doctorConfig(flags: DoctorFlags, env: Env): DoctorConfig {
+  const redisGiven = flags.redisUrl !== undefined || env[ENV.redisUrl] !== undefined || env[ENV.redisSentinels] !== undefined;
+  return parseWith(doctorSchema, {
+    ...commonInput(flags, env),
+    redis: redisGiven ? redisInput(flags, env) : undefined,
+    stream: flags.stream ?? env[ENV.stream],
+    group: flags.group ?? env[ENV.group],
+    istioApiVersion: flags.istioApiVersion ?? env[ENV.istioApiVersion],
+    webhookName: flags.webhookName,
+    certSecret: flags.certSecret,
+    istiodNamespace: flags.istiodNamespace,
+    output: flags.output,
+    telemetry: definedOnly({
+      enabled: flags.telemetry ?? parseBoolean(env[ENV.telemetry]),
+      namespace: flags.telemetryNamespace ?? env[ENV.telemetryNamespace],
+      name: flags.telemetryName ?? env[ENV.telemetryName],
+      selector: flags.telemetrySelector ?? env[ENV.telemetrySelector],
     }),
   });
 }

@@ -22,16 +22,14 @@ import { EntryWriter } from './entry-writer.ts';
 import { FleetMetrics } from './fleet-metrics.ts';
 import { EventProcessor } from './processor.ts';
 import { Resyncer } from './resync.ts';
-import { StateStore } from './state-store.ts';
+import { StateStore, stateKeyPrefix } from './state-store.ts';
 
 export interface RunningSync {
   port: number;
   stop(): Promise<void>;
 }
 
-export function stateKeyPrefix(namespace: string): string {
-  return `edge-registrar:${namespace}:`;
-}
+export { stateKeyPrefix } from './state-store.ts';
 
 /** XINFO GROUPS' row for one group, as a map. */
 async function groupInfo(redis: ReturnType<typeof createRedis>, stream: string, group: string): Promise<Map<string, unknown> | undefined> {

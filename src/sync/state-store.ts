@@ -15,6 +15,11 @@
 import type { Redis } from 'ioredis';
 import type { Holding } from './ordering.ts';
 
+/** Where the daemon keeps its state for a managed namespace. */
+export function stateKeyPrefix(namespace: string): string {
+  return `edge-registrar:${namespace}:`;
+}
+
 export interface VpsRecord {
   vpsId: string;
   state: 'registered' | 'retired';

@@ -1,0 +1,140 @@
+/**
+ * Reads what `doctor` judges from a live cluster and Redis, every part on its own with the
+ * client's deadline: a part that cannot be read becomes that part's error, never the whole
+ * run's, so one missing permission still leaves a checklist.
+ */
+import { X509Certificate } from 'node:crypto';
+import * as k8s from '@kubernetes/client-node';
+import type { DoctorConfig } from '../config.ts';
+import { WORKLOAD_ENTRY_GROUP, WORKLOAD_ENTRY_PLURAL, makeApiClient } from '../kube/client.ts';
+import { VPS_ID_ANNOTATION } from '../policy/markers.ts';
+import { createRedis } from '../redis/connection.ts';
+import { dlqStream } from '../sync/dead-letter.ts';
+import { StateStore, stateKeyPrefix } from '../sync/state-store.ts';
+import type { StoredTelemetry } from '../mesh-telemetry/telemetry-object.ts';
+import type { Policy } from '../policy/policy-file.ts';
+import type { ClusterState, MeshConfig, Obj, Read, RegisteredVps, WebhookConfiguration } from './checks.ts';
+
+async function read<T>(get: () => Promise<T>): Promise<Read<T>> {
+  try {
+    return { ok: true, value: await get() };
+  } catch (error) {
+    if (error instanceof k8s.ApiException) {
+      const body = typeof error.body === 'string' ? error.body : JSON.stringify(error.body);
+      let message = body;
+      try {
+        message = (JSON.parse(body) as { message?: string }).message ?? body;
+      } catch {
+        // not JSON: the body as it is
+      }
+      return { ok: false, error: `HTTP ${error.code}: ${message.slice(0, 300)}` };
+    }
+    return { ok: false, error: error instanceof Error ? error.message : String(error) };
+  }
+}
+
+/** undefined for a 404, the object otherwise. */
+async function optional<T>(get: () => Promise<T>): Promise<T | undefined> {
+  try {
+    return await get();
+  } catch (error) {
+    if (error instanceof k8s.ApiException && error.code === 404) return undefined;
+    throw error;
+  }
+}
+
+async function redisState(config: DoctorConfig): Promise<ClusterState['redis']> {
+  if (config.redis === undefined) return undefined;
+  const redis = createRedis(config.redis, 'commands', { commandTimeoutMs: 5_000 });
+  redis.on('error', () => undefined); // reported by the command that fails
+  try {
+    return await read(async () => {
+      await redis.connect();
+      const groups = (await redis.xinfo('GROUPS', config.stream).catch(() => [])) as unknown[][];
+      const group = groups.map((g) => Object.fromEntries(g.flatMap((v, i) => (i % 2 === 0 ? [[String(v), g[i + 1]]] : [])))).find((g) => g.name === config.group);
+      const store = new StateStore(redis, { prefix: stateKeyPrefix(config.namespace), stream: config.stream, group: config.group, tombstoneTtlSeconds: 1 });
+      const registered: RegisteredVps[] = (await store.registered()).map((r) => ({ vpsId: r.vpsId, name: r.name, address: r.address, country: r.country }));
+      return {
+        groupExists: group !== undefined,
+        lag: group?.lag === null || group?.lag === undefined ? null : Number(group.lag),
+        pending: Number(group?.pending ?? 0),
+        deadLetters: await redis.xlen(dlqStream(config.stream)),
+        registered,
+      };
+    });
+  } finally {
+    redis.disconnect();
+  }
+}
+
+export async function gatherClusterState(kubeConfig: k8s.KubeConfig, config: DoctorConfig, policy: Policy): Promise<ClusterState> {
+  const core = makeApiClient(kubeConfig, k8s.CoreV1Api);
+  const apps = makeApiClient(kubeConfig, k8s.AppsV1Api);
+  const custom = makeApiClient(kubeConfig, k8s.CustomObjectsApi);
+  const extensions = makeApiClient(kubeConfig, k8s.ApiextensionsV1Api);
+  const admission = makeApiClient(kubeConfig, k8s.AdmissionregistrationV1Api);
+  const ns = config.namespace;
+  const istio = (plural: string) => custom.listNamespacedCustomObject({ group: 'networking.istio.io', version: config.istioApiVersion, namespace: ns, plural }) as Promise<{ items: Obj[] }>;
+  const telemetry = config.telemetry;
+  const selector = Object.entries(telemetry.selector).map(([k, v]) => `${k}=${v}`).join(',');
+
+  const [crds, namespaceObject, serviceAccount, workloadGroups, serviceEntries, mutating, validating, gatewayPods, meshConfig, istiodEnv, managedEntries] = await Promise.all([
+    read(async () => {
+      const list = await extensions.listCustomResourceDefinition({});
+      return Object.fromEntries(list.items.filter((c) => c.spec.group.endsWith('istio.io')).map((c) => [c.metadata?.name ?? '', c.spec.versions.filter((v) => v.served).map((v) => v.name)]));
+    }),
+    read(() => optional(() => core.readNamespace({ name: ns }) as Promise<Obj>)),
+    read(() => optional(() => core.readNamespacedServiceAccount({ name: policy.serviceAccount, namespace: ns }) as Promise<Obj>)),
+    read(async () => (await istio('workloadgroups')).items),
+    read(async () => (await istio('serviceentries')).items),
+    read(() => optional(() => admission.readMutatingWebhookConfiguration({ name: config.webhookName }) as Promise<WebhookConfiguration>)),
+    read(() => optional(() => admission.readValidatingWebhookConfiguration({ name: config.webhookName }) as Promise<WebhookConfiguration>)),
+    read(async () => (await core.listNamespacedPod({ namespace: telemetry.namespace, labelSelector: selector })).items as Obj[]),
+    read(async () => {
+      const map = await optional(() => core.readNamespacedConfigMap({ name: 'istio', namespace: config.istiodNamespace }));
+      const text = map?.data?.mesh;
+      if (text === undefined) return undefined;
+      const { parse } = await import('yaml');
+      return parse(text) as MeshConfig;
+    }),
+    read(async () => {
+      const istiod = await optional(() => apps.readNamespacedDeployment({ name: 'istiod', namespace: config.istiodNamespace }));
+      const env = istiod?.spec?.template.spec?.containers.find((c) => c.name === 'discovery')?.env ?? [];
+      return istiod === undefined ? undefined : Object.fromEntries(env.filter((e) => e.value !== undefined).map((e) => [e.name, e.value ?? '']));
+    }),
+    read(async () => {
+      const list = (await custom.listNamespacedCustomObject({ group: WORKLOAD_ENTRY_GROUP, version: config.istioApiVersion, namespace: ns, plural: WORKLOAD_ENTRY_PLURAL, labelSelector: 'app.kubernetes.io/managed-by=edge-registrar' })) as { items: Obj[] };
+      return list.items.map((e) => ({ name: e.metadata?.name ?? '', address: e.spec?.address ?? '', vpsId: e.metadata?.annotations?.[VPS_ID_ANNOTATION] ?? '' }));
+    }),
+  ]);
+
+  const state: ClusterState = {
+    namespace: ns,
+    crds,
+    namespaceObject,
+    serviceAccount,
+    workloadGroups,
+    serviceEntries,
+    webhooks: { mutating, validating },
+    gatewayPods,
+    meshConfig,
+    istiodEnv,
+    managedEntries,
+    redis: await redisState(config),
+  };
+  if (config.certSecret !== undefined) {
+    const [secretNamespace = '', secretName = ''] = config.certSecret.split('/');
+    state.servingCertificate = await read(async () => {
+      const secret = await optional(() => core.readNamespacedSecret({ name: secretName, namespace: secretNamespace }));
+      if (secret === undefined) return undefined;
+      const cert = secret.data?.['tls.crt'];
+      const ca = secret.data?.['ca.crt'];
+      if (cert === undefined || ca === undefined) throw new Error(`Secret ${config.certSecret} has no tls.crt or ca.crt`);
+      return { caBundle: ca, notAfter: new Date(new X509Certificate(Buffer.from(cert, 'base64')).validTo) };
+    });
+  }
+  if (telemetry.enabled) {
+    state.telemetry = await read(() => optional(() => custom.getNamespacedCustomObject({ group: 'telemetry.istio.io', version: 'v1', namespace: telemetry.namespace, plural: 'telemetries', name: telemetry.name }) as Promise<StoredTelemetry>));
+  }
+  return state;
+}
