@@ -176,6 +176,27 @@ describe('the sync daemon keeps the Telemetry in step', () => {
   });
 });
 
+describe("what istiod makes of Telemetry overrides (Istio's own config generation)", () => {
+  it("a SERVER-mode override of the source tags reaches Xboard's inbound stats filter (the Kiali investigation's premise)", async () => {
+    const override = "connection.uri_san_peer_certificate == 'spiffe://cluster.local/ns/istio-system/sa/istio-ingressgateway-service-account' ? 'vps-jp-01' : (has(filter_state.downstream_peer) ? filter_state.downstream_peer.workload : 'unknown')";
+    const serverSide = {
+      apiVersion: 'telemetry.istio.io/v1',
+      kind: 'Telemetry',
+      metadata: { name: 'xboard-sources', namespace: 'airport-prod' },
+      spec: { selector: { matchLabels: { app: 'xboard' } }, metrics: [{ providers: [{ name: 'prometheus' }], overrides: [{ match: { metric: 'REQUEST_COUNT', mode: 'SERVER' }, tagOverrides: { source_workload: { value: override } } }] }] },
+    };
+    const xboard: K8sObject[] = [
+      { apiVersion: 'v1', kind: 'Service', metadata: { name: 'xboard', namespace: 'airport-prod' }, spec: { selector: { app: 'xboard' }, ports: [{ name: 'http', port: 80, targetPort: 8080 }] } },
+      { apiVersion: 'v1', kind: 'Pod', metadata: { name: 'xboard-5d8c7', namespace: 'airport-prod', labels: { app: 'xboard' } }, spec: { containers: [{ name: 'xboard', image: 'xboard', ports: [{ containerPort: 8080 }] }] }, status: { podIP: '10.244.0.10', phase: 'Running' } },
+    ];
+    const view = await meshView([...xboard, serverSide], { type: 'sidecar', namespace: 'airport-prod', labels: { app: 'xboard' }, id: 'xboard-5d8c7', ip: '10.244.0.10' });
+    const inbound = listenerOf(view, 'virtualInbound').filterChains.flatMap((c) => c.filters.flatMap((f) => f.httpFilters ?? [])).filter((h) => h.name === 'istio.stats');
+    expect(inbound.length).toBeGreaterThan(0);
+    const configs = inbound.map((h) => h.config as { metrics?: { name?: string; dimensions?: Record<string, string> }[] });
+    expect(configs.some((c) => c.metrics?.some((m) => m.name === 'requests_total' && m.dimensions?.source_workload === override))).toBe(true);
+  });
+});
+
 describe("what istiod gives the ingress gateway (Istio's own config generation)", () => {
   it("puts the tag expressions, exactly as rendered, into the gateway's stats filter for its client-side metrics", async () => {
     const { object, tags } = renderTelemetry(OPTIONS, fleetOf(40));
