@@ -1,0 +1,81 @@
+/** doctor's judgement on cluster states, without a cluster: one state per check's outcomes. */
+import { describe, expect, it } from 'vitest';
+import { diagnose, formatChecks, type Check, type ClusterState } from '../../src/doctor/checks.ts';
+import { fleetDigest } from '../../src/mesh-telemetry/telemetry-object.ts';
+import { DEFAULT_POLICY } from '../../src/policy/policy-file.ts';
+
+const ok = <T>(value: T) => ({ ok: true as const, value });
+const registered = [{ vpsId: 'v1', name: 'vps-jp-01', address: '103.21.244.10', country: 'jp' }];
+
+function healthy(): ClusterState {
+  return {
+    namespace: 'airport-prod',
+    crds: ok({ 'workloadentries.networking.istio.io': ['v1', 'v1beta1'], 'workloadgroups.networking.istio.io': ['v1'], 'serviceentries.networking.istio.io': ['v1'], 'telemetries.telemetry.istio.io': ['v1'] }),
+    namespaceObject: ok({ metadata: { name: 'airport-prod', labels: { 'istio-injection': 'enabled' } } }),
+    serviceAccount: ok({ metadata: { name: 'xrayr-vm' } }),
+    workloadGroups: ok([{ metadata: { name: 'xrayr' }, spec: { metadata: { labels: { app: 'xrayr' } }, template: { serviceAccount: 'xrayr-vm' } } }]),
+    serviceEntries: ok([{ metadata: { name: 'xrayr-nodes' }, spec: { workloadSelector: { labels: { app: 'xrayr' } }, resolution: 'STATIC', ports: [{ protocol: 'TLS' }] } }]),
+    webhooks: { mutating: ok({ webhooks: [{ name: 'm', failurePolicy: 'Fail', clientConfig: { caBundle: 'Q0E=' } }] }), validating: ok({ webhooks: [{ name: 'v', failurePolicy: 'Fail', clientConfig: { caBundle: 'Q0E=' } }] }) },
+    servingCertificate: ok({ caBundle: 'Q0E=', notAfter: new Date('2027-11-22T00:00:00Z') }),
+    gatewayPods: ok([{ metadata: { name: 'gw', annotations: { 'proxy.istio.io/config': '{"gatewayTopology":{"proxyProtocol":{},"numTrustedProxies":0}}' } } }]),
+    meshConfig: ok({ defaultConfig: { proxyMetadata: { PEER_METADATA_DISCOVERY: 'true' } } }),
+    istiodEnv: ok({ PILOT_ENABLE_AMBIENT: 'true' }),
+    telemetry: ok({ metadata: { labels: { 'app.kubernetes.io/managed-by': 'edge-registrar' }, annotations: { 'edge-registrar.io/vps-count': '1', 'edge-registrar.io/fleet-digest': fleetDigest(registered) } } }),
+    managedEntries: ok([{ name: 'vps-jp-01', address: '103.21.244.10', vpsId: 'v1' }]),
+    redis: ok({ groupExists: true, lag: 0, pending: 0, deadLetters: 0, registered }),
+  };
+}
+
+const EXPECT = { policy: DEFAULT_POLICY, webhookName: 'edge-registrar', telemetry: { namespace: 'istio-system', name: 'edge-registrar-vps' }, now: new Date('2026-11-22T00:00:00Z') };
+const byId = (checks: Check[]) => Object.fromEntries(checks.map((c) => [c.id, c]));
+
+describe('diagnose', () => {
+  it('passes every check of a healthy setup', () => {
+    expect(diagnose(healthy(), EXPECT).filter((c) => c.status !== 'pass')).toEqual([]);
+  });
+
+  it.each<[string, (s: ClusterState) => void, string, 'fail' | 'warn', RegExp]>([
+    ['a CRD not installed', (s) => { s.crds = ok({ 'workloadentries.networking.istio.io': ['v1'] }); }, 'istio.crds', 'fail', /missing: workloadgroups/],
+    ['an Istio too old for v1', (s) => { s.crds = ok({ 'workloadentries.networking.istio.io': ['v1beta1'], 'workloadgroups.networking.istio.io': ['v1'], 'serviceentries.networking.istio.io': ['v1'], 'telemetries.telemetry.istio.io': ['v1'] }); }, 'istio.crds', 'fail', /not serving v1: workloadentries/],
+    ['the namespace missing', (s) => { s.namespaceObject = ok(undefined); }, 'namespace.injection', 'fail', /does not exist/],
+    ['a WorkloadGroup running as another account', (s) => { s.workloadGroups = ok([{ metadata: { name: 'xrayr' }, spec: { metadata: { labels: { app: 'xrayr' } }, template: { serviceAccount: 'default' } } }]); }, 'seed.workload-group', 'fail', /runs as "default"/],
+    ['no ServiceEntry selecting the entries', (s) => { s.serviceEntries = ok([]); }, 'seed.service-entry', 'fail', /no ServiceEntry .* workloadSelector app=xrayr/],
+    ['a ServiceEntry resolved by DNS', (s) => { s.serviceEntries = ok([{ metadata: { name: 'x' }, spec: { workloadSelector: { labels: { app: 'xrayr' } }, resolution: 'DNS', ports: [{ protocol: 'TLS' }] } }]); }, 'seed.service-entry', 'fail', /resolution "DNS"/],
+    ['a webhook configuration missing', (s) => { s.webhooks.mutating = ok(undefined); }, 'webhook.mutating', 'fail', /nothing guards the entries/],
+    ['a caBundle the certificate does not chain to', (s) => { s.servingCertificate = ok({ caBundle: 'T0xE', notAfter: new Date('2027-11-22T00:00:00Z') }); }, 'webhook.certificate', 'fail', /2 webhook\(s\) carry a caBundle other than/],
+    ['a serving certificate about to expire', (s) => { s.servingCertificate = ok({ caBundle: 'Q0E=', notAfter: new Date('2026-11-29T00:00:00Z') }); }, 'webhook.certificate', 'fail', /expires in 7.0 days/],
+    ['no gateway pod matching the selector', (s) => { s.gatewayPods = ok([]); }, 'gateway.client-address', 'fail', /no gateway pod matches/],
+    ['a gateway without the PROXY protocol (mesh default)', (s) => { s.gatewayPods = ok([{ metadata: { name: 'gw' } }]); }, 'gateway.client-address', 'fail', /gw: proxyProtocol off, numTrustedProxies 0 \(meshConfig.defaultConfig\)/],
+    ['a Telemetry someone else owns', (s) => { s.telemetry = ok({ metadata: { labels: {} } }); }, 'telemetry.in-step', 'fail', /not managed by edge-registrar/],
+    ['a Telemetry behind the fleet', (s) => { s.telemetry = ok({ metadata: { labels: { 'app.kubernetes.io/managed-by': 'edge-registrar' }, annotations: { 'edge-registrar.io/vps-count': '0', 'edge-registrar.io/fleet-digest': 'x' } } }); }, 'telemetry.in-step', 'fail', /maps 0 VPSs, not the 1 registered/],
+    ['istiod without its ambient index', (s) => { s.istiodEnv = ok({}); }, 'attribution.direct', 'warn', /without istiod PILOT_ENABLE_AMBIENT=true/],
+    ['no consumer group', (s) => { s.redis = ok({ groupExists: false, lag: null, pending: 0, deadLetters: 0, registered }); }, 'redis.stream', 'fail', /consumer group does not exist/],
+    ['dead letters waiting', (s) => { s.redis = ok({ groupExists: true, lag: 0, pending: 0, deadLetters: 3, registered }); }, 'redis.stream', 'warn', /3 dead letters/],
+    ['an entry without a registered VPS', (s) => { s.managedEntries = ok([{ name: 'vps-jp-01', address: '103.21.244.10', vpsId: 'v1' }, { name: 'vps-jp-02', address: '103.21.244.11', vpsId: 'v2' }]); }, 'fleet.entries', 'fail', /entries without a registered VPS: vps-jp-02/],
+    ['a part that could not be read', (s) => { s.serviceAccount = { ok: false, error: 'HTTP 403: forbidden' }; }, 'seed.service-account', 'fail', /could not read it: HTTP 403/],
+  ])('%s: %s is %s', (_name, breakIt, id, status, detail) => {
+    const state = healthy();
+    breakIt(state);
+    const checks = diagnose(state, EXPECT);
+    expect(checks.filter((c) => c.status !== 'pass').map((c) => c.id)).toEqual([id]);
+    expect(byId(checks)[id]).toMatchObject({ status, detail: expect.stringMatching(detail) as string, fix: expect.any(String) as string });
+  });
+
+  it('skips what it was not asked to look at', () => {
+    const state = healthy();
+    delete state.redis;
+    delete state.telemetry;
+    delete state.servingCertificate;
+    const checks = byId(diagnose(state, { ...EXPECT, telemetry: undefined }));
+    expect(Object.values(checks).filter((c) => c.status === 'skip').map((c) => c.id).sort()).toEqual(['fleet.entries', 'gateway.client-address', 'redis.stream', 'telemetry.in-step', 'webhook.certificate']);
+  });
+
+  it('formats a checklist with the fix under each failure and a summary', () => {
+    const state = healthy();
+    state.namespaceObject = ok({ metadata: { labels: {} } });
+    const text = formatChecks(diagnose(state, EXPECT));
+    expect(text).toContain('✗ sidecar injection is on in airport-prod');
+    expect(text).toContain('    fix: kubectl label namespace airport-prod istio-injection=enabled');
+    expect(text.trim().split('\n').at(-1)).toBe('12 passed, 1 failed, 0 warnings, 0 skipped');
+  });
+});
