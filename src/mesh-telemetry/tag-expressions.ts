@@ -78,12 +78,18 @@ function codepoints(text: string): number {
   return n;
 }
 
-/** The lookup of the bound address `a` in one bucket's map, or `unregistered`. */
-function bucketLookup(entries: readonly [string, string][]): string {
-  if (entries.length === 0) return celString(UNREGISTERED);
+/** The lookup of the bound address `a` in one bucket's map, or `miss` (a CEL expression). */
+function bucketLookup(entries: readonly [string, string][], miss: string): string {
+  if (entries.length === 0) return miss;
+  const [first] = entries;
+  if (entries.every(([, value]) => value === first![1])) {
+    // One value for the whole bucket (a namespace, an app): a set of addresses is enough, and
+    // about half the size, which is what lets one expression per standard tag hold the fleet.
+    return `(a in {${entries.map(([key]) => `${celString(key)}:0`).join(',')}}?${celString(first![1])}:${miss})`;
+  }
   const literal = entries.map(([key, value]) => `${celString(key)}:${celString(value)}`).join(',');
   // [M].map(m, ...)[0] binds the map literal to m once, so it is written (and built) once.
-  return `[{${literal}}].map(m,a in m?m[a]:${celString(UNREGISTERED)})[0]`;
+  return `[{${literal}}].map(m,a in m?m[a]:${miss})[0]`;
 }
 
 function endsWithAny(chars: readonly string[]): string {
@@ -92,7 +98,7 @@ function endsWithAny(chars: readonly string[]): string {
 
 /**
  * One shard's expression: a lookup for each of its buckets that holds VPSs, then `fallback`
- * for every other address, and `absent` when there is no header.
+ * for every other address, and `absent` when there is no header (both CEL expressions).
  */
 function shardExpression(buckets: readonly string[], lookups: ReadonlyMap<string, string>, fallback: string, absent: string): string {
   let chain = fallback;
@@ -101,7 +107,7 @@ function shardExpression(buckets: readonly string[], lookups: ReadonlyMap<string
     if (lookup !== undefined) chain = `${lookup}${chain}`;
   }
   const header = celString(CLIENT_ADDRESS_HEADER);
-  return `${header} in request.headers?[request.headers[${header}]].map(a,${chain})[0]:${celString(absent)}`;
+  return `${header} in request.headers?[request.headers[${header}]].map(a,${chain})[0]:${absent}`;
 }
 
 /**
@@ -119,12 +125,8 @@ function shardFallback(index: number, buckets: readonly string[], shards: readon
   return `${endsWithAny(buckets)}?${unregistered}:''`;
 }
 
-/**
- * The expressions for one tag whose value for a VPS is `valueOf(vps)`. VPSs with an address
- * that is no IP are left out (the webhook never admits them). Deterministic: the same fleet
- * gives the same text, so an unchanged fleet never causes a write.
- */
-export function renderTagExpressions(tag: string, fleet: readonly MappedVps[], valueOf: (vps: MappedVps) => string, maxCodepoints = DEFAULT_MAX_CODEPOINTS): TagExpression[] {
+/** The fleet's addresses by bucket, each bucket rendered once as a guarded lookup. */
+function bucketLookups(fleet: readonly MappedVps[], valueOf: (vps: MappedVps) => string, miss: string): { byBucket: Map<string, [string, string][]>; lookups: Map<string, string> } {
   const byBucket = new Map<string, [string, string][]>();
   for (const vps of fleet) {
     const key = envoyAddressForm(vps.address);
@@ -134,13 +136,23 @@ export function renderTagExpressions(tag: string, fleet: readonly MappedVps[], v
     if (entries === undefined) byBucket.set(bucket, (entries = []));
     entries.push([key, valueOf(vps)]);
   }
-  // Each bucket's lookup is rendered once; a shard's size is the sum of its buckets' plus a
-  // fixed frame, so packing costs no re-rendering.
   const lookups = new Map<string, string>();
   for (const [bucket, entries] of byBucket) {
     entries.sort(([a], [b]) => (a < b ? -1 : a > b ? 1 : 0));
-    lookups.set(bucket, `${endsWithAny([bucket])}?${bucketLookup(entries)}:`);
+    lookups.set(bucket, `${endsWithAny([bucket])}?${bucketLookup(entries, miss)}:`);
   }
+  return { byBucket, lookups };
+}
+
+/**
+ * The expressions for one tag whose value for a VPS is `valueOf(vps)`. VPSs with an address
+ * that is no IP are left out (the webhook never admits them). Deterministic: the same fleet
+ * gives the same text, so an unchanged fleet never causes a write.
+ */
+export function renderTagExpressions(tag: string, fleet: readonly MappedVps[], valueOf: (vps: MappedVps) => string, maxCodepoints = DEFAULT_MAX_CODEPOINTS): TagExpression[] {
+  // Each bucket's lookup is rendered once; a shard's size is the sum of its buckets' plus a
+  // fixed frame, so packing costs no re-rendering.
+  const { byBucket, lookups } = bucketLookups(fleet, valueOf, celString(UNREGISTERED));
   const frame = codepoints(shardExpression([], lookups, '', '')) + 400; // 400: room for the fallback (about 300 at most)
 
   // Greedy packing in bucket order: a shard takes buckets while its expression stays within the limit.
@@ -160,11 +172,30 @@ export function renderTagExpressions(tag: string, fleet: readonly MappedVps[], v
   shards.push(current);
 
   return shards.map((buckets, index) => {
-    const expression = shardExpression(buckets, lookups, shardFallback(index, buckets, shards), index === 0 ? NO_HEADER : '');
+    const expression = shardExpression(buckets, lookups, shardFallback(index, buckets, shards), index === 0 ? celString(NO_HEADER) : "''");
     const size = codepoints(expression);
     if (size > maxCodepoints) {
       throw new TagRenderError(`tag ${tag}: the addresses ending in "${buckets.join('')}" need an expression of ${size} codepoints, over the limit of ${maxCodepoints}; raise it (Envoy's is 100,000) or shrink the fleet`);
     }
     return { tag: index === 0 ? tag : `${tag}_${index}`, expression, entries: buckets.reduce((n, b) => n + (byBucket.get(b)?.length ?? 0), 0) };
   });
+}
+
+/**
+ * One expression for a tag that cannot be sharded, because it is one of Istio's standard tags
+ * (there is one `source_workload`): a registered VPS's address gives `valueOf(vps)`; any other
+ * request, with another address or none, gives `otherwise`, a CEL expression for what the tag
+ * says without the override. A fleet too large for one expression is a TagRenderError.
+ */
+export function renderSingleExpression(tag: string, fleet: readonly MappedVps[], valueOf: (vps: MappedVps) => string, otherwise: string, maxCodepoints = DEFAULT_MAX_CODEPOINTS): TagExpression {
+  // The lookups say '' for a miss (a value is never empty: names, namespaces and labels are
+  // validated non-empty), and one binding turns '' into `otherwise`, written once.
+  const { byBucket, lookups } = bucketLookups(fleet, valueOf, "''");
+  const lookup = shardExpression(BUCKETS, lookups, "''", "''");
+  const expression = `[${lookup}].map(v,v!=''?v:${otherwise})[0]`;
+  const size = codepoints(expression);
+  if (size > maxCodepoints) {
+    throw new TagRenderError(`tag ${tag}: ${[...byBucket.values()].reduce((n, e) => n + e.length, 0)} VPSs need an expression of ${size} codepoints, over the limit of ${maxCodepoints}; a standard tag cannot be split across tags`);
+  }
+  return { tag, expression, entries: [...byBucket.values()].reduce((n, e) => n + e.length, 0) };
 }
