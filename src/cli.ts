@@ -99,7 +99,8 @@ export function buildProgram(): Command {
       .option('--telemetry-name <name>', 'the Telemetry (env EDGE_REGISTRAR_TELEMETRY_NAME, default edge-registrar-vps)')
       .option('--telemetry-selector <k=v,...>', "the gateway's pod labels (env EDGE_REGISTRAR_TELEMETRY_SELECTOR, default istio=ingressgateway)")
       .option('--telemetry-target-refs <group/Kind/name,...>', 'Gateway API gateways instead of a selector (env EDGE_REGISTRAR_TELEMETRY_TARGET_REFS)')
-      .option('--telemetry-metrics <METRIC,...>', "Istio metrics that get the tags (env EDGE_REGISTRAR_TELEMETRY_METRICS, default REQUEST_COUNT,REQUEST_DURATION)"),
+      .option('--telemetry-metrics <METRIC,...>', "Istio metrics that get the tags (env EDGE_REGISTRAR_TELEMETRY_METRICS, default REQUEST_COUNT,REQUEST_DURATION)")
+      .option('--telemetry-source-identity', "also override Istio's source tags so a registered VPS's requests name its WorkloadEntry (Kiali draws each VPS); up to about 1,300 VPSs with the default budget (env EDGE_REGISTRAR_TELEMETRY_SOURCE_IDENTITY)"),
     true,
   ).action(runSyncCommand);
 

@@ -64,6 +64,7 @@ export const ENV = {
   telemetrySelector: 'EDGE_REGISTRAR_TELEMETRY_SELECTOR',
   telemetryTargetRefs: 'EDGE_REGISTRAR_TELEMETRY_TARGET_REFS',
   telemetryMetrics: 'EDGE_REGISTRAR_TELEMETRY_METRICS',
+  telemetrySourceIdentity: 'EDGE_REGISTRAR_TELEMETRY_SOURCE_IDENTITY',
 } as const;
 
 /** How long a client may take to send a request's headers, and the whole request, to any of our HTTP servers. */
@@ -202,6 +203,11 @@ const telemetrySchema = z.object({
     .transform((text) => text.split(',').map((m) => m.trim()).filter((m) => m !== ''))
     .pipe(z.array(z.enum(ISTIO_METRICS)).min(1))
     .default(['REQUEST_COUNT', 'REQUEST_DURATION']),
+  /**
+   * Istio's source tags (source_workload, _namespace, _app, _version, _canonical_service and
+   * _revision) name a registered VPS's entry for its requests, so Kiali draws each VPS → Xboard.
+   */
+  sourceIdentity: z.boolean().default(false),
   /** A change to the fleet reaches the Telemetry after this long, so a burst is one write. */
   coalesceMs: z.number().int().positive().default(2_000),
 });
@@ -324,6 +330,7 @@ const FLAG_NAMES: Record<string, string> = {
   'telemetry.selector': `--telemetry-selector / ${ENV.telemetrySelector}`,
   'telemetry.targetRefs': `--telemetry-target-refs / ${ENV.telemetryTargetRefs}`,
   'telemetry.metrics': `--telemetry-metrics / ${ENV.telemetryMetrics}`,
+  'telemetry.sourceIdentity': `--telemetry-source-identity / ${ENV.telemetrySourceIdentity}`,
   files: 'FILE',
   hosts: '--host',
   ips: '--ip',
@@ -496,6 +503,7 @@ export interface SyncFlags extends CommonFlags, RedisFlags {
   telemetrySelector?: string | undefined;
   telemetryTargetRefs?: string | undefined;
   telemetryMetrics?: string | undefined;
+  telemetrySourceIdentity?: boolean | undefined;
 }
 
 export function syncConfig(flags: SyncFlags, env: Env, defaultConsumer: string): SyncConfig {
@@ -522,6 +530,7 @@ export function syncConfig(flags: SyncFlags, env: Env, defaultConsumer: string):
       selector: flags.telemetrySelector ?? env[ENV.telemetrySelector],
       targetRefs: flags.telemetryTargetRefs ?? env[ENV.telemetryTargetRefs],
       metrics: flags.telemetryMetrics ?? env[ENV.telemetryMetrics],
+      sourceIdentity: flags.telemetrySourceIdentity ?? parseBoolean(env[ENV.telemetrySourceIdentity]),
     }),
   });
 }

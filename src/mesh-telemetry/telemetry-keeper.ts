@@ -11,8 +11,9 @@ import * as k8s from '@kubernetes/client-node';
 import type { Logger } from 'pino';
 import { makeApiClient } from '../kube/client.ts';
 import type { TelemetryMetrics } from '../telemetry/metrics.ts';
+import type { SourceIdentity } from './source-identity.ts';
 import type { MappedVps } from './tag-expressions.ts';
-import { FLEET_DIGEST_ANNOTATION, isManagedTelemetry, renderTelemetry, type StoredTelemetry, type TelemetryObject, type TelemetryOptions } from './telemetry-object.ts';
+import { FLEET_DIGEST_ANNOTATION, isManagedTelemetry, renderTelemetry, type RenderedTelemetry, type StoredTelemetry, type TelemetryObject, type TelemetryOptions } from './telemetry-object.ts';
 
 export const TELEMETRY_FIELD_MANAGER = 'edge-registrar-telemetry';
 const COORDINATES = { group: 'telemetry.istio.io', version: 'v1', plural: 'telemetries' } as const;
@@ -24,6 +25,8 @@ export type KeeperOutcome = 'applied' | 'unchanged' | 'refused' | 'failed';
 export interface TelemetryKeeperDeps {
   kubeConfig: k8s.KubeConfig;
   options: TelemetryOptions;
+  /** The source identity to write, read at every pass (the policy's app and version can be reloaded); undefined: off. */
+  sourceIdentity?: () => SourceIdentity | undefined;
   /** The registered fleet now. */
   fleet: () => readonly MappedVps[];
   isLeader: () => boolean;
@@ -64,6 +67,7 @@ export class TelemetryKeeper {
   #running: Promise<KeeperOutcome> | undefined;
   #stopped = false;
   #lastRefusalLogged = 0;
+  #sourceIdentityState: string | undefined;
 
   constructor(deps: TelemetryKeeperDeps) {
     this.#deps = deps;
@@ -115,8 +119,9 @@ export class TelemetryKeeper {
     this.#lastPass = Date.now();
     try {
       const started = performance.now();
-      const rendered = renderTelemetry(options, this.#deps.fleet());
+      const rendered = renderTelemetry({ ...options, sourceIdentity: this.#deps.sourceIdentity?.() ?? options.sourceIdentity }, this.#deps.fleet());
       metrics.renderDuration.observe((performance.now() - started) / 1000);
+      this.#reportSourceIdentity(rendered.sourceIdentity);
       const existing = await this.#get();
       if (existing !== undefined && !isManagedTelemetry(existing)) {
         metrics.writes.inc({ outcome: 'refused' });
@@ -151,6 +156,16 @@ export class TelemetryKeeper {
       this.#dueAt = Date.now() + RETRY_MS;
       return 'failed';
     }
+  }
+
+  /** The source identity's state as a gauge, and a log line whenever it changes (a refusal says why). */
+  #reportSourceIdentity(identity: RenderedTelemetry['sourceIdentity']): void {
+    const { metrics, logger } = this.#deps;
+    for (const state of ['off', 'on', 'refused']) metrics.sourceIdentity.set({ state }, state === identity.state ? 1 : 0);
+    if (identity.state === this.#sourceIdentityState) return;
+    this.#sourceIdentityState = identity.state;
+    if (identity.state === 'refused') logger.error({ reason: identity.reason }, "source identity overrides left out of the Telemetry: the fleet is too large for one expression per tag (the VPS tags stay; Kiali shows the gateway as the caller again)");
+    else if (identity.state === 'on') logger.info('source identity overrides in the Telemetry: Istio source tags name each registered VPS');
   }
 
   async #get(): Promise<StoredTelemetry | undefined> {

@@ -7,6 +7,7 @@
 import { createHash } from 'node:crypto';
 import { MANAGED_BY_LABEL, MANAGED_BY_VALUE } from '../policy/markers.ts';
 import type { IstioMetric } from './istio-metrics.ts';
+import { renderSourceIdentity, type SourceIdentity } from './source-identity.ts';
 import { renderTagExpressions, type MappedVps, type TagExpression } from './tag-expressions.ts';
 
 export const TELEMETRY_API_VERSION = 'telemetry.istio.io/v1';
@@ -34,6 +35,11 @@ export interface TelemetryOptions {
   /** The metrics provider the overrides apply to. */
   provider: string;
   maxExpressionCodepoints: number;
+  /**
+   * When set, Istio's source tags name a registered VPS's WorkloadEntry (so Kiali draws each
+   * VPS → Xboard); undefined leaves them alone (the default).
+   */
+  sourceIdentity?: SourceIdentity | undefined;
 }
 
 export const DEFAULT_TELEMETRY_OPTIONS: Omit<TelemetryOptions, 'name' | 'namespace'> = {
@@ -66,6 +72,8 @@ export interface RenderedTelemetry {
   vpsCount: number;
   /** A digest of the mapping (address → name, country); equal digests mean equal objects. */
   digest: string;
+  /** The source identity overrides: not asked for, written, or refused (the fleet too large for one expression). */
+  sourceIdentity: { state: 'off' } | { state: 'on' } | { state: 'refused'; reason: string };
 }
 
 export function fleetDigest(fleet: readonly MappedVps[]): string {
@@ -78,6 +86,8 @@ export function renderTelemetry(options: TelemetryOptions, fleet: readonly Mappe
     ...renderTagExpressions(options.vpsTag, fleet, (v) => v.name, options.maxExpressionCodepoints),
     ...renderTagExpressions(options.countryTag, fleet, (v) => v.country, options.maxExpressionCodepoints),
   ];
+  const identity = options.sourceIdentity === undefined ? undefined : renderSourceIdentity(options.sourceIdentity, fleet, options.maxExpressionCodepoints);
+  if (identity?.state === 'on') tags.push(...identity.tags);
   const tagOverrides = Object.fromEntries(tags.map((t) => [t.tag, { value: t.expression }]));
   const digest = fleetDigest(fleet);
   const object: TelemetryObject = {
@@ -99,7 +109,8 @@ export function renderTelemetry(options: TelemetryOptions, fleet: readonly Mappe
       ],
     },
   };
-  return { object, tags, vpsCount: fleet.length, digest };
+  const sourceIdentity = identity === undefined ? ({ state: 'off' } as const) : identity.state === 'on' ? ({ state: 'on' } as const) : identity;
+  return { object, tags, vpsCount: fleet.length, digest, sourceIdentity };
 }
 
 /** Whether an existing Telemetry is ours to change: only one that carries our managed-by label. */

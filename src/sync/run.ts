@@ -180,10 +180,12 @@ export async function runSync(config: SyncConfig, logger: Logger): Promise<Runni
   };
 
   if (config.telemetry.enabled) {
-    const { namespace, name, selector, targetRefs, metrics: istioMetrics, coalesceMs } = config.telemetry;
+    const { namespace, name, selector, targetRefs, metrics: istioMetrics, coalesceMs, sourceIdentity } = config.telemetry;
     telemetry = new TelemetryKeeper({
       kubeConfig,
       options: { ...DEFAULT_TELEMETRY_OPTIONS, namespace, name, selector, targetRefs, metrics: istioMetrics },
+      // The entries' namespace and the policy's app and version: what a VPS's entry says it is.
+      ...(sourceIdentity ? { sourceIdentity: () => ({ namespace: config.namespace, app: policy.current().app, version: policy.current().version }) } : {}),
       fleet: () => fleet.snapshot(),
       isLeader: () => elector.isLeader() && fleetLoadedAsLeader,
       coalesceMs,

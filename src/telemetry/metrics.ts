@@ -170,6 +170,7 @@ export interface TelemetryMetrics {
   largestExpression: Gauge;
   objectBytes: Gauge;
   lastApplied: Gauge;
+  sourceIdentity: Gauge<'state'>;
 }
 
 export function createTelemetryMetrics(registry: Registry): TelemetryMetrics {
@@ -191,5 +192,11 @@ export function createTelemetryMetrics(registry: Registry): TelemetryMetrics {
     largestExpression: new Gauge({ name: 'edge_registrar_telemetry_expression_max_codepoints', help: "The longest CEL expression's size; Envoy drops a tag whose expression passes 100,000.", registers: [registry] }),
     objectBytes: new Gauge({ name: 'edge_registrar_telemetry_object_bytes', help: 'Size of the Telemetry object as written (JSON).', registers: [registry] }),
     lastApplied: new Gauge({ name: 'edge_registrar_telemetry_last_sync_timestamp_seconds', help: 'When the Telemetry was last confirmed in step with the fleet (applied or found unchanged).', registers: [registry] }),
+    sourceIdentity: new Gauge({
+      name: 'edge_registrar_telemetry_source_identity',
+      help: "1 for the state of the source identity overrides (Kiali's per-VPS picture) in the last render: off (not asked for), on, or refused (the fleet too large for one expression per tag).",
+      labelNames: ['state'],
+      registers: [registry],
+    }),
   };
 }

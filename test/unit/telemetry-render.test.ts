@@ -3,6 +3,7 @@ import { describe, expect, it } from 'vitest';
 import { syncConfig } from '../../src/config.ts';
 import { celString, envoyAddressForm, renderTagExpressions, TagRenderError, type MappedVps } from '../../src/mesh-telemetry/tag-expressions.ts';
 import { DEFAULT_TELEMETRY_OPTIONS, isManagedTelemetry, renderTelemetry } from '../../src/mesh-telemetry/telemetry-object.ts';
+import { SOURCE_IDENTITY_TAGS } from '../../src/mesh-telemetry/source-identity.ts';
 
 function fleetOf(n: number): MappedVps[] {
   return Array.from({ length: n }, (_, i) => ({ name: `vps-jp-${1000 + i}`, country: i % 2 === 0 ? 'jp' : 'sg', address: i % 4 === 3 ? `2400:cb00::${(i + 1).toString(16)}` : `45.${i >> 8}.${i & 255}.${1 + (i % 250)}` }));
@@ -96,16 +97,57 @@ describe('renderTelemetry', () => {
   });
 });
 
+describe('the source identity overrides (Kiali)', () => {
+  const identity = { namespace: 'airport-prod', app: 'xrayr', version: 'v1' };
+  const overridesOf = (rendered: ReturnType<typeof renderTelemetry>) => {
+    const spec = rendered.object.spec as { metrics: { overrides: { tagOverrides: Record<string, { value: string }> }[] }[] };
+    return spec.metrics[0]!.overrides[0]!.tagOverrides;
+  };
+
+  it('are off by default: no standard tag is touched', () => {
+    const rendered = renderTelemetry(OPTIONS, fleetOf(10));
+    expect(rendered.sourceIdentity).toEqual({ state: 'off' });
+    expect(Object.keys(overridesOf(rendered)).sort()).toEqual(['vps', 'vps_country']);
+  });
+
+  it("override Istio's six source tags, each holding the whole fleet, with the gateway's own node metadata for everyone else", () => {
+    const fleet = fleetOf(50);
+    const rendered = renderTelemetry({ ...OPTIONS, sourceIdentity: identity }, fleet);
+    expect(rendered.sourceIdentity).toEqual({ state: 'on' });
+    const overrides = overridesOf(rendered);
+    expect(Object.keys(overrides).sort()).toEqual(['vps', 'vps_country', ...SOURCE_IDENTITY_TAGS].sort());
+    for (const tag of SOURCE_IDENTITY_TAGS) {
+      const expression = overrides[tag]!.value;
+      for (const v of fleet) expect(expression).toContain(celString(envoyAddressForm(v.address)!));
+      expect(expression).toContain('node.metadata');
+    }
+    expect(overrides['source_workload']!.value).toContain(`${celString(envoyAddressForm(fleet[0]!.address)!)}:'vps-jp-1000'`);
+    expect(overrides['source_workload']!.value).toMatch(/'WORKLOAD_NAME' in node\.metadata\?node\.metadata\['WORKLOAD_NAME'\]:''\)\[0\]$/);
+    expect(overrides['source_workload_namespace']!.value).toContain("?'airport-prod':");
+    expect(overrides['source_canonical_service']!.value).toContain("'service.istio.io/canonical-name' in node.metadata['LABELS']");
+    expect(overrides['source_canonical_revision']!.value).toContain("?'v1':");
+  });
+
+  it('are refused, and the VPS tags kept, when the fleet passes the budget of one expression', () => {
+    const rendered = renderTelemetry({ ...OPTIONS, sourceIdentity: identity, maxExpressionCodepoints: 20_000 }, fleetOf(2_000));
+    expect(rendered.sourceIdentity).toMatchObject({ state: 'refused', reason: expect.stringMatching(/source_workload: 2000 VPSs need an expression of \d+ codepoints, over the limit of 20000; a standard tag cannot be split/) });
+    const tags = Object.keys(overridesOf(rendered));
+    expect(tags).toContain('vps');
+    expect(tags.filter((t) => t.startsWith('source_'))).toEqual([]);
+  });
+});
+
 describe('the sync configuration of the Telemetry', () => {
   const base = { redisUrl: 'redis://127.0.0.1:6379' };
 
   it('is off by default, with the gateway defaults', () => {
-    expect(syncConfig(base, {}, 'c').telemetry).toEqual({ enabled: false, namespace: 'istio-system', name: 'edge-registrar-vps', selector: { istio: 'ingressgateway' }, targetRefs: [], metrics: ['REQUEST_COUNT', 'REQUEST_DURATION'], coalesceMs: 2000 });
+    expect(syncConfig(base, {}, 'c').telemetry).toEqual({ enabled: false, namespace: 'istio-system', name: 'edge-registrar-vps', selector: { istio: 'ingressgateway' }, targetRefs: [], metrics: ['REQUEST_COUNT', 'REQUEST_DURATION'], sourceIdentity: false, coalesceMs: 2000 });
   });
 
   it('reads flags over environment variables', () => {
     const config = syncConfig({ ...base, telemetry: true, telemetrySelector: 'app=gw,istio=public' }, { EDGE_REGISTRAR_TELEMETRY_METRICS: 'ALL_METRICS', EDGE_REGISTRAR_TELEMETRY_SELECTOR: 'ignored=1', EDGE_REGISTRAR_TELEMETRY_TARGET_REFS: 'gateway.networking.k8s.io/Gateway/public' }, 'c');
     expect(config.telemetry).toMatchObject({ enabled: true, selector: { app: 'gw', istio: 'public' }, metrics: ['ALL_METRICS'], targetRefs: [{ group: 'gateway.networking.k8s.io', kind: 'Gateway', name: 'public' }] });
+    expect(syncConfig(base, { EDGE_REGISTRAR_TELEMETRY_SOURCE_IDENTITY: 'true' }, 'c').telemetry.sourceIdentity).toBe(true);
   });
 
   it.each([
