@@ -4,6 +4,8 @@ import { capture } from '../harness/capture.ts';
 
 export interface CelRequest {
   headers: Record<string, string>;
+  /** The proxy's node (its metadata: WORKLOAD_NAME, NAMESPACE, LABELS ...), as Istio's stats filter exposes it. */
+  node?: { metadata: Record<string, unknown> };
 }
 
 export interface CelOutcome {

@@ -2,7 +2,10 @@
 // attributes (request.headers, a map of header names to values), with cel-go's default parser
 // limits, which are cel-cpp's (Envoy's) too: 100,000 codepoints and nesting depth 250.
 //
-// Input on stdin: {"expressions": ["..."], "requests": [{"headers": {"name": "value"}}]}.
+// The proxy's own node is the variable node, as Istio's stats filter exposes it (node.metadata
+// being the node metadata Struct, a map here); a request without one gets {"metadata": {}}.
+//
+// Input on stdin: {"expressions": ["..."], "requests": [{"headers": {"name": "value"}, "node": {...}}]}.
 // Output: {"compiled": [{"ok": bool, "error": "..."}], "results": [[{"value": "...", "error": "..."}]]},
 // results[r][e] being expression e on request r.
 package main
@@ -17,6 +20,7 @@ import (
 
 type request struct {
 	Headers map[string]string `json:"headers"`
+	Node    map[string]any    `json:"node"`
 }
 
 type input struct {
@@ -41,7 +45,10 @@ func main() {
 		os.Exit(2)
 	}
 	// Envoy's request attributes: request.headers is a string map; the rest of request is untyped here.
-	env, err := cel.NewEnv(cel.Variable("request", cel.MapType(cel.StringType, cel.DynType)))
+	env, err := cel.NewEnv(
+		cel.Variable("request", cel.MapType(cel.StringType, cel.DynType)),
+		cel.Variable("node", cel.MapType(cel.StringType, cel.DynType)),
+	)
 	if err != nil {
 		fmt.Fprintf(os.Stderr, "celeval: %v\n", err)
 		os.Exit(2)
@@ -70,13 +77,17 @@ func main() {
 		for k, v := range r.Headers {
 			headers[k] = v
 		}
+		node := r.Node
+		if node == nil {
+			node = map[string]any{"metadata": map[string]any{}}
+		}
 		row := []result{}
 		for _, program := range programs {
 			if program == nil {
 				row = append(row, result{Error: "not compiled"})
 				continue
 			}
-			value, _, err := program.Eval(map[string]any{"request": map[string]any{"headers": headers}})
+			value, _, err := program.Eval(map[string]any{"request": map[string]any{"headers": headers}, "node": node})
 			if err != nil {
 				row = append(row, result{Error: err.Error()})
 				continue
