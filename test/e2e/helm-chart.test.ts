@@ -98,6 +98,10 @@ describe('helm lint and template', () => {
     const withRefs = await render(['perVpsMetrics.enabled=true', 'perVpsMetrics.telemetry.targetRefs[0].group=gateway.networking.k8s.io', 'perVpsMetrics.telemetry.targetRefs[0].kind=Gateway', 'perVpsMetrics.telemetry.targetRefs[0].name=public']);
     const refs = (find(withRefs, 'Deployment', 'edge-registrar-sync').spec.template.spec.containers[0].env as { name: string; value?: string }[]).find((e) => e.name === 'EDGE_REGISTRAR_TELEMETRY_TARGET_REFS');
     expect(refs?.value).toBe('gateway.networking.k8s.io/Gateway/public');
+    // The Kiali option: off unless asked for.
+    const envNames = (objs: K8sObject[]) => (find(objs, 'Deployment', 'edge-registrar-sync').spec.template.spec.containers[0].env as { name: string }[]).map((e) => e.name);
+    expect(envNames(objects)).not.toContain('EDGE_REGISTRAR_TELEMETRY_SOURCE_IDENTITY');
+    expect(envNames(await render(['perVpsMetrics.enabled=true', 'perVpsMetrics.telemetry.sourceIdentity=true']))).toContain('EDGE_REGISTRAR_TELEMETRY_SOURCE_IDENTITY');
     await expect(render(['perVpsMetrics.telemetry.metrics={REQUESTS}'])).rejects.toThrow(/perVpsMetrics\/telemetry\/metrics\/0/);
     // The recording rules and alerts come along as a PrometheusRule, exactly the plain rules file.
     const rule = find(objects, 'PrometheusRule', 'edge-registrar-per-vps');
