@@ -240,7 +240,14 @@ function telemetryCheck(state: ClusterState, expect: Expectations): Check {
   const digest = fleetDigest(registered);
   const count = telemetry.metadata?.annotations?.[VPS_COUNT_ANNOTATION];
   if (telemetry.metadata?.annotations?.[FLEET_DIGEST_ANNOTATION] !== digest) return { id, title, status: 'fail', detail: `Telemetry ${where} maps ${count ?? '?'} VPSs, not the ${registered.length} registered ones`, fix: "check the sync leader's log and edge_registrar_telemetry_syncs_total{outcome!=\"applied\"}" };
-  return { id, title, status: 'pass', detail: `Telemetry ${where} maps all ${registered.length} registered VPSs` };
+  const identity = sourceIdentityOverridden(telemetry) ? '; source identity on: Kiali draws each VPS → xboard' : '';
+  return { id, title, status: 'pass', detail: `Telemetry ${where} maps all ${registered.length} registered VPSs${identity}` };
+}
+
+/** Whether the Telemetry overrides Istio's source_workload (--telemetry-source-identity). */
+function sourceIdentityOverridden(telemetry: StoredTelemetry): boolean {
+  const metrics = (telemetry.spec as { metrics?: { overrides?: { tagOverrides?: Record<string, unknown> }[] }[] } | undefined)?.metrics ?? [];
+  return metrics.some((m) => m.overrides?.some((o) => o.tagOverrides?.['source_workload'] !== undefined) ?? false);
 }
 
 function directAttributionCheck(state: ClusterState): Check {
@@ -255,7 +262,7 @@ function directAttributionCheck(state: ClusterState): Check {
     id,
     title,
     status: 'warn',
-    detail: `without ${missing.join(' and ')}, Kiali shows direct VPS callers as "unknown"; gateway traffic shows as istio-ingressgateway → xboard either way (per VPS in the gateway's metrics)`,
+    detail: `without ${missing.join(' and ')}, Kiali shows direct VPS callers as "unknown" (gateway traffic is per VPS in Kiali only with --telemetry-source-identity, and per VPS in the gateway's metrics either way)`,
     fix: 'see docs/attribution.md, section 2',
   };
 }

@@ -61,6 +61,14 @@ describe('diagnose', () => {
     expect(byId(checks)[id]).toMatchObject({ status, detail: expect.stringMatching(detail) as string, fix: expect.any(String) as string });
   });
 
+  it("says whether Kiali draws each VPS: the Telemetry's source identity overrides", () => {
+    const state = healthy();
+    expect(byId(diagnose(state, EXPECT))['telemetry.in-step']?.detail).not.toMatch(/source identity/);
+    const telemetry = state.telemetry as { ok: true; value: { spec?: unknown } };
+    telemetry.value.spec = { metrics: [{ overrides: [{ tagOverrides: { vps: { value: "'x'" }, source_workload: { value: "'x'" } } }] }] };
+    expect(byId(diagnose(state, EXPECT))['telemetry.in-step']).toMatchObject({ status: 'pass', detail: expect.stringMatching(/source identity on: Kiali draws each VPS → xboard$/) as string });
+  });
+
   it('skips what it was not asked to look at', () => {
     const state = healthy();
     delete state.redis;
