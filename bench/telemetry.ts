@@ -4,6 +4,8 @@
  * expression against Envoy's 100,000-codepoint parser limit, and what istiod pushes to the
  * ingress gateway for it (the HTTP listener's serialized size, from Istio's own config
  * generation via meshview), beside the same gateway without the Telemetry in the same run.
+ * Rows marked "+ source identity" have the Kiali option on (six more unsharded tags), at
+ * sizes it holds.
  */
 import { spawn } from 'node:child_process';
 import { performance } from 'node:perf_hooks';
@@ -13,7 +15,15 @@ import type { MappedVps } from '../src/mesh-telemetry/tag-expressions.ts';
 import { ensureIstioTools } from '../test/harness/istio-build.ts';
 import { percentile, printTable } from './stats.ts';
 
-const SIZES = [100, 1_000, 5_000];
+const CASES = [
+  { vps: 100, identity: false },
+  { vps: 1_000, identity: false },
+  { vps: 5_000, identity: false },
+  { vps: 100, identity: true },
+  { vps: 1_000, identity: true },
+  { vps: 1_300, identity: true },
+];
+const IDENTITY = { namespace: 'airport-prod', app: 'xrayr', version: 'v1' };
 const OPTIONS = { ...DEFAULT_TELEMETRY_OPTIONS, namespace: 'istio-system', name: 'edge-registrar-vps' };
 const GATEWAY = {
   apiVersion: 'networking.istio.io/v1',
@@ -56,30 +66,33 @@ async function main(): Promise<void> {
   const { meshview } = await ensureIstioTools();
   const without = await gatewayListenerBytes(meshview, [GATEWAY]);
   const rows: string[][] = [];
-  for (const n of SIZES) {
+  for (const { vps: n, identity } of CASES) {
     const fleet = fleetOf(n);
+    const options = identity ? { ...OPTIONS, sourceIdentity: IDENTITY } : OPTIONS;
     const times: number[] = [];
-    let rendered = renderTelemetry(OPTIONS, fleet);
+    let rendered = renderTelemetry(options, fleet);
+    if (identity && rendered.sourceIdentity.state !== 'on') throw new Error(`source identity at ${n} VPSs: ${JSON.stringify(rendered.sourceIdentity)}`);
     for (let i = 0; i < 5; i++) {
       const started = performance.now();
-      rendered = renderTelemetry(OPTIONS, fleet);
+      rendered = renderTelemetry(options, fleet);
       times.push(performance.now() - started);
     }
     times.sort((a, b) => a - b);
     const withTelemetry = await gatewayListenerBytes(meshview, [GATEWAY, rendered.object]);
-    const shards = rendered.tags.filter((t) => !t.tag.startsWith(OPTIONS.countryTag)).length;
+    const count = (pattern: RegExp) => rendered.tags.filter((t) => pattern.test(t.tag)).length;
+    const source = count(/^source_/);
     const longest = Math.max(...rendered.tags.map((t) => t.expression.length));
     rows.push([
-      String(n),
+      `${n.toLocaleString('en')}${identity ? ' + source identity' : ''}`,
       `${percentile(times, 50).toFixed(1)} ms`,
       kib(Buffer.byteLength(JSON.stringify(rendered.object))),
-      `${shards} + ${rendered.tags.length - shards}`,
+      `${count(/^vps(_\d+)?$/)} + ${count(/^vps_country(_\d+)?$/)}${source > 0 ? ` + ${source} source` : ''}`,
       `${longest.toLocaleString('en')} (${((longest / 100_000) * 100).toFixed(0)}% of the limit)`,
       kib(without),
       kib(withTelemetry),
     ]);
   }
-  printTable(['VPSs', 'render (median of 5)', 'Telemetry object', 'shard tags (vps + country)', 'longest expression (codepoints)', 'gateway HTTP listener without', 'with the Telemetry'], rows);
+  printTable(['VPSs', 'render (median of 5)', 'Telemetry object', 'tags (vps + country + source)', 'longest expression (codepoints)', 'gateway HTTP listener without', 'with the Telemetry'], rows);
 }
 
 await main();
