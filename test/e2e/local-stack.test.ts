@@ -10,6 +10,7 @@ import { join } from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { afterAll, describe, expect, it } from 'vitest';
 import { capture } from '../harness/capture.ts';
+import { evaluateCel, mergedValue } from './cel-support.ts';
 import { runKubectl } from '../harness/kube-cluster.ts';
 import { inject } from 'vitest';
 
@@ -83,9 +84,28 @@ async function runOnce(): Promise<void> {
     return seen;
   };
   expect(await followed('4')).toBe('4');
+  // Its expressions, evaluated by cel-go, map every registered entry's address to its name.
+  const entryAddresses = async (): Promise<Map<string, string>> => {
+    const list = JSON.parse((await runKubectl(kubectl, join(dir, 'kubeconfig'), ['-n', 'airport-prod', 'get', 'workloadentries', '-o', 'json'])).stdout) as { items: { metadata: { name: string }; spec: { address: string } }[] };
+    return new Map(list.items.map((e) => [e.spec.address, e.metadata.name]));
+  };
+  const vpsTagFor = async (addresses: string[]): Promise<string[]> => {
+    const telemetry = JSON.parse((await runKubectl(kubectl, join(dir, 'kubeconfig'), ['-n', 'istio-system', 'get', 'telemetry', 'edge-registrar-vps', '-o', 'json'])).stdout) as { spec: { metrics: { overrides: { tagOverrides: Record<string, { value: string }> }[] }[] } };
+    const overrides = telemetry.spec.metrics[0]!.overrides[0]!.tagOverrides;
+    const shards = Object.keys(overrides).filter((t) => /^vps(_\d+)?$/.test(t));
+    const outcome = await evaluateCel(shards.map((t) => overrides[t]!.value), addresses.map((a) => ({ headers: { 'x-envoy-external-address': a } })));
+    return addresses.map((_, i) => mergedValue(outcome, i).join(','));
+  };
+  const before = await entryAddresses();
+  expect(before.size).toBe(4);
+  expect(await vpsTagFor([...before.keys()])).toEqual([...before.values()]);
   const retired = await inShell(printed('npm run -s edge-registrar -- publish retire'));
   expect(retired.code).toBe(0);
   expect(await followed('3')).toBe('3');
+  const after = await entryAddresses();
+  const retiredAddresses = [...before.keys()].filter((a) => !after.has(a));
+  expect(retiredAddresses.length).toBe(1);
+  expect(await vpsTagFor([...after.keys(), ...retiredAddresses])).toEqual([...after.values(), 'unregistered']);
 
   const { pids } = JSON.parse(await readFile(join(dir, 'pids.json'), 'utf8')) as { pids: number[] };
   expect(pids.length).toBe(4);
