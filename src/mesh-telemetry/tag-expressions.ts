@@ -81,11 +81,11 @@ function codepoints(text: string): number {
 /** The lookup of the bound address `a` in one bucket's map, or `miss` (a CEL expression). */
 function bucketLookup(entries: readonly [string, string][], miss: string): string {
   if (entries.length === 0) return miss;
-  const [first] = entries;
-  if (entries.every(([, value]) => value === first![1])) {
+  const shared = entries[0]?.[1];
+  if (shared !== undefined && entries.every(([, value]) => value === shared)) {
     // One value for the whole bucket (a namespace, an app): a set of addresses is enough, and
     // about half the size, which is what lets one expression per standard tag hold the fleet.
-    return `(a in {${entries.map(([key]) => `${celString(key)}:0`).join(',')}}?${celString(first![1])}:${miss})`;
+    return `(a in {${entries.map(([key]) => `${celString(key)}:0`).join(',')}}?${celString(shared)}:${miss})`;
   }
   const literal = entries.map(([key, value]) => `${celString(key)}:${celString(value)}`).join(',');
   // [M].map(m, ...)[0] binds the map literal to m once, so it is written (and built) once.
