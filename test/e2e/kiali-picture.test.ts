@@ -15,9 +15,8 @@ import type { RunningSync } from '../../src/sync/run.ts';
 import { kubeconfigFor } from '../harness/kube-cluster.ts';
 import { startPrometheus, type RunningPrometheus } from '../harness/prometheus-server.ts';
 import { evaluateCel, type CelRequest } from './cel-support.ts';
-import type { K8sObject } from './helm-support.ts';
 import { series } from './prometheus-support.ts';
-import { publishRegister, settled, startSyncTestBed, startTestSync, stopSyncTestBed, testSyncConfig, type SyncTestBed } from './sync-support.ts';
+import { publishRegister, settled, startSyncTestBed, telemetryMapping, startTestSync, stopSyncTestBed, testSyncConfig, type SyncTestBed } from './sync-support.ts';
 import { kubectl, waitFor } from './support.ts';
 
 const VPSS = [
@@ -145,12 +144,7 @@ beforeAll(async () => {
   sync = await startTestSync({ ...base, telemetry: { ...base.telemetry, enabled: true, sourceIdentity: true, coalesceMs: 300 } });
   for (const v of VPSS) await publishRegister(bed.redis, v.vpsId, v.name, v.address, v.country);
   await settled(bed.redis);
-  let written: K8sObject | undefined;
-  await waitFor(async () => {
-    const res = await kubectl('admin', ['-n', 'istio-system', 'get', 'telemetry', 'edge-registrar-vps', '-o', 'json']);
-    written = res.code === 0 ? (JSON.parse(res.stdout) as K8sObject) : undefined;
-    return written?.metadata.annotations?.['edge-registrar.io/vps-count'] === String(VPSS.length);
-  }, 'the Telemetry to map the fleet');
+  const written = await telemetryMapping(VPSS.length);
   withIdentity = await gatewayTags(written as unknown as TelemetryObject);
   // The same fleet without the option: only the vps tags.
   const plain = renderTelemetry({ ...DEFAULT_TELEMETRY_OPTIONS, namespace: 'istio-system', name: 'edge-registrar-vps' }, VPSS);

@@ -15,7 +15,7 @@ import { startPrometheus, type RunningPrometheus } from '../harness/prometheus-s
 import { evaluateCel } from './cel-support.ts';
 import type { K8sObject } from './helm-support.ts';
 import { series } from './prometheus-support.ts';
-import { publishRegister, settled, startSyncTestBed, startTestSync, stopSyncTestBed, testSyncConfig, type SyncTestBed } from './sync-support.ts';
+import { publishRegister, settled, startSyncTestBed, telemetryMapping, startTestSync, stopSyncTestBed, testSyncConfig, type SyncTestBed } from './sync-support.ts';
 import { kubectl, waitFor } from './support.ts';
 
 const RULES = fileURLToPath(new URL('../../charts/edge-registrar/files/per-vps-rules.yaml', import.meta.url));
@@ -60,13 +60,8 @@ beforeAll(async () => {
   sync = await startTestSync({ ...base, telemetry: { ...base.telemetry, enabled: true, coalesceMs: 300 } });
   for (const v of VPSS) await publishRegister(bed.redis, v.vpsId, v.name, v.address, v.country);
   await settled(bed.redis);
-  let telemetry: K8sObject | undefined;
-  await waitFor(async () => {
-    const res = await kubectl('admin', ['-n', 'istio-system', 'get', 'telemetry', 'edge-registrar-vps', '-o', 'json']);
-    telemetry = res.code === 0 ? (JSON.parse(res.stdout) as K8sObject) : undefined;
-    return telemetry?.metadata.annotations?.['edge-registrar.io/vps-count'] === String(VPSS.length);
-  }, 'the Telemetry to map the fleet');
-  const [jp, sg, , stranger] = await tagsFor(telemetry!, [...VPSS.map((v) => v.address), STRANGER]);
+  const telemetry = await telemetryMapping(VPSS.length);
+  const [jp, sg, , stranger] = await tagsFor(telemetry, [...VPSS.map((v) => v.address), STRANGER]);
   expect([jp, sg, stranger]).toEqual([
     { vps: 'vps-jp-71', vps_country: 'jp' },
     { vps: 'vps-sg-72', vps_country: 'sg' },

@@ -14,7 +14,8 @@ import { syncConfig, type SyncConfig } from '../../src/config.ts';
 import { eventFields, publish } from '../../src/sync/publisher.ts';
 import { runSync, type RunningSync } from '../../src/sync/run.ts';
 import { createLogger } from '../../src/telemetry/logger.ts';
-import { deleteAllEntries, ensureBase, startRegisteredWebhook, waitFor, type E2EWebhook } from './support.ts';
+import type { K8sObject } from './helm-support.ts';
+import { deleteAllEntries, ensureBase, kubectl, startRegisteredWebhook, waitFor, type E2EWebhook } from './support.ts';
 
 export const STREAM = 'sigma:vps-events';
 export const GROUP = 'edge-registrar';
@@ -51,6 +52,17 @@ export function unacknowledged(redis: Redis): Promise<number | undefined> {
 }
 
 /** Waits until everything published is delivered and acknowledged. */
+/** The managed Telemetry (istio-system/edge-registrar-vps) once it maps `vpsCount` VPSs. */
+export async function telemetryMapping(vpsCount: number): Promise<K8sObject> {
+  let written: K8sObject | undefined;
+  await waitFor(async () => {
+    const res = await kubectl('admin', ['-n', 'istio-system', 'get', 'telemetry', 'edge-registrar-vps', '-o', 'json']);
+    written = res.code === 0 ? (JSON.parse(res.stdout) as K8sObject) : undefined;
+    return written?.metadata.annotations?.['edge-registrar.io/vps-count'] === String(vpsCount);
+  }, `the Telemetry to map ${vpsCount} VPSs`);
+  return written!;
+}
+
 export async function settled(redis: Redis, timeoutMs = 60_000): Promise<void> {
   await waitFor(async () => (await unacknowledged(redis)) === 0, 'the stream to be consumed', timeoutMs);
 }
