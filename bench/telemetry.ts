@@ -11,7 +11,7 @@ import { spawn } from 'node:child_process';
 import { performance } from 'node:perf_hooks';
 import { stringify } from 'yaml';
 import { DEFAULT_TELEMETRY_OPTIONS, renderTelemetry } from '../src/mesh-telemetry/telemetry-object.ts';
-import type { MappedVps } from '../src/mesh-telemetry/tag-expressions.ts';
+import { isShardTagOf, type MappedVps } from '../src/mesh-telemetry/tag-expressions.ts';
 import { ensureIstioTools } from '../test/harness/istio-build.ts';
 import { percentile, printTable } from './stats.ts';
 
@@ -79,14 +79,14 @@ async function main(): Promise<void> {
     }
     times.sort((a, b) => a - b);
     const withTelemetry = await gatewayListenerBytes(meshview, [GATEWAY, rendered.object]);
-    const count = (pattern: RegExp) => rendered.tags.filter((t) => pattern.test(t.tag)).length;
-    const source = count(/^source_/);
+    const shardsOf = (base: string) => rendered.tags.filter((t) => isShardTagOf(t.tag, base)).length;
+    const source = rendered.tags.filter((t) => t.tag.startsWith('source_')).length;
     const longest = Math.max(...rendered.tags.map((t) => t.expression.length));
     rows.push([
       `${n.toLocaleString('en')}${identity ? ' + source identity' : ''}`,
       `${percentile(times, 50).toFixed(1)} ms`,
       kib(Buffer.byteLength(JSON.stringify(rendered.object))),
-      `${count(/^vps(_\d+)?$/)} + ${count(/^vps_country(_\d+)?$/)}${source > 0 ? ` + ${source} source` : ''}`,
+      `${shardsOf(OPTIONS.vpsTag)} + ${shardsOf(OPTIONS.countryTag)}${source > 0 ? ` + ${source} source` : ''}`,
       `${longest.toLocaleString('en')} (${((longest / 100_000) * 100).toFixed(0)}% of the limit)`,
       kib(without),
       kib(withTelemetry),

@@ -50,6 +50,11 @@ export interface TagExpression {
   entries: number;
 }
 
+/** Whether `tag` is one of the shard tags of `base`: `base` itself or `<base>_<n>` (so vps_country is not vps's). */
+export function isShardTagOf(tag: string, base: string): boolean {
+  return tag === base || (tag.startsWith(`${base}_`) && /^\d+$/.test(tag.slice(base.length + 1)));
+}
+
 export class TagRenderError extends Error {
   override name = 'TagRenderError';
 }

@@ -12,7 +12,7 @@ import type { Logger } from 'pino';
 import { makeApiClient } from '../kube/client.ts';
 import type { TelemetryMetrics } from '../telemetry/metrics.ts';
 import type { SourceIdentity } from './source-identity.ts';
-import type { MappedVps } from './tag-expressions.ts';
+import { isShardTagOf, type MappedVps } from './tag-expressions.ts';
 import { FLEET_DIGEST_ANNOTATION, isManagedTelemetry, renderTelemetry, type RenderedTelemetry, type StoredTelemetry, type TelemetryObject, type TelemetryOptions } from './telemetry-object.ts';
 
 export const TELEMETRY_FIELD_MANAGER = 'edge-registrar-telemetry';
@@ -133,7 +133,7 @@ export class TelemetryKeeper {
       }
       const body = JSON.stringify(rendered.object);
       metrics.objectBytes.set(Buffer.byteLength(body));
-      metrics.shardTags.set(rendered.tags.filter((t) => t.tag === options.vpsTag || t.tag.startsWith(`${options.vpsTag}_`)).length);
+      metrics.shardTags.set(rendered.tags.filter((t) => isShardTagOf(t.tag, options.vpsTag)).length);
       metrics.largestExpression.set(Math.max(...rendered.tags.map((t) => t.expression.length)));
       let outcome: KeeperOutcome = 'unchanged';
       if (existing === undefined || ourPart(existing, rendered.object) !== ourPart(rendered.object, rendered.object)) {

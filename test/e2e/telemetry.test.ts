@@ -143,6 +143,8 @@ describe('the sync daemon keeps the Telemetry in step', () => {
       { metric: 'REQUEST_COUNT', mode: 'CLIENT' },
       { metric: 'REQUEST_DURATION', mode: 'CLIENT' },
     ]);
+    // One vps tag for two VPSs: the gauge counts the vps dimension's shards only, not vps_country.
+    expect(await metric('edge_registrar_telemetry_shard_tags')).toBe(1);
     const before = await evaluateCel(expressionsOf(first), [request('103.21.244.51'), request('2400:cb00:2049::52'), request('103.21.244.53')]);
     expect([0, 1, 2].map((i) => mergedValue(before, i))).toEqual([['vps-jp-51'], ['vps-sg-52'], ['unregistered']]);
 

@@ -1,7 +1,7 @@
 /** The managed Telemetry's rendering: pure, deterministic, within the expression budget. */
 import { describe, expect, it } from 'vitest';
 import { syncConfig } from '../../src/config.ts';
-import { celString, envoyAddressForm, renderTagExpressions, TagRenderError, type MappedVps } from '../../src/mesh-telemetry/tag-expressions.ts';
+import { celString, envoyAddressForm, isShardTagOf, renderTagExpressions, TagRenderError, type MappedVps } from '../../src/mesh-telemetry/tag-expressions.ts';
 import { DEFAULT_TELEMETRY_OPTIONS, isManagedTelemetry, renderTelemetry } from '../../src/mesh-telemetry/telemetry-object.ts';
 import { SOURCE_IDENTITY_TAGS } from '../../src/mesh-telemetry/source-identity.ts';
 
@@ -55,6 +55,11 @@ describe('renderTagExpressions', () => {
     ['vps.example.com', undefined],
   ])('looks %s up as Envoy writes it: %s', (address, form) => {
     expect(envoyAddressForm(address)).toBe(form);
+  });
+
+  it('tells a dimension\'s shard tags from another dimension that shares its prefix', () => {
+    expect(['vps', 'vps_1', 'vps_16', 'vps_country', 'vps_country_1', 'vps_', 'vpsx'].filter((t) => isShardTagOf(t, 'vps'))).toEqual(['vps', 'vps_1', 'vps_16']);
+    expect(['vps_country', 'vps_country_2', 'vps'].filter((t) => isShardTagOf(t, 'vps_country'))).toEqual(['vps_country', 'vps_country_2']);
   });
 
   it('quotes CEL strings so no value can end the literal', () => {
