@@ -9,6 +9,7 @@ import type { DoctorConfig } from '../config.ts';
 import { WORKLOAD_ENTRY_GROUP, WORKLOAD_ENTRY_PLURAL, makeApiClient } from '../kube/client.ts';
 import { VPS_ID_ANNOTATION } from '../policy/markers.ts';
 import { createRedis } from '../redis/connection.ts';
+import { consumerGroupInfo } from '../redis/consumer-group.ts';
 import { dlqStream } from '../sync/dead-letter.ts';
 import { StateStore, stateKeyPrefix } from '../sync/state-store.ts';
 import type { StoredTelemetry } from '../mesh-telemetry/telemetry-object.ts';
@@ -50,14 +51,15 @@ async function redisState(config: DoctorConfig): Promise<ClusterState['redis']> 
   try {
     return await read(async () => {
       await redis.connect();
-      const groups = (await redis.xinfo('GROUPS', config.stream).catch(() => [])) as unknown[][];
-      const group = groups.map((g) => Object.fromEntries(g.flatMap((v, i) => (i % 2 === 0 ? [[String(v), g[i + 1]]] : [])))).find((g) => g.name === config.group);
+      // No stream yet reads as no group: no daemon has started.
+      const group = await consumerGroupInfo(redis, config.stream, config.group).catch(() => undefined);
+      const lag = group?.get('lag');
       const store = new StateStore(redis, { prefix: stateKeyPrefix(config.namespace), stream: config.stream, group: config.group, tombstoneTtlSeconds: 1 });
       const registered: RegisteredVps[] = (await store.registered()).map((r) => ({ vpsId: r.vpsId, name: r.name, address: r.address, country: r.country }));
       return {
         groupExists: group !== undefined,
-        lag: group?.lag === null || group?.lag === undefined ? null : Number(group.lag),
-        pending: Number(group?.pending ?? 0),
+        lag: lag === null || lag === undefined ? null : Number(lag),
+        pending: Number(group?.get('pending') ?? 0),
         deadLetters: await redis.xlen(dlqStream(config.stream)),
         registered,
       };

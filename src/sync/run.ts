@@ -12,6 +12,7 @@ import { loadKubeConfig } from '../kube/client.ts';
 import { LeaderElector } from '../kube/lease.ts';
 import { watchedPolicy } from '../policy-source.ts';
 import { createRedis } from '../redis/connection.ts';
+import { consumerGroupInfo } from '../redis/consumer-group.ts';
 import { TelemetryKeeper } from '../mesh-telemetry/telemetry-keeper.ts';
 import { DEFAULT_TELEMETRY_OPTIONS } from '../mesh-telemetry/telemetry-object.ts';
 import { createRegistry, createSyncMetrics, createTelemetryMetrics } from '../telemetry/metrics.ts';
@@ -30,17 +31,6 @@ export interface RunningSync {
 }
 
 export { stateKeyPrefix } from './state-store.ts';
-
-/** XINFO GROUPS' row for one group, as a map. */
-async function groupInfo(redis: ReturnType<typeof createRedis>, stream: string, group: string): Promise<Map<string, unknown> | undefined> {
-  const groups = (await redis.xinfo('GROUPS', stream)) as unknown[][];
-  for (const g of groups) {
-    const info = new Map<string, unknown>();
-    for (let i = 0; i + 1 < g.length; i += 2) info.set(String(g[i]), g[i + 1]);
-    if (info.get('name') === group) return info;
-  }
-  return undefined;
-}
 
 export async function runSync(config: SyncConfig, logger: Logger): Promise<RunningSync> {
   const registry = createRegistry(true);
@@ -127,7 +117,7 @@ export async function runSync(config: SyncConfig, logger: Logger): Promise<Runni
   let lastFleetRead = 0;
   const refreshGauges = async (): Promise<void> => {
     try {
-      const info = await groupInfo(commands, config.stream, config.group);
+      const info = await consumerGroupInfo(commands, config.stream, config.group);
       if (info !== undefined) {
         metrics.pending.set(Number(info.get('pending') ?? 0));
         const lag = info.get('lag');
