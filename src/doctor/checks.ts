@@ -5,8 +5,7 @@
  * kept it from being read) and returns the checks, in the order an operator fixes them.
  */
 import type { Policy } from '../policy/policy-file.ts';
-import { isManagedTelemetry, type StoredTelemetry } from '../mesh-telemetry/telemetry-object.ts';
-import { FLEET_DIGEST_ANNOTATION, VPS_COUNT_ANNOTATION, fleetDigest } from '../mesh-telemetry/telemetry-object.ts';
+import { FLEET_DIGEST_ANNOTATION, VPS_COUNT_ANNOTATION, fleetDigest, isManagedTelemetry, type StoredTelemetry } from '../mesh-telemetry/telemetry-object.ts';
 
 export type Status = 'pass' | 'fail' | 'warn' | 'skip';
 

@@ -7,12 +7,12 @@ import { X509Certificate } from 'node:crypto';
 import * as k8s from '@kubernetes/client-node';
 import type { DoctorConfig } from '../config.ts';
 import { WORKLOAD_ENTRY_GROUP, WORKLOAD_ENTRY_PLURAL, makeApiClient } from '../kube/client.ts';
-import { VPS_ID_ANNOTATION } from '../policy/markers.ts';
+import { MANAGED_SELECTOR, VPS_ID_ANNOTATION } from '../policy/markers.ts';
 import { createRedis } from '../redis/connection.ts';
 import { consumerGroupInfo } from '../redis/consumer-group.ts';
 import { dlqStream } from '../sync/dead-letter.ts';
 import { StateStore, stateKeyPrefix } from '../sync/state-store.ts';
-import type { StoredTelemetry } from '../mesh-telemetry/telemetry-object.ts';
+import { TELEMETRY_COORDINATES, type StoredTelemetry } from '../mesh-telemetry/telemetry-object.ts';
 import type { Policy } from '../policy/policy-file.ts';
 import type { ClusterState, MeshConfig, Obj, Read, RegisteredVps, WebhookConfiguration } from './checks.ts';
 
@@ -105,7 +105,7 @@ export async function gatherClusterState(kubeConfig: k8s.KubeConfig, config: Doc
       return istiod === undefined ? undefined : Object.fromEntries(env.filter((e) => e.value !== undefined).map((e) => [e.name, e.value ?? '']));
     }),
     read(async () => {
-      const list = (await custom.listNamespacedCustomObject({ group: WORKLOAD_ENTRY_GROUP, version: config.istioApiVersion, namespace: ns, plural: WORKLOAD_ENTRY_PLURAL, labelSelector: 'app.kubernetes.io/managed-by=edge-registrar' })) as { items: Obj[] };
+      const list = (await custom.listNamespacedCustomObject({ group: WORKLOAD_ENTRY_GROUP, version: config.istioApiVersion, namespace: ns, plural: WORKLOAD_ENTRY_PLURAL, labelSelector: MANAGED_SELECTOR })) as { items: Obj[] };
       return list.items.map((e) => ({ name: e.metadata?.name ?? '', address: e.spec?.address ?? '', vpsId: e.metadata?.annotations?.[VPS_ID_ANNOTATION] ?? '' }));
     }),
   ]);
@@ -136,7 +136,7 @@ export async function gatherClusterState(kubeConfig: k8s.KubeConfig, config: Doc
     });
   }
   if (telemetry.enabled) {
-    state.telemetry = await read(() => optional(() => custom.getNamespacedCustomObject({ group: 'telemetry.istio.io', version: 'v1', namespace: telemetry.namespace, plural: 'telemetries', name: telemetry.name }) as Promise<StoredTelemetry>));
+    state.telemetry = await read(() => optional(() => custom.getNamespacedCustomObject({ ...TELEMETRY_COORDINATES, namespace: telemetry.namespace, name: telemetry.name }) as Promise<StoredTelemetry>));
   }
   return state;
 }

@@ -13,10 +13,9 @@ import { makeApiClient } from '../kube/client.ts';
 import type { TelemetryMetrics } from '../telemetry/metrics.ts';
 import type { SourceIdentity } from './source-identity.ts';
 import { isShardTagOf, type MappedVps } from './tag-expressions.ts';
-import { FLEET_DIGEST_ANNOTATION, isManagedTelemetry, renderTelemetry, type RenderedTelemetry, type StoredTelemetry, type TelemetryObject, type TelemetryOptions } from './telemetry-object.ts';
+import { FLEET_DIGEST_ANNOTATION, TELEMETRY_COORDINATES, isManagedTelemetry, renderTelemetry, type RenderedTelemetry, type StoredTelemetry, type TelemetryObject, type TelemetryOptions } from './telemetry-object.ts';
 
 export const TELEMETRY_FIELD_MANAGER = 'edge-registrar-telemetry';
-const COORDINATES = { group: 'telemetry.istio.io', version: 'v1', plural: 'telemetries' } as const;
 /** A failed pass is tried again this much later. */
 const RETRY_MS = 5_000;
 
@@ -138,7 +137,7 @@ export class TelemetryKeeper {
       let outcome: KeeperOutcome = 'unchanged';
       if (existing === undefined || ourPart(existing, rendered.object) !== ourPart(rendered.object, rendered.object)) {
         await this.#api.patchNamespacedCustomObject(
-          { ...COORDINATES, namespace: options.namespace, name: options.name, body: rendered.object, fieldManager: TELEMETRY_FIELD_MANAGER, force: true },
+          { ...TELEMETRY_COORDINATES, namespace: options.namespace, name: options.name, body: rendered.object, fieldManager: TELEMETRY_FIELD_MANAGER, force: true },
           k8s.setHeaderOptions('Content-Type', k8s.PatchStrategy.ServerSideApply),
         );
         outcome = 'applied';
@@ -170,7 +169,7 @@ export class TelemetryKeeper {
 
   async #get(): Promise<StoredTelemetry | undefined> {
     try {
-      return (await this.#api.getNamespacedCustomObject({ ...COORDINATES, namespace: this.#deps.options.namespace, name: this.#deps.options.name })) as StoredTelemetry;
+      return (await this.#api.getNamespacedCustomObject({ ...TELEMETRY_COORDINATES, namespace: this.#deps.options.namespace, name: this.#deps.options.name })) as StoredTelemetry;
     } catch (error) {
       if (error instanceof k8s.ApiException && error.code === 404) return undefined;
       throw error;

@@ -11,6 +11,8 @@ import { renderSourceIdentity, type SourceIdentity } from './source-identity.ts'
 import { renderTagExpressions, type MappedVps, type TagExpression } from './tag-expressions.ts';
 
 export const TELEMETRY_API_VERSION = 'telemetry.istio.io/v1';
+/** Where the API serves it, for CustomObjectsApi calls. */
+export const TELEMETRY_COORDINATES = { group: 'telemetry.istio.io', version: 'v1', plural: 'telemetries' } as const;
 /** How many VPSs the Telemetry maps and a digest of what it maps, for `doctor` and humans. */
 export const VPS_COUNT_ANNOTATION = 'edge-registrar.io/vps-count';
 export const FLEET_DIGEST_ANNOTATION = 'edge-registrar.io/fleet-digest';

@@ -5,6 +5,8 @@
  */
 export const MANAGED_BY_LABEL = 'app.kubernetes.io/managed-by';
 export const MANAGED_BY_VALUE = 'edge-registrar';
+/** The label selector (and the words in a denial) for what edge-registrar manages. */
+export const MANAGED_SELECTOR = `${MANAGED_BY_LABEL}=${MANAGED_BY_VALUE}`;
 export const ANNOTATION_PREFIX = 'edge-registrar.io/';
 export const VPS_ID_ANNOTATION = 'edge-registrar.io/vps-id';
 export const STREAM_ID_ANNOTATION = 'edge-registrar.io/stream-id';

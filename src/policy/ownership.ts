@@ -9,7 +9,7 @@
  * new leader's. The stream id annotation makes that checkable here, at no cost to the daemon.
  */
 import { compareStreamIds, isStreamId } from '../util/stream-id.ts';
-import { ISTIO_AUTO_REGISTRATION_ANNOTATION, MANAGED_BY_LABEL, MANAGED_BY_VALUE, STREAM_ID_ANNOTATION, isManaged } from './markers.ts';
+import { ISTIO_AUTO_REGISTRATION_ANNOTATION, MANAGED_BY_LABEL, MANAGED_BY_VALUE, MANAGED_SELECTOR, STREAM_ID_ANNOTATION, isManaged } from './markers.ts';
 import type { Policy } from './policy-file.ts';
 import type { Violation } from './types.ts';
 
@@ -94,7 +94,7 @@ export function decideOwnership({ operation, user, object, oldObject, policy }: 
       audit: `${operation} by ${user.username} (groups ${user.groups.join(',')}) via break-glass`,
     };
   }
-  const marker = `${MANAGED_BY_LABEL}=${MANAGED_BY_VALUE}`;
+  const marker = MANAGED_SELECTOR;
   const problem =
     managedBefore && !managedNow && operation === 'UPDATE'
       ? `would remove the ${marker} label from a managed entry`

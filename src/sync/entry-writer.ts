@@ -9,7 +9,7 @@
 import * as k8s from '@kubernetes/client-node';
 import { WORKLOAD_ENTRY_GROUP, WORKLOAD_ENTRY_PLURAL, makeApiClient } from '../kube/client.ts';
 import { canonicalAddress } from '../policy/address.ts';
-import { STREAM_ID_ANNOTATION, VPS_ID_ANNOTATION, isManaged } from '../policy/markers.ts';
+import { MANAGED_SELECTOR, STREAM_ID_ANNOTATION, VPS_ID_ANNOTATION, isManaged } from '../policy/markers.ts';
 import { compareStreamIds, isStreamId } from '../util/stream-id.ts';
 import type { ManagedEntry } from './planner.ts';
 
@@ -139,7 +139,7 @@ export class EntryWriter {
       do {
         const page = (await this.#api.listNamespacedCustomObject({
           ...this.#coordinates(),
-          labelSelector: 'app.kubernetes.io/managed-by=edge-registrar',
+          labelSelector: MANAGED_SELECTOR,
           limit: pageSize,
           ...(token !== undefined ? { _continue: token } : {}),
         })) as { items: StoredEntry[]; metadata?: { continue?: string } };
