@@ -485,7 +485,24 @@ function redisInput(flags: RedisFlags, env: Env): Record<string, unknown> {
   );
 }
 
-export interface SyncFlags extends CommonFlags, RedisFlags {
+/** The flags both the sync daemon and doctor take to find the gateway and the managed Telemetry. */
+interface TelemetryGatewayFlags {
+  telemetry?: boolean | undefined;
+  telemetryNamespace?: string | undefined;
+  telemetryName?: string | undefined;
+  telemetrySelector?: string | undefined;
+}
+
+function telemetryGatewayInput(flags: TelemetryGatewayFlags, env: Env): Record<string, unknown> {
+  return {
+    enabled: flags.telemetry ?? parseBoolean(env[ENV.telemetry]),
+    namespace: flags.telemetryNamespace ?? env[ENV.telemetryNamespace],
+    name: flags.telemetryName ?? env[ENV.telemetryName],
+    selector: flags.telemetrySelector ?? env[ENV.telemetrySelector],
+  };
+}
+
+export interface SyncFlags extends CommonFlags, RedisFlags, TelemetryGatewayFlags {
   consumer?: string | undefined;
   port?: string | undefined;
   orphanPolicy?: string | undefined;
@@ -497,10 +514,6 @@ export interface SyncFlags extends CommonFlags, RedisFlags {
   concurrency?: string | undefined;
   maxAttempts?: string | undefined;
   dlqMaxLength?: string | undefined;
-  telemetry?: boolean | undefined;
-  telemetryNamespace?: string | undefined;
-  telemetryName?: string | undefined;
-  telemetrySelector?: string | undefined;
   telemetryTargetRefs?: string | undefined;
   telemetryMetrics?: string | undefined;
   telemetrySourceIdentity?: boolean | undefined;
@@ -524,10 +537,7 @@ export function syncConfig(flags: SyncFlags, env: Env, defaultConsumer: string):
     maxAttempts: flags.maxAttempts ?? env[ENV.maxAttempts],
     deadLetterMaxLength: flags.dlqMaxLength ?? env[ENV.deadLetterMaxLength],
     telemetry: definedOnly({
-      enabled: flags.telemetry ?? parseBoolean(env[ENV.telemetry]),
-      namespace: flags.telemetryNamespace ?? env[ENV.telemetryNamespace],
-      name: flags.telemetryName ?? env[ENV.telemetryName],
-      selector: flags.telemetrySelector ?? env[ENV.telemetrySelector],
+      ...telemetryGatewayInput(flags, env),
       targetRefs: flags.telemetryTargetRefs ?? env[ENV.telemetryTargetRefs],
       metrics: flags.telemetryMetrics ?? env[ENV.telemetryMetrics],
       sourceIdentity: flags.telemetrySourceIdentity ?? parseBoolean(env[ENV.telemetrySourceIdentity]),
@@ -535,16 +545,12 @@ export function syncConfig(flags: SyncFlags, env: Env, defaultConsumer: string):
   });
 }
 
-export interface DoctorFlags extends CommonFlags, RedisFlags {
+export interface DoctorFlags extends CommonFlags, RedisFlags, TelemetryGatewayFlags {
   webhookName?: string | undefined;
   certSecret?: string | undefined;
   istiodNamespace?: string | undefined;
   output?: string | undefined;
   istioApiVersion?: string | undefined;
-  telemetry?: boolean | undefined;
-  telemetryNamespace?: string | undefined;
-  telemetryName?: string | undefined;
-  telemetrySelector?: string | undefined;
 }
 
 export function doctorConfig(flags: DoctorFlags, env: Env): DoctorConfig {
@@ -559,12 +565,7 @@ export function doctorConfig(flags: DoctorFlags, env: Env): DoctorConfig {
     certSecret: flags.certSecret,
     istiodNamespace: flags.istiodNamespace,
     output: flags.output,
-    telemetry: definedOnly({
-      enabled: flags.telemetry ?? parseBoolean(env[ENV.telemetry]),
-      namespace: flags.telemetryNamespace ?? env[ENV.telemetryNamespace],
-      name: flags.telemetryName ?? env[ENV.telemetryName],
-      selector: flags.telemetrySelector ?? env[ENV.telemetrySelector],
-    }),
+    telemetry: definedOnly(telemetryGatewayInput(flags, env)),
   });
 }
 
