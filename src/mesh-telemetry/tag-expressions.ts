@@ -199,8 +199,9 @@ export function renderSingleExpression(tag: string, fleet: readonly MappedVps[],
   const lookup = shardExpression(BUCKETS, lookups, "''", "''");
   const expression = `[${lookup}].map(v,v!=''?v:${otherwise})[0]`;
   const size = codepoints(expression);
+  const entries = [...byBucket.values()].reduce((n, e) => n + e.length, 0);
   if (size > maxCodepoints) {
-    throw new TagRenderError(`tag ${tag}: ${[...byBucket.values()].reduce((n, e) => n + e.length, 0)} VPSs need an expression of ${size} codepoints, over the limit of ${maxCodepoints}; a standard tag cannot be split across tags`);
+    throw new TagRenderError(`tag ${tag}: ${entries} VPSs need an expression of ${size} codepoints, over the limit of ${maxCodepoints}; a standard tag cannot be split across tags`);
   }
-  return { tag, expression, entries: [...byBucket.values()].reduce((n, e) => n + e.length, 0) };
+  return { tag, expression, entries };
 }
