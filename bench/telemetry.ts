@@ -7,12 +7,13 @@
  * Rows marked "+ source identity" have the Kiali option on (six more unsharded tags), at
  * sizes it holds.
  */
-import { spawn } from 'node:child_process';
 import { performance } from 'node:perf_hooks';
 import { stringify } from 'yaml';
 import { DEFAULT_TELEMETRY_OPTIONS, renderTelemetry } from '../src/mesh-telemetry/telemetry-object.ts';
-import { isShardTagOf, type MappedVps } from '../src/mesh-telemetry/tag-expressions.ts';
+import { isShardTagOf } from '../src/mesh-telemetry/tag-expressions.ts';
+import { capture } from '../test/harness/capture.ts';
 import { ensureIstioTools } from '../test/harness/istio-build.ts';
+import { sampleFleet } from '../test/harness/sample-fleet.ts';
 import { percentile, printTable } from './stats.ts';
 
 const CASES = [
@@ -33,28 +34,12 @@ const GATEWAY = {
 };
 const GATEWAY_PROXY = { type: 'router', namespace: 'istio-system', labels: { istio: 'ingressgateway' }, id: 'istio-ingressgateway-bench' };
 
-/** A fleet shaped like the real one: a fifth on IPv6, names vps-<country>-<n>. */
-function fleetOf(n: number): MappedVps[] {
-  const countries = ['jp', 'sg', 'us', 'hk', 'de'] as const;
-  return Array.from({ length: n }, (_, i) => ({
-    name: `vps-${countries[i % 5] ?? 'jp'}-${1000 + i}`,
-    country: countries[i % 5] ?? 'jp',
-    address: i % 5 === 4 ? `2400:cb00:${(i >> 8).toString(16)}::${(i & 255).toString(16)}` : `${45 + (i % 150)}.${(i >> 8) & 255}.${i & 255}.${1 + (i % 250)}`,
-  }));
-}
-
 /** The serialized size of the gateway's HTTP listener as istiod builds it for `objects`. */
 async function gatewayListenerBytes(meshview: string, objects: object[]): Promise<number> {
   const input = JSON.stringify({ objects: objects.map((o) => stringify(o)).join('\n---\n'), proxy: GATEWAY_PROXY });
-  const child = spawn(meshview, [], { stdio: ['pipe', 'pipe', 'pipe'] });
-  let out = '';
-  let err = '';
-  child.stdout.on('data', (c: Buffer) => (out += c.toString()));
-  child.stderr.on('data', (c: Buffer) => (err += c.toString()));
-  child.stdin.end(input);
-  const code = await new Promise<number | null>((resolve) => child.on('close', resolve));
-  if (code !== 0) throw new Error(`meshview failed (${code}): ${err.slice(-2000)}`);
-  const view = JSON.parse(out) as { listeners: { name: string; bytes: number }[] };
+  const res = await capture(meshview, [], { input });
+  if (res.code !== 0) throw new Error(`meshview failed (${res.code}): ${res.stderr.slice(-2000)}`);
+  const view = JSON.parse(res.stdout) as { listeners: { name: string; bytes: number }[] };
   const listener = view.listeners.find((l) => l.name === '0.0.0.0_8080');
   if (listener === undefined) throw new Error('the gateway has no 0.0.0.0_8080 listener');
   return listener.bytes;
@@ -67,7 +52,7 @@ async function main(): Promise<void> {
   const without = await gatewayListenerBytes(meshview, [GATEWAY]);
   const rows: string[][] = [];
   for (const { vps: n, identity } of CASES) {
-    const fleet = fleetOf(n);
+    const fleet = sampleFleet(n);
     const options = identity ? { ...OPTIONS, sourceIdentity: IDENTITY } : OPTIONS;
     const times: number[] = [];
     let rendered = renderTelemetry(options, fleet);

@@ -10,6 +10,7 @@ import { DEFAULT_TELEMETRY_OPTIONS, FLEET_DIGEST_ANNOTATION, VPS_COUNT_ANNOTATIO
 import { envoyAddressForm, renderTagExpressions, type MappedVps } from '../../src/mesh-telemetry/tag-expressions.ts';
 import type { RunningSync } from '../../src/sync/run.ts';
 import { kubeconfigFor } from '../harness/kube-cluster.ts';
+import { sampleFleet } from '../harness/sample-fleet.ts';
 import { evaluateCel, mergedValue, type CelRequest } from './cel-support.ts';
 import type { K8sObject } from './helm-support.ts';
 import { listenerOf, meshView } from './istio-support.ts';
@@ -21,23 +22,13 @@ const TELEMETRY_NS = 'istio-system';
 const TELEMETRY_NAME = 'edge-registrar-vps';
 const OPTIONS: TelemetryOptions = { ...DEFAULT_TELEMETRY_OPTIONS, namespace: TELEMETRY_NS, name: TELEMETRY_NAME };
 
-/** A fleet of `n` VPSs, a fifth of them on IPv6 (written in a non-canonical form), every address distinct. */
-function fleetOf(n: number): MappedVps[] {
-  const countries = ['jp', 'sg', 'us', 'hk', 'de'];
-  return Array.from({ length: n }, (_, i) => ({
-    name: `vps-${countries[i % 5]!}-${1000 + i}`,
-    country: countries[i % 5]!,
-    address: i % 5 === 4 ? `2400:cb00:${(i >> 8).toString(16)}::${(i & 255).toString(16)}` : `${45 + (i % 150)}.${(i >> 8) & 255}.${i & 255}.${1 + (i % 250)}`,
-  }));
-}
-
 const request = (address?: string): CelRequest => ({ headers: address === undefined ? {} : { [HEADER]: address } });
 /** A VPS's address as the gateway writes it into the header (RFC 5952 for IPv6). */
 const asSent = (vps: MappedVps): string => envoyAddressForm(vps.address)!;
 
 describe('the tag expressions, evaluated by cel-go', () => {
   it('map every registered address of a 5,000-VPS fleet to its name and country, each tag set naming the caller once', async () => {
-    const fleet = fleetOf(5000);
+    const fleet = sampleFleet(5000);
     const { tags } = renderTelemetry(OPTIONS, fleet);
     const vpsTags = tags.filter((t) => t.tag.startsWith('vps') && !t.tag.startsWith('vps_country'));
     const countryTags = tags.filter((t) => t.tag.startsWith('vps_country'));
@@ -58,7 +49,7 @@ describe('the tag expressions, evaluated by cel-go', () => {
   });
 
   it('treat hostile header values as data: injection attempts, odd forms and a 1 MiB value are just unregistered', async () => {
-    const fleet = fleetOf(50);
+    const fleet = sampleFleet(50);
     const expressions = renderTagExpressions('vps', fleet, (v) => v.name).map((t) => t.expression);
     const hostile = ["' || true || '", "45.0.0.1' : 'x'}[a] + '", '45.0.0.1 ', ' 45.0.0.1', '45.0.0.01', '::FFFF:45.0.0.1', '2400:CB00:0::4', '45.0.0.1,45.0.1.2', '', 'x'.repeat(1 << 20), '\u0000', '🙂'];
     const outcome = await evaluateCel(expressions, hostile.map((h) => request(h)));
@@ -69,7 +60,7 @@ describe('the tag expressions, evaluated by cel-go', () => {
   });
 
   it("source identity: at 1,300 VPSs (about the most one expression per tag holds) each registered address names its entry, every other request keeps the gateway's own node values", async () => {
-    const fleet = fleetOf(1300);
+    const fleet = sampleFleet(1300);
     const rendered = renderTelemetry({ ...OPTIONS, sourceIdentity: { namespace: 'airport-prod', app: 'xrayr', version: 'v1' } }, fleet);
     expect(rendered.sourceIdentity).toEqual({ state: 'on' });
     const source = rendered.tags.filter((t) => t.tag.startsWith('source_'));
@@ -90,7 +81,7 @@ describe('the tag expressions, evaluated by cel-go', () => {
   });
 
   it('need the shards: one expression for 5,000 VPSs passes the 100,000-codepoint parser limit and does not parse', async () => {
-    const [single] = renderTagExpressions('vps', fleetOf(5000), (v) => v.name, 1_000_000);
+    const [single] = renderTagExpressions('vps', sampleFleet(5000), (v) => v.name, 1_000_000);
     expect(single!.expression.length).toBeGreaterThan(100_000);
     const outcome = await evaluateCel([single!.expression], [request('45.0.0.1')]);
     expect(outcome.compiled[0]!.ok).toBe(false);
@@ -225,7 +216,7 @@ describe("what istiod makes of Telemetry overrides (Istio's own config generatio
 describe("what istiod gives the ingress gateway (Istio's own config generation)", () => {
   it("puts the tag expressions, exactly as rendered, into the gateway's stats filter for its client-side metrics", async () => {
     // With the source identity overrides too: the standard source tags reach the same filter.
-    const { object, tags } = renderTelemetry({ ...OPTIONS, sourceIdentity: { namespace: 'airport-prod', app: 'xrayr', version: 'v1' } }, fleetOf(40));
+    const { object, tags } = renderTelemetry({ ...OPTIONS, sourceIdentity: { namespace: 'airport-prod', app: 'xrayr', version: 'v1' } }, sampleFleet(40));
     expect(tags.map((t) => t.tag)).toContain('source_workload');
     const gateway = {
       apiVersion: 'networking.istio.io/v1',
