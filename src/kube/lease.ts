@@ -58,6 +58,8 @@ export class LeaderElector {
   readonly #log: Logger;
   readonly #now: () => number;
   #leader = false;
+  /** Counts the times leadership was gained; see term(). */
+  #term = 0;
   /** Local time at which the last successful renewal was *sent*. */
   #renewedAt = Number.NEGATIVE_INFINITY;
   /** The Lease record last seen (its resourceVersion), and the local time it was first seen. */
@@ -80,6 +82,16 @@ export class LeaderElector {
   isLeader(): boolean {
     // Trust leadership only until the renew deadline, even if a renewal is in flight.
     return this.#leader && this.#now() - this.#renewedAt < this.#options.renewDeadlineMs;
+  }
+
+  /**
+   * The current term while leading, undefined otherwise. Each time leadership is gained,
+   * including after a lapse that a late renewal ended before anyone looked, the number is
+   * new: work started in one term can tell that leadership was lost since, even when it is
+   * held again now.
+   */
+  term(): number | undefined {
+    return this.isLeader() ? this.#term : undefined;
   }
 
   #set(leader: boolean): void {
@@ -149,11 +161,17 @@ export class LeaderElector {
   }
 
   #won(lease: k8s.V1Lease, sentAt: number): void {
+    // Judged before the renewal counts: leadership that lapsed (the deadline passed, even if
+    // the step-down timer has not fired yet) and is now regained is a new term.
+    const continuing = this.isLeader();
     this.#observe(lease);
     this.#renewedAt = sentAt;
     this.#armDeadline();
     // A renewal that returned after its own deadline does not make us leader again this round.
-    if (this.#now() - sentAt < this.#options.renewDeadlineMs) this.#set(true);
+    if (this.#now() - sentAt < this.#options.renewDeadlineMs) {
+      if (!continuing) this.#term++;
+      this.#set(true);
+    }
   }
 
   async #tick(): Promise<void> {

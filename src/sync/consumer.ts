@@ -9,6 +9,12 @@
  * and gives up (dead-letters) after a bounded number of unexpected failures; and guards the
  * blocking read with a watchdog, since blocked reads have been seen to hang after reconnects
  * (ioredis #1888). It reports its own progress, so liveness can fail when it stalls.
+ *
+ * Work belongs to the leadership term it was read in. An event left pending when the Lease
+ * lapses releases the keys of the events queued behind it, so those must not run in a later
+ * term either, even if the Lease is held again by the time they reach the front: every event
+ * of an ended term is left pending, and a new term starts reading only once the old term's
+ * work has settled, from the oldest pending entry, so stream order is rebuilt from Redis.
  */
 import type { Redis } from 'ioredis';
 import type { Logger } from 'pino';
@@ -46,8 +52,11 @@ export interface ConsumerOptions {
   retryBaseMs: number;
   retryMaxMs: number;
   logger: Logger;
-  /** Only the Lease holder consumes. */
-  isLeader: () => boolean;
+  /**
+   * Only the Lease holder consumes: the current leadership term while this replica leads,
+   * undefined otherwise, a new number each time leadership is gained (LeaderElector.term).
+   */
+  leadershipTerm: () => number | undefined;
   /** The names and addresses these VPSs hold in the desired state (registered ones only). */
   holdings: (vpsIds: readonly string[]) => Promise<Map<string, Holding>>;
   onResult?: (result: ProcessResult, seconds: number) => void;
@@ -90,8 +99,10 @@ export class StreamConsumer {
    * or undefined once they have all been read and new entries come next.
    */
   #pendingCursor: string | undefined = '0';
-  /** Leadership seen by the previous turn of the loop; gaining it triggers the takeover. */
-  #wasLeader = false;
+  /** The term the loop last read in; a different one triggers the takeover. */
+  #readingTerm: number | undefined;
+  /** Aborted when the term the loop reads in ends, so retries of its events stop waiting. */
+  #termEnded = new AbortController();
   #lastClaim = 0;
   #stopped = new AbortController();
   #running: Promise<void> | undefined;
@@ -145,6 +156,7 @@ export class StreamConsumer {
   /** Stops reading; in-flight events finish (or stay pending for the next consumer). */
   async stop(): Promise<void> {
     this.#stopped.abort();
+    this.#termEnded.abort();
     await this.#running;
     await this.#options.queue.idle();
   }
@@ -189,10 +201,16 @@ export class StreamConsumer {
     let failures = 0;
     while (!signal.aborted) {
       this.#lastTurnAt = Date.now();
-      if (!this.#options.isLeader()) {
-        this.#wasLeader = false;
-        this.#pendingCursor = '0';
+      const term = this.#options.leadershipTerm();
+      if (term !== this.#readingTerm && this.#readingTerm !== undefined) this.#endTerm();
+      if (term === undefined) {
         await sleep(250, signal);
+        continue;
+      }
+      if (term !== this.#readingTerm && this.#inFlight.size > 0) {
+        // The last term's events are leaving (each is left pending at its next attempt,
+        // or finishes a write already sent); none may be overtaken by a re-read of its own.
+        await sleep(50, signal);
         continue;
       }
       // Back-pressure: never hold more than a few batches in memory.
@@ -201,12 +219,12 @@ export class StreamConsumer {
         continue;
       }
       try {
-        if (!this.#wasLeader) {
-          await this.#takeOver();
-          this.#wasLeader = true;
+        if (term !== this.#readingTerm) {
           this.#pendingCursor = '0';
+          await this.#takeOver();
+          this.#readingTerm = term;
         }
-        if (Date.now() - this.#lastClaim > this.#options.claimIdleMs / 2) await this.#claimIdle();
+        if (Date.now() - this.#lastClaim > this.#options.claimIdleMs / 2) await this.#claimIdle(term);
         const cursor = this.#pendingCursor;
         const entries = await this.#read(cursor ?? '>');
         failures = 0;
@@ -217,9 +235,9 @@ export class StreamConsumer {
           const last = entries.at(-1)?.[0];
           this.#pendingCursor = entries.length < this.#options.batchSize || last === undefined ? undefined : last;
           const fresh = entries.filter(([id]) => !this.#inFlight.has(id));
-          if (fresh.length > 0) await this.#dispatch(fresh, await this.#deliveries(fresh.map(([id]) => id)));
+          if (fresh.length > 0) await this.#dispatch(fresh, await this.#deliveries(fresh.map(([id]) => id)), term);
         } else {
-          await this.#dispatch(entries, undefined);
+          await this.#dispatch(entries, undefined, term);
         }
       } catch (error) {
         if (this.#stopping()) break;
@@ -231,6 +249,14 @@ export class StreamConsumer {
         await sleep(delay, signal);
       }
     }
+  }
+
+  /** The term being read in has ended: its events' retries stop waiting, and reading restarts from the oldest pending entry. */
+  #endTerm(): void {
+    this.#readingTerm = undefined;
+    this.#pendingCursor = '0';
+    this.#termEnded.abort();
+    this.#termEnded = new AbortController();
   }
 
   /**
@@ -259,7 +285,7 @@ export class StreamConsumer {
     for (const id of ids ?? []) await this.#options.commands.xack(this.#options.stream, this.#options.group, id);
   }
 
-  async #claimIdle(): Promise<void> {
+  async #claimIdle(term: number): Promise<void> {
     this.#lastClaim = Date.now();
     const { commands, stream, group, consumer, claimIdleMs, batchSize } = this.#options;
     const reply = (await commands.xautoclaim(stream, group, consumer, claimIdleMs, '0-0', 'COUNT', batchSize)) as [string, StreamEntry[], string[]?];
@@ -267,7 +293,7 @@ export class StreamConsumer {
     await this.#acknowledgeDeleted(reply[2]);
     if (claimed.length > 0) {
       this.#log.info({ count: claimed.length }, 'claimed entries left idle by another consumer');
-      await this.#dispatch(claimed, await this.#deliveries(claimed.map(([id]) => id)));
+      await this.#dispatch(claimed, await this.#deliveries(claimed.map(([id]) => id)), term);
     }
     const removed = (await commands.eval(PRUNE_CONSUMERS, 1, stream, group, consumer, this.#options.consumerRetentionMs)) as string[];
     if (removed.length > 0) this.#log.info({ consumers: removed }, 'removed consumers of replicas that are gone (nothing pending, silent)');
@@ -277,9 +303,9 @@ export class StreamConsumer {
    * Queues each entry behind every earlier event it must follow (see ordering.ts); returns
    * once queued. The holdings of VPSs without events in flight are read first, and read
    * again for any VPS whose last event settled meanwhile, so no event is queued without
-   * knowing what its VPS may free.
+   * knowing what its VPS may free. `term` is the leadership term they were read in.
    */
-  async #dispatch(entries: readonly StreamEntry[], deliveries: Map<string, number> | undefined): Promise<void> {
+  async #dispatch(entries: readonly StreamEntry[], deliveries: Map<string, number> | undefined, term: number): Promise<void> {
     const fresh = entries
       .filter(([id]) => !this.#inFlight.has(id))
       .map(([id, raw]) => ({ id, fields: raw === null ? null : fieldsToRecord(raw) }));
@@ -290,6 +316,7 @@ export class StreamConsumer {
     }
     // From here to the end no await: nothing settles between reading holdings and queueing.
     if (this.#inFlight.size === 0 && fresh.length > 0) this.#lastProgressAt = Date.now();
+    const termEnded = this.#termEnded.signal;
     for (const { id, fields } of fresh) {
       this.#inFlight.add(id);
       const count = deliveries?.get(id) ?? 1;
@@ -297,7 +324,7 @@ export class StreamConsumer {
       const vpsId = fields === null ? undefined : (fields.vps_id ?? id);
       const keys = vpsId === undefined || fields === null ? [`entry:${id}`] : this.#holdings.dispatch({ vpsId, name: fields.name, address: fields.address });
       void this.#options.queue
-        .run(keys, () => this.#applyWithRetry(id, fields, poison))
+        .run(keys, () => this.#applyWithRetry(id, fields, poison, term, termEnded))
         .catch((error: unknown) => {
           this.#log.error({ err: error, streamId: id }, 'applying event failed unexpectedly; it stays pending');
           return 'left-pending' as const;
@@ -321,16 +348,18 @@ export class StreamConsumer {
    * `maxAttempts` times and then dead-lettered with the error, so it never blocks its VPS's
    * keys for good.
    */
-  async #applyWithRetry(id: string, fields: Record<string, string> | null, poison: { deliveries: number } | undefined): Promise<'done' | 'left-pending'> {
-    const signal = this.#stopped.signal;
+  async #applyWithRetry(id: string, fields: Record<string, string> | null, poison: { deliveries: number } | undefined, term: number, termEnded: AbortSignal): Promise<'done' | 'left-pending'> {
+    // Not only "leading now": leading in the term the event was read in. An event queued
+    // behind one that was left pending (the Lease lost while it was retried) must not run in
+    // its place, out of stream order, even once the Lease is held again.
+    const leaving = (): boolean => this.#stopping() || this.#options.leadershipTerm() !== term;
     let unexpected = 0;
     for (let attempt = 1; ; attempt++) {
       const delay = backoffDelay(attempt, { baseMs: this.#options.retryBaseMs, maxMs: this.#options.retryMaxMs });
       await this.#slots.acquire();
-      // Checked before every attempt, the first included: an event queued behind one that was
-      // left pending (the Lease lost while it was retried) must not run in its place, out of
-      // stream order, and nothing is written by a replica that no longer leads.
-      if (this.#stopping() || !this.#options.isLeader()) {
+      // Checked before every attempt, the first included; nothing is written by a replica
+      // that no longer leads.
+      if (leaving()) {
         this.#slots.release();
         return 'left-pending';
       }
@@ -359,9 +388,10 @@ export class StreamConsumer {
         this.#lastProgressAt = Date.now();
         this.#slots.release();
       }
-      // Stopping, or no longer the leader: leave it pending; whoever consumes next re-reads it.
-      if (this.#stopping() || !this.#options.isLeader()) return 'left-pending';
-      await sleep(delay, signal);
+      // Stopping, or the term is over: leave it pending; whoever consumes next re-reads it.
+      if (leaving()) return 'left-pending';
+      // Ends early when the term does (stop() ends it too).
+      await sleep(delay, termEnded);
     }
   }
 }

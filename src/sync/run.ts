@@ -102,7 +102,7 @@ export async function runSync(config: SyncConfig, logger: Logger): Promise<Runni
     retryBaseMs: config.retryBaseMs,
     retryMaxMs: config.retryMaxMs,
     logger,
-    isLeader: () => elector.isLeader(),
+    leadershipTerm: () => elector.term(),
     holdings: (vpsIds) => store.holdings(vpsIds),
     onResult: (result, seconds) => {
       metrics.events.inc({ event: result.event ?? 'unknown', outcome: result.outcome });

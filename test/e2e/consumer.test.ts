@@ -56,7 +56,7 @@ function consumer(name: string, p: EventProcessor, overrides: Partial<ConsumerOp
     retryBaseMs: 20,
     retryMaxMs: 100,
     logger: createLogger('silent', 'consumer-test'),
-    isLeader: () => true,
+    leadershipTerm: () => 1,
     holdings: () => Promise.resolve(new Map()),
     ...overrides,
   });
@@ -144,13 +144,25 @@ describe('progress', () => {
   });
 });
 
+/** The Lease as the consumer sees it: held in numbered terms, lost and regained by the test. */
+function lease(): { term: () => number | undefined; lose: () => void; regain: () => void; readonly leading: boolean } {
+  let term: number | undefined = 1;
+  let last = 1;
+  return {
+    term: () => term,
+    lose: () => { term = undefined; },
+    regain: () => { term = ++last; },
+    get leading() { return term !== undefined; },
+  };
+}
+
 describe('leadership lost mid-flight', () => {
   it('an event left pending holds back every event queued behind it: none runs while not leading, and all run in stream order once it leads again', async () => {
-    let leading = true;
+    const held = lease();
     let apiServerAway = true;
     const order: string[] = [];
     const { processor: p } = processor(async (id, fields) => {
-      if (!leading) order.push(`${fields?.vps_id ?? id} while not leading`);
+      if (!held.leading) order.push(`${fields?.vps_id ?? id} while not leading`);
       // The retire of v3 meets an API server that is away: a transient failure, retried.
       if (fields?.vps_id === 'v3' && apiServerAway) throw new TransientError('the API server is away');
       order.push(fields?.vps_id ?? id);
@@ -159,7 +171,7 @@ describe('leadership lost mid-flight', () => {
     });
     // v3 holds 45.76.0.12, which its retire frees and v486's register claims.
     const c = consumer('leader', p, {
-      isLeader: () => leading,
+      leadershipTerm: held.term,
       holdings: (ids) => Promise.resolve(new Map(ids.filter((id) => id === 'v3').map((id) => [id, { name: 'vps-de-3', address: '45.76.0.12' }]))),
     });
     c.start();
@@ -169,13 +181,52 @@ describe('leadership lost mid-flight', () => {
       .exec();
     await waitFor(() => Promise.resolve(c.inFlight === 2), 'both events to be in flight');
     // The Lease is lost while the retire is being retried: it is left pending, and so must be the claim.
-    leading = false;
+    held.lose();
     await waitFor(() => Promise.resolve(c.inFlight === 0), 'the events to be left pending');
     expect(((await redis.xpending(STREAM, GROUP)) as [number])[0]).toBe(2);
     apiServerAway = false;
-    leading = true;
+    held.regain();
     await waitFor(() => Promise.resolve(order.length >= 2), 'both events to be applied once leading again');
     expect(order).toEqual(['v3', 'v486']);
+  });
+
+  it('an event queued in one term never runs in the next: a claim waiting on a write still in flight when the Lease was lost and regained waits for the event left pending before it', async () => {
+    // The soak's seed 809997897: v43 moves off 45.76.0.164 and v361 claims it, in that
+    // order; v361's earlier event hangs on a paused API server, so the claim waits for it.
+    const held = lease();
+    let apiServerAway = true;
+    let releaseHung: () => void = () => undefined;
+    const hung = new Promise<void>((resolve) => (releaseHung = resolve));
+    const order: string[] = [];
+    const { processor: p } = processor(async (id, fields) => {
+      const what = `${fields?.vps_id ?? id} ${fields?.address ?? ''}`;
+      if (what === 'v361 45.76.0.21') await hung;
+      if (what === 'v43 45.76.1.56' && apiServerAway) throw new TransientError('the API server is away');
+      order.push(what);
+      await redis.xack(STREAM, GROUP, id);
+      return { outcome: 'applied' };
+    });
+    const c = consumer('leader', p, {
+      leadershipTerm: held.term,
+      holdings: (ids) => Promise.resolve(new Map(ids.filter((id) => id === 'v43').map((id) => [id, { name: 'vps-sg-43', address: '45.76.0.164' }]))),
+    });
+    c.start();
+    await redis.multi()
+      .xadd(STREAM, '*', 'event', 'register', 'vps_id', 'v361', 'name', 'vps-jp-405', 'address', '45.76.0.21')
+      .xadd(STREAM, '*', 'event', 'register', 'vps_id', 'v43', 'name', 'vps-sg-43', 'address', '45.76.1.56')
+      .xadd(STREAM, '*', 'event', 'register', 'vps_id', 'v361', 'name', 'vps-jp-405', 'address', '45.76.0.164')
+      .exec();
+    await waitFor(() => Promise.resolve(c.inFlight === 3), 'the three events to be in flight');
+    // The Lease lapses while v43's move is retried: the move is left pending; the claim
+    // behind it still waits for v361's hung write.
+    held.lose();
+    await waitFor(() => Promise.resolve(c.inFlight === 2), "v43's move to be left pending");
+    // Leading again, and the API server back: the hung write finishes.
+    apiServerAway = false;
+    held.regain();
+    releaseHung();
+    await waitFor(() => Promise.resolve(order.length >= 3), 'all three events to be applied');
+    expect(order).toEqual(['v361 45.76.0.21', 'v43 45.76.1.56', 'v361 45.76.0.164']);
   });
 });
 

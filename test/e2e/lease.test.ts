@@ -119,4 +119,16 @@ describe('leader election', () => {
     await waitFor(() => Promise.resolve(cutOff.warnings.filter((m) => m === 'lease read or update failed').length >= 2), 'failed attempts to be logged', 10_000);
     expect(cutOff.warnings).toContain('renew deadline passed without a successful renewal; stepping down');
   });
+
+  it('a leader whose renew deadline passes while the API server hangs, and who then renews its own Lease, leads in a new term', async () => {
+    const paused = elect('paused', await proxiedKubeconfig());
+    await waitFor(() => Promise.resolve(paused.elector.term() !== undefined), 'the replica to lead');
+    const first = paused.elector.term();
+    proxy?.freeze();
+    await waitFor(() => Promise.resolve(paused.elector.term() === undefined), 'the renew deadline to pass', 10_000);
+    proxy?.thaw();
+    await waitFor(() => Promise.resolve(paused.elector.term() !== undefined), 'the replica to renew its own Lease', 15_000);
+    // The same Lease, the same holder, but work started before the lapse can tell.
+    expect(paused.elector.term()).toBeGreaterThan(first ?? Infinity);
+  });
 });
