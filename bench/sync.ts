@@ -42,8 +42,13 @@ const { values: opts } = parseArgs({
     concurrency: { type: 'string', default: '32' },
     rate: { type: 'string', default: '20' },
     seconds: { type: 'string', default: '15' },
+    /** Which parts to run: `backfill,trickle` (both), or one of them. */
+    phases: { type: 'string', default: 'backfill,trickle' },
+    /** Write a CPU profile of the daemon during its trickle into this directory (--cpu-prof). */
+    'cpu-prof-dir': { type: 'string' },
   },
 });
+const PHASES = new Set(opts.phases.split(','));
 const VPS = Number(opts.vps);
 const CONCURRENCY = Number(opts.concurrency);
 const RATE = Number(opts.rate);
@@ -122,11 +127,24 @@ interface Latency {
   p90: number;
   p99: number;
   max: number;
+  /** The five slowest samples, with their place in the trickle: where a p99 comes from. */
+  worst: { index: number; ms: number }[];
 }
 
 function latencyOf(samples: number[]): Latency {
   const sorted = [...samples].sort((a, b) => a - b);
-  return { p50: percentile(sorted, 50), p90: percentile(sorted, 90), p99: percentile(sorted, 99), max: sorted.at(-1) ?? Number.NaN };
+  const worst = samples.map((ms, index) => ({ index, ms })).sort((a, b) => b.ms - a.ms).slice(0, 5);
+  return { p50: percentile(sorted, 50), p90: percentile(sorted, 90), p99: percentile(sorted, 99), max: sorted.at(-1) ?? Number.NaN, worst };
+}
+
+/** Resolves once the daemon has finished its first resync (its counter, on /metrics). */
+async function firstResync(port: number): Promise<void> {
+  for (let waited = 0; waited < 60_000; waited += 100) {
+    const text = await (await fetch(`http://127.0.0.1:${port}/metrics`)).text();
+    if (Number(/^edge_registrar_sync_resyncs_total (\d+)/m.exec(text)?.[1] ?? 0) >= 1) return;
+    await new Promise((r) => setTimeout(r, 100));
+  }
+  throw new Error('the sync daemon did not finish its first resync within 60 s');
 }
 
 async function main(): Promise<void> {
@@ -163,10 +181,14 @@ async function main(): Promise<void> {
       await direct.deleteAll();
       await watch.waitForCount(0, 300_000);
     };
-    const withDaemon = async <T>(run: () => Promise<T>, extraArgs: string[] = []): Promise<T> => {
-      const sync = await spawnSync(cluster, redisServer.url, join(work, 'logs'), ['--consumer', 'bench', '--concurrency', String(CONCURRENCY), '--log-level', 'warn', ...extraArgs]);
+    const withDaemon = async <T>(run: () => Promise<T>, extraArgs: string[] = [], nodeOptions = ''): Promise<T> => {
+      const env = nodeOptions === '' ? {} : { env: { ...process.env, NODE_OPTIONS: `${process.env.NODE_OPTIONS ?? ''} ${nodeOptions}` } };
+      const sync = await spawnSync(cluster, redisServer.url, join(work, 'logs'), ['--consumer', 'bench', '--concurrency', String(CONCURRENCY), '--log-level', 'warn', ...extraArgs], env);
       try {
         await sync.ready();
+        // Past its start-up too: the baseline's writer is long warm, and the daemon's first
+        // resync (run at once on leading) would otherwise delay the first events it measures.
+        await firstResync(sync.port);
         return await run();
       } finally {
         await sync.stop();
@@ -204,20 +226,24 @@ async function main(): Promise<void> {
         const seconds = (end - start) / 1000;
         return { seconds, perSecond: VPS / seconds };
       }, extraArgs);
-    log(`[bench] backfill of ${VPS} VPSs at concurrency ${CONCURRENCY}: baseline`);
-    const baseBackfill = await backfillBaseline(direct, 1_000_000);
-    await reset();
-    log(`[bench] backfill of ${VPS} VPSs at concurrency ${CONCURRENCY}: client-node as shipped (a TLS connection per request)`);
-    const shippedBackfill = await backfillBaseline(new DirectWriter(kubeconfigFor(cluster.state, 'sync'), true), 5_000_000);
-    await reset();
-    log(`[bench] backfill of ${VPS} VPSs at concurrency ${CONCURRENCY}: edge-registrar sync`);
-    const syncBackfill = await backfillDaemon(2_000_000);
-    await reset();
-    // The managed Telemetry on: its keeper renders and writes the whole fleet's mapping while
-    // the backfill runs (coalesced, one pass per 2 s at most).
-    log(`[bench] backfill of ${VPS} VPSs at concurrency ${CONCURRENCY}: edge-registrar sync --telemetry`);
-    const telemetryBackfill = await backfillDaemon(6_000_000, ['--telemetry']);
-    await reset();
+    let backfills: { base: Throughput; shipped: Throughput; sync: Throughput; telemetry: Throughput } | undefined;
+    if (PHASES.has('backfill')) {
+      log(`[bench] backfill of ${VPS} VPSs at concurrency ${CONCURRENCY}: baseline`);
+      const baseBackfill = await backfillBaseline(direct, 1_000_000);
+      await reset();
+      log(`[bench] backfill of ${VPS} VPSs at concurrency ${CONCURRENCY}: client-node as shipped (a TLS connection per request)`);
+      const shippedBackfill = await backfillBaseline(new DirectWriter(kubeconfigFor(cluster.state, 'sync'), true), 5_000_000);
+      await reset();
+      log(`[bench] backfill of ${VPS} VPSs at concurrency ${CONCURRENCY}: edge-registrar sync`);
+      const syncBackfill = await backfillDaemon(2_000_000);
+      await reset();
+      // The managed Telemetry on: its keeper renders and writes the whole fleet's mapping while
+      // the backfill runs (coalesced, one pass per 2 s at most).
+      log(`[bench] backfill of ${VPS} VPSs at concurrency ${CONCURRENCY}: edge-registrar sync --telemetry`);
+      const telemetryBackfill = await backfillDaemon(6_000_000, ['--telemetry']);
+      await reset();
+      backfills = { base: baseBackfill, shipped: shippedBackfill, sync: syncBackfill, telemetry: telemetryBackfill };
+    }
 
     // ---- trickle ----
     const trickle = async (offset: number, send: (vps: Vps, index: number) => Promise<unknown>): Promise<Latency> => {
@@ -238,27 +264,46 @@ async function main(): Promise<void> {
       await watch.waitForAll(120_000);
       return latencyOf(vpss.map((v) => (watch.seenAt(v.name) ?? Number.NaN) - (sentAt.get(v.name) ?? Number.NaN)));
     };
-    log(`[bench] trickle of ${RATE} events/s for ${SECONDS}s: baseline`);
-    const baseTrickle = await trickle(3_000_000, (vps, i) => direct.apply(plannedEntry(vps, i)));
-    await reset();
-    log(`[bench] trickle of ${RATE} events/s for ${SECONDS}s: edge-registrar sync`);
-    const syncTrickle = await withDaemon(() => trickle(4_000_000, (vps) => publish(redis, STREAM, registerFields(vps))));
-    await reset();
+    let trickles: { base: Latency; sync: Latency } | undefined;
+    if (PHASES.has('trickle')) {
+      log(`[bench] trickle of ${RATE} events/s for ${SECONDS}s: baseline`);
+      const baseTrickle = await trickle(3_000_000, (vps, i) => direct.apply(plannedEntry(vps, i)));
+      await reset();
+      log(`[bench] trickle of ${RATE} events/s for ${SECONDS}s: edge-registrar sync`);
+      const profile = opts['cpu-prof-dir'] === undefined ? '' : `--cpu-prof --cpu-prof-dir=${opts['cpu-prof-dir']}`;
+      const syncTrickle = await withDaemon(() => trickle(4_000_000, (vps) => publish(redis, STREAM, registerFields(vps))), [], profile);
+      await reset();
+      trickles = { base: baseTrickle, sync: syncTrickle };
+    }
 
     const ms = (x: number): string => `${x.toFixed(1)} ms`;
     const rate = (t: Throughput): string => `${t.perSecond.toFixed(0)} /s (${t.seconds.toFixed(1)} s)`;
-    printTable(
-      [`measure (same run, same machine; concurrency ${CONCURRENCY})`, 'edge-registrar sync', 'direct client-node (baseline)', 'sync / baseline'],
-      [
-        [`${VPS}-VPS backfill, entries applied per second`, rate(syncBackfill), rate(baseBackfill), (syncBackfill.perSecond / baseBackfill.perSecond).toFixed(2)],
-        ['  with the managed Telemetry on (--telemetry)', rate(telemetryBackfill), rate(baseBackfill), (telemetryBackfill.perSecond / baseBackfill.perSecond).toFixed(2)],
-        [`trickle ${RATE}/s for ${SECONDS}s, event to entry p50`, ms(syncTrickle.p50), ms(baseTrickle.p50), (syncTrickle.p50 / baseTrickle.p50).toFixed(2)],
-        ['  p90', ms(syncTrickle.p90), ms(baseTrickle.p90), (syncTrickle.p90 / baseTrickle.p90).toFixed(2)],
-        ['  p99', ms(syncTrickle.p99), ms(baseTrickle.p99), (syncTrickle.p99 / baseTrickle.p99).toFixed(2)],
-        ['  max', ms(syncTrickle.max), ms(baseTrickle.max), (syncTrickle.max / baseTrickle.max).toFixed(2)],
-      ],
-    );
-    console.log(`\nclient-node's own makeApiClient (a new TLS connection per request), same ${VPS}-VPS backfill: ${rate(shippedBackfill)}, ${(shippedBackfill.perSecond / baseBackfill.perSecond).toFixed(2)} of the baseline`);
+    const rows: string[][] = [];
+    if (backfills !== undefined) {
+      const { base, sync, telemetry } = backfills;
+      rows.push(
+        [`${VPS}-VPS backfill, entries applied per second`, rate(sync), rate(base), (sync.perSecond / base.perSecond).toFixed(2)],
+        ['  with the managed Telemetry on (--telemetry)', rate(telemetry), rate(base), (telemetry.perSecond / base.perSecond).toFixed(2)],
+      );
+    }
+    if (trickles !== undefined) {
+      const { base, sync } = trickles;
+      rows.push(
+        [`trickle ${RATE}/s for ${SECONDS}s, event to entry p50`, ms(sync.p50), ms(base.p50), (sync.p50 / base.p50).toFixed(2)],
+        ['  p90', ms(sync.p90), ms(base.p90), (sync.p90 / base.p90).toFixed(2)],
+        ['  p99', ms(sync.p99), ms(base.p99), (sync.p99 / base.p99).toFixed(2)],
+        ['  max', ms(sync.max), ms(base.max), (sync.max / base.max).toFixed(2)],
+      );
+    }
+    printTable([`measure (same run, same machine; concurrency ${CONCURRENCY})`, 'edge-registrar sync', 'direct client-node (baseline)', 'sync / baseline'], rows);
+    if (backfills !== undefined) {
+      const { base, shipped } = backfills;
+      console.log(`\nclient-node's own makeApiClient (a new TLS connection per request), same ${VPS}-VPS backfill: ${rate(shipped)}, ${(shipped.perSecond / base.perSecond).toFixed(2)} of the baseline`);
+    }
+    if (trickles !== undefined) {
+      const worst = (l: Latency): string => l.worst.map((w) => `#${w.index} ${ms(w.ms)}`).join(', ');
+      console.log(`\ntrickle, slowest five (#n: the n-th event of ${RATE * SECONDS}): sync ${worst(trickles.sync)}; baseline ${worst(trickles.base)}`);
+    }
   } finally {
     for (const cleanup of cleanups.reverse()) await cleanup().catch((e: unknown) => { log(`[bench] cleanup: ${String(e)}`); });
     await rm(work, { recursive: true, force: true });
