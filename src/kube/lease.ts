@@ -101,17 +101,29 @@ export class LeaderElector {
     this.#options.onChange?.(leader);
   }
 
-  /** Steps down the moment the renew deadline passes, whatever the renewal loop is doing. */
+  /**
+   * Steps down the moment the renew deadline passes, whatever the renewal loop is doing.
+   * A timer can fire before the deadline by our clock: Node starts a timer from the event
+   * loop's cached time, which lags performance.now() by however long the current callback has
+   * run, and an injected clock may run at its own pace. So a timer that finds the deadline
+   * still ahead arms itself again for what is left, rather than leaving the step-down to the
+   * next failed renewal.
+   */
   #armDeadline(): void {
     if (this.#deadlineTimer) clearTimeout(this.#deadlineTimer);
     const remaining = this.#renewedAt + this.#options.renewDeadlineMs - this.#now();
     this.#deadlineTimer = setTimeout(() => {
-      if (this.#leader && !this.isLeader()) {
-        this.#log.warn({ renewDeadlineMs: this.#options.renewDeadlineMs }, 'renew deadline passed without a successful renewal; stepping down');
-        this.#set(false);
-      }
+      if (this.isLeader()) this.#armDeadline();
+      else this.#stepDownIfLapsed();
     }, Math.max(0, remaining) + 1);
     this.#deadlineTimer.unref();
+  }
+
+  /** Leadership whose renew deadline has passed ends here, with the reason logged once. */
+  #stepDownIfLapsed(): void {
+    if (!this.#leader || this.isLeader()) return;
+    this.#log.warn({ renewDeadlineMs: this.#options.renewDeadlineMs }, 'renew deadline passed without a successful renewal; stepping down');
+    this.#set(false);
   }
 
   #observe(lease: k8s.V1Lease | undefined): void {
@@ -181,7 +193,7 @@ export class LeaderElector {
       // A conflict means someone else wrote the Lease first: not ours this round.
       const conflict = error instanceof k8s.ApiException && (error.code === 409 || error.code === 422);
       if (!conflict) this.#log.warn({ err: error }, 'lease read or update failed');
-      if (!this.isLeader()) this.#set(false);
+      this.#stepDownIfLapsed();
     }
     if (!this.#stopped) this.#timer = setTimeout(() => void this.#tick(), this.#options.retryPeriodMs);
   }

@@ -23,17 +23,23 @@ interface Recorded {
   changes: [boolean, number][];
   /** Warnings the elector logged (failed calls, stepping down). */
   warnings: string[];
+  /** performance.now() at which each warning was logged, in the same order. */
+  warnedAt: number[];
 }
 
 let electors: LeaderElector[] = [];
 let proxy: TcpProxy | undefined;
 
-function elect(identity: string, kubeconfig: string): Recorded {
+function elect(identity: string, kubeconfig: string, now?: () => number): Recorded {
   const warnings: string[] = [];
+  const warnedAt: number[] = [];
   const sink = new Writable({
     write(chunk: Buffer, _encoding, done) {
       const line = JSON.parse(chunk.toString()) as { level: string; msg: string };
-      if (line.level === 'warn') warnings.push(line.msg);
+      if (line.level === 'warn') {
+        warnings.push(line.msg);
+        warnedAt.push(performance.now());
+      }
       done();
     },
   });
@@ -46,10 +52,11 @@ function elect(identity: string, kubeconfig: string): Recorded {
     ...TIMING,
     logger: createLogger('warn', `lease-${identity}`, sink),
     onChange: (leader) => changes.push([leader, performance.now()]),
+    ...(now ? { now } : {}),
   });
   electors.push(elector);
   elector.start();
-  return { elector, changes, warnings };
+  return { elector, changes, warnings, warnedAt };
 }
 
 /** The sync user's kubeconfig, pointed at a proxy in front of the API server. */
@@ -118,6 +125,24 @@ describe('leader election', () => {
     // Its calls time out and its loop goes on trying while the API server hangs.
     await waitFor(() => Promise.resolve(cutOff.warnings.filter((m) => m === 'lease read or update failed').length >= 2), 'failed attempts to be logged', 10_000);
     expect(cutOff.warnings).toContain('renew deadline passed without a successful renewal; stepping down');
+  });
+
+  it("a leader whose deadline timer fires before the deadline by the elector's clock arms it again and steps down at the deadline, not at the next failed call", async () => {
+    // A clock at half speed makes every deadline timer fire early by that clock, as Node's
+    // timers do by a few milliseconds when they are started from a stale event-loop time
+    // (the CI failure this test comes from). The renew deadline then falls, in real time,
+    // 3 s after the last renewal; the frozen calls fail at about 1.8 s and 3.6 s.
+    const start = performance.now();
+    const halfSpeed = (): number => start + (performance.now() - start) / 2;
+    const slow = elect('slow-clock', await proxiedKubeconfig(), halfSpeed);
+    await waitFor(() => Promise.resolve(slow.elector.isLeader()), 'the replica to lead');
+    proxy?.freeze();
+    await waitFor(() => Promise.resolve(slow.changes.some(([leader]) => !leader)), 'the replica to step down', 15_000);
+    await waitFor(() => Promise.resolve(slow.warnings.filter((m) => m === 'lease read or update failed').length >= 2), 'two failed calls', 15_000);
+    const stepped = slow.changes.find(([leader]) => !leader)?.[1] ?? Infinity;
+    const secondFailure = slow.warnedAt.filter((_, i) => slow.warnings[i] === 'lease read or update failed')[1] ?? 0;
+    expect(slow.warnings).toContain('renew deadline passed without a successful renewal; stepping down');
+    expect(stepped).toBeLessThan(secondFailure);
   });
 
   it('a leader whose renew deadline passes while the API server hangs, and who then renews its own Lease, leads in a new term', async () => {
