@@ -11,12 +11,16 @@
  *             applies N moves published at once. Peak resident memory, the cgroup's peak
  *             charge, OOM kills, and whether each process is still the one that started.
  *
+ * `--heap-snapshots DIR`: at rest, each process writes a V8 heap snapshot into DIR and the run
+ * prints what each heap is made of, then stops (a snapshot costs about the heap again in
+ * memory, so this run uses no cgroup and skips the load).
+ *
  * The cgroup is what makes "inside the limit" a fact: past it the kernel kills the process,
  * as it would the container. Without write access to a memory cgroup (see support/cgroup.ts)
  * the run says so and reports the heap flags' bound only.
  */
 import { spawn } from 'node:child_process';
-import { mkdir, mkdtemp, readFile, rm } from 'node:fs/promises';
+import { mkdir, mkdtemp, readFile, readdir, rm } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { fileURLToPath } from 'node:url';
@@ -34,9 +38,11 @@ import { ensureRedisServer, startRedis } from '../test/harness/redis-server.ts';
 import { unacknowledgedEvents } from '../test/harness/stream-group.ts';
 import { admissionReview } from './support/admission-review.ts';
 import { createMemoryCgroup, type MemoryCgroup } from './support/cgroup.ts';
+import { summarizeHeapSnapshot } from './support/heap-summary.ts';
 import { printTable } from './stats.ts';
 
-const { values } = parseArgs({ options: { vps: { type: 'string', default: '10000' }, 'load-seconds': { type: 'string', default: '300' } } });
+const { values } = parseArgs({ options: { vps: { type: 'string', default: '10000' }, 'load-seconds': { type: 'string', default: '300' }, 'heap-snapshots': { type: 'string' } } });
+const SNAPSHOT_DIR = values['heap-snapshots'];
 const VPS = Number(values.vps);
 const LOAD_SECONDS = Number(values['load-seconds']);
 const STREAM = 'sigma:vps-events';
@@ -73,6 +79,19 @@ async function chartSizing(): Promise<Record<'webhook' | 'sync', Sizing>> {
   return { webhook: sizing('webhook'), sync: sizing('sync') };
 }
 
+/** Resident memory by mapping: the Node binary's pages, anonymous memory (the V8 heap among it), malloc's heap. */
+async function residentByMapping(pid: number): Promise<string> {
+  const byName = new Map<string, number>();
+  let name = '';
+  for (const line of (await readFile(`/proc/${pid}/smaps`, 'utf8')).split('\n')) {
+    const mapping = /^[0-9a-f]+-[0-9a-f]+ \S+ \S+ \S+ \S+\s*(.*)$/.exec(line);
+    if (mapping !== null) name = mapping[1] === '' ? 'anonymous' : (mapping[1] ?? '').endsWith('/bin/node') ? 'the node binary' : (mapping[1] ?? '');
+    const rss = /^Rss:\s+(\d+) kB/.exec(line);
+    if (rss !== null) byName.set(name, (byName.get(name) ?? 0) + Number(rss[1]) * 1024);
+  }
+  return [...byName].sort((a, b) => b[1] - a[1]).filter(([, bytes]) => bytes >= MIB).map(([what, bytes]) => `${what} ${(bytes / MIB).toFixed(0)} MiB`).join(', ');
+}
+
 async function residentBytes(pid: number): Promise<{ rss: number; peak: number }> {
   const status = await readFile(`/proc/${pid}/status`, 'utf8');
   const kib = (key: string): number => Number(/(\d+) kB/.exec(status.split('\n').find((l) => l.startsWith(key)) ?? '')?.[1] ?? Number.NaN) * 1024;
@@ -92,6 +111,19 @@ function fleetEvents(n: number, generation: number): string[][] {
     if (!built.ok) throw new Error(built.message);
     return built.fields;
   });
+}
+
+/** Signals the process to write a heap snapshot into dir and waits until the file is complete. */
+async function heapSnapshot(pid: number, dir: string): Promise<string> {
+  const before = new Set(await readdir(dir));
+  process.kill(pid, 'SIGUSR2');
+  for (let waited = 0; waited < 300_000; waited += 1_000) {
+    await sleep(1_000);
+    const file = (await readdir(dir)).find((f) => !before.has(f) && f.includes(`.${pid}.`) && f.endsWith('.heapsnapshot'));
+    // Written in one go; complete once its JSON closes.
+    if (file !== undefined && (await readFile(join(dir, file), 'utf8')).trimEnd().endsWith('}')) return join(dir, file);
+  }
+  throw new Error(`process ${pid} wrote no heap snapshot into ${dir}`);
 }
 
 async function drained(redis: Redis, timeoutMs: number): Promise<void> {
@@ -129,13 +161,16 @@ try {
 
   const cgroups: Partial<Record<'webhook' | 'sync', MemoryCgroup>> = {};
   for (const component of ['webhook', 'sync'] as const) {
+    if (SNAPSHOT_DIR !== undefined) break;
     const cgroup = await createMemoryCgroup(`edge-registrar-bench-${component}-${process.pid}`, sizing[component].limitBytes, log);
     if (cgroup !== undefined) {
       cgroups[component] = cgroup;
       cleanups.push(() => cgroup.remove().catch(() => undefined));
     }
   }
-  const env = (component: 'webhook' | 'sync'): NodeJS.ProcessEnv => ({ ...process.env, NODE_OPTIONS: sizing[component].nodeOptions });
+  const snapshotFlags = SNAPSHOT_DIR === undefined ? '' : ` --heapsnapshot-signal=SIGUSR2 --diagnostic-dir=${SNAPSHOT_DIR}`;
+  if (SNAPSHOT_DIR !== undefined) await mkdir(SNAPSHOT_DIR, { recursive: true });
+  const env = (component: 'webhook' | 'sync'): NodeJS.ProcessEnv => ({ ...process.env, NODE_OPTIONS: `${sizing[component].nodeOptions}${snapshotFlags}` });
 
   const webhook = await spawnWebhook(cluster, join(work, 'certs'), join(work, 'logs'), ['--log-level', 'info'], { env: env('webhook') });
   cleanups.push(() => webhook.stop());
@@ -158,48 +193,58 @@ try {
   while ((await resyncs()) === before) await sleep(1_000);
   await sleep(5_000);
   const rest = { webhook: await residentBytes(webhook.child.pid ?? 0), sync: await residentBytes(sync.child.pid ?? 0) };
-
-  log(`[bench] load: the webhook saturated for ${LOAD_SECONDS} s; the sync daemon applies ${VPS} moves`);
-  const peaks = { webhook: rest.webhook.rss, sync: rest.sync.rss };
-  let ticks = 0;
-  const sampler = setInterval(() => {
-    ticks++;
+  if (SNAPSHOT_DIR !== undefined) {
     for (const [component, child, port] of [['webhook', webhook.child, webhook.metricsPort], ['sync', sync.child, sync.port]] as const) {
-      if (child.exitCode !== null || child.signalCode !== null) continue;
-      void residentBytes(child.pid ?? 0).then((m) => { peaks[component] = Math.max(peaks[component], m.rss); }).catch(() => undefined);
-      if (ticks % 10 === 0) void heapLine(component, child.pid ?? 0, port).then(log).catch(() => undefined);
+      log(await heapLine(component, child.pid ?? 0, port));
+      log(`[bench] ${component}: resident by mapping: ${await residentByMapping(child.pid ?? 0)}`);
+      const file = await heapSnapshot(child.pid ?? 0, SNAPSHOT_DIR);
+      const { total, groups } = summarizeHeapSnapshot(JSON.parse(await readFile(file, 'utf8')) as Parameters<typeof summarizeHeapSnapshot>[0]);
+      console.log(`\n${component} at rest with ${VPS} entries: RSS ${(rest[component].rss / MIB).toFixed(0)} MiB, heap snapshot ${(total / MIB).toFixed(1)} MiB (${file})\n`);
+      printTable(['what', 'MiB', 'count'], groups.slice(0, 15).map((g) => [g.group, (g.bytes / MIB).toFixed(1), String(g.count)]));
     }
-  }, 1_000);
-  const load = (path: string): Promise<autocannon.Result> =>
-    autocannon({ url: `https://127.0.0.1:${webhook.port}${path}`, method: 'POST', headers: { 'content-type': 'application/json' }, body: admissionReview('mem', 'CREATE'), connections: 16, duration: LOAD_SECONDS });
-  const [validate, mutate] = await Promise.all([load('/validate'), load('/mutate'), publishMany(redis, STREAM, fleetEvents(VPS, 1)).then(() => drained(redis, LOAD_SECONDS * 1000 + 900_000))]);
-  clearInterval(sampler);
+  } else {
+    log(`[bench] load: the webhook saturated for ${LOAD_SECONDS} s; the sync daemon applies ${VPS} moves`);
+    const peaks = { webhook: rest.webhook.rss, sync: rest.sync.rss };
+    let ticks = 0;
+    const sampler = setInterval(() => {
+      ticks++;
+      for (const [component, child, port] of [['webhook', webhook.child, webhook.metricsPort], ['sync', sync.child, sync.port]] as const) {
+        if (child.exitCode !== null || child.signalCode !== null) continue;
+        void residentBytes(child.pid ?? 0).then((m) => { peaks[component] = Math.max(peaks[component], m.rss); }).catch(() => undefined);
+        if (ticks % 10 === 0) void heapLine(component, child.pid ?? 0, port).then(log).catch(() => undefined);
+      }
+    }, 1_000);
+    const load = (path: string): Promise<autocannon.Result> =>
+      autocannon({ url: `https://127.0.0.1:${webhook.port}${path}`, method: 'POST', headers: { 'content-type': 'application/json' }, body: admissionReview('mem', 'CREATE'), connections: 16, duration: LOAD_SECONDS });
+    const [validate, mutate] = await Promise.all([load('/validate'), load('/mutate'), publishMany(redis, STREAM, fleetEvents(VPS, 1)).then(() => drained(redis, LOAD_SECONDS * 1000 + 900_000))]);
+    clearInterval(sampler);
 
-  const rows: string[][] = [];
-  for (const [component, child] of [['webhook', webhook.child], ['sync', sync.child]] as const) {
-    const alive = child.exitCode === null && child.signalCode === null;
-    const end = alive ? await residentBytes(child.pid ?? 0) : undefined;
-    const cgroup = cgroups[component];
-    rows.push([
-      component,
-      `${sizing[component].limit}, ${sizing[component].nodeOptions}`,
-      `${(empty[component].rss / MIB).toFixed(0)} MiB`,
-      `${(rest[component].rss / MIB).toFixed(0)} MiB`,
-      `${(Math.max(peaks[component], end?.peak ?? 0) / MIB).toFixed(0)} MiB`,
-      cgroup === undefined ? 'no cgroup' : `${((await cgroup.peakBytes()) / MIB).toFixed(0)} MiB, ${await cgroup.oomKills()} OOM kills`,
-      alive ? 'yes' : `no (${child.exitCode ?? child.signalCode ?? '?'})`,
-    ]);
+    const rows: string[][] = [];
+    for (const [component, child] of [['webhook', webhook.child], ['sync', sync.child]] as const) {
+      const alive = child.exitCode === null && child.signalCode === null;
+      const end = alive ? await residentBytes(child.pid ?? 0) : undefined;
+      const cgroup = cgroups[component];
+      rows.push([
+        component,
+        `${sizing[component].limit}, ${sizing[component].nodeOptions}`,
+        `${(empty[component].rss / MIB).toFixed(0)} MiB`,
+        `${(rest[component].rss / MIB).toFixed(0)} MiB`,
+        `${(Math.max(peaks[component], end?.peak ?? 0) / MIB).toFixed(0)} MiB`,
+        cgroup === undefined ? 'no cgroup' : `${((await cgroup.peakBytes()) / MIB).toFixed(0)} MiB, ${await cgroup.oomKills()} OOM kills`,
+        alive ? 'yes' : `no (${child.exitCode ?? child.signalCode ?? '?'})`,
+      ]);
+    }
+    const floors = [
+      ['Node alone', await importFloor([])],
+      ['Node importing @kubernetes/client-node', await importFloor(['@kubernetes/client-node'])],
+      ["Node importing the sync daemon's and the webhook's code", await importFloor([fileURLToPath(new URL('../src/sync/run.ts', import.meta.url)), fileURLToPath(new URL('../src/webhook/run.ts', import.meta.url))])],
+    ] as const;
+    const answered = validate.requests.total + mutate.requests.total;
+    console.log(`\nMemory with ${VPS} VPSs, then under load for ${LOAD_SECONDS} s (${answered} admission requests, ${(answered / LOAD_SECONDS).toFixed(0)}/s, ${validate.errors + mutate.errors} errors; ${VPS} moves applied)\n`);
+    printTable(['component', 'chart limit and NODE_OPTIONS', 'RSS serving, no entries', `RSS at rest (${VPS} entries)`, 'peak RSS', "cgroup's peak charge", 'same process at the end'], rows);
+    console.log('\nWhat bounds the resident memory: a process that only loads the code and idles\n');
+    printTable(['idle process', 'RSS'], floors.map(([what, bytes]) => [what, `${(bytes / MIB).toFixed(0)} MiB`]));
   }
-  const floors = [
-    ['Node alone', await importFloor([])],
-    ['Node importing @kubernetes/client-node', await importFloor(['@kubernetes/client-node'])],
-    ["Node importing the sync daemon's and the webhook's code", await importFloor([fileURLToPath(new URL('../src/sync/run.ts', import.meta.url)), fileURLToPath(new URL('../src/webhook/run.ts', import.meta.url))])],
-  ] as const;
-  const answered = validate.requests.total + mutate.requests.total;
-  console.log(`\nMemory with ${VPS} VPSs, then under load for ${LOAD_SECONDS} s (${answered} admission requests, ${(answered / LOAD_SECONDS).toFixed(0)}/s, ${validate.errors + mutate.errors} errors; ${VPS} moves applied)\n`);
-  printTable(['component', 'chart limit and NODE_OPTIONS', 'RSS serving, no entries', `RSS at rest (${VPS} entries)`, 'peak RSS', "cgroup's peak charge", 'same process at the end'], rows);
-  console.log('\nWhat bounds the resident memory: a process that only loads the code and idles\n');
-  printTable(['idle process', 'RSS'], floors.map(([what, bytes]) => [what, `${(bytes / MIB).toFixed(0)} MiB`]));
 } finally {
   for (const cleanup of cleanups.reverse()) await cleanup().catch((error: unknown) => { log(`[bench] cleanup: ${String(error)}`); });
   await rm(work, { recursive: true, force: true });
