@@ -9,7 +9,7 @@ import type { DoctorConfig } from '../config.ts';
 import { WORKLOAD_ENTRY_GROUP, WORKLOAD_ENTRY_PLURAL, makeApiClient } from '../kube/client.ts';
 import { MANAGED_SELECTOR, VPS_ID_ANNOTATION } from '../policy/markers.ts';
 import { createRedis } from '../redis/connection.ts';
-import { consumerGroupInfo } from '../redis/consumer-group.ts';
+import { consumerGroupInfo, undeliveredEntries } from '../redis/consumer-group.ts';
 import { dlqStream } from '../sync/dead-letter.ts';
 import { StateStore, stateKeyPrefix } from '../sync/state-store.ts';
 import { TELEMETRY_COORDINATES, type StoredTelemetry } from '../mesh-telemetry/telemetry-object.ts';
@@ -53,12 +53,12 @@ async function redisState(config: DoctorConfig): Promise<ClusterState['redis']> 
       await redis.connect();
       // No stream yet reads as no group: no daemon has started.
       const group = await consumerGroupInfo(redis, config.stream, config.group).catch(() => undefined);
-      const lag = group?.get('lag');
+      const lag = group === undefined ? null : await undeliveredEntries(redis, config.stream, group);
       const store = new StateStore(redis, { prefix: stateKeyPrefix(config.namespace), stream: config.stream, group: config.group, tombstoneTtlSeconds: 1 });
       const registered: RegisteredVps[] = (await store.registered()).map((r) => ({ vpsId: r.vpsId, name: r.name, address: r.address, country: r.country }));
       return {
         groupExists: group !== undefined,
-        lag: lag === null || lag === undefined ? null : Number(lag),
+        lag,
         pending: Number(group?.get('pending') ?? 0),
         deadLetters: await redis.xlen(dlqStream(config.stream)),
         registered,

@@ -12,7 +12,7 @@ import { loadKubeConfig } from '../kube/client.ts';
 import { LeaderElector } from '../kube/lease.ts';
 import { watchedPolicy } from '../policy-source.ts';
 import { createRedis } from '../redis/connection.ts';
-import { consumerGroupInfo } from '../redis/consumer-group.ts';
+import { consumerGroupInfo, undeliveredEntries } from '../redis/consumer-group.ts';
 import { TelemetryKeeper } from '../mesh-telemetry/telemetry-keeper.ts';
 import { DEFAULT_TELEMETRY_OPTIONS } from '../mesh-telemetry/telemetry-object.ts';
 import { createRegistry, createSyncMetrics, createTelemetryMetrics } from '../telemetry/metrics.ts';
@@ -120,8 +120,7 @@ export async function runSync(config: SyncConfig, logger: Logger): Promise<Runni
       const info = await consumerGroupInfo(commands, config.stream, config.group);
       if (info !== undefined) {
         metrics.pending.set(Number(info.get('pending') ?? 0));
-        const lag = info.get('lag');
-        if (lag !== null && lag !== undefined) metrics.streamLag.set(Number(lag));
+        metrics.streamLag.set(await undeliveredEntries(commands, config.stream, info));
       }
       metrics.deadLetterLength.set(await commands.xlen(dlqStream(config.stream)));
       if (!elector.isLeader() && Date.now() - lastFleetRead >= config.resyncIntervalMs) {

@@ -146,7 +146,7 @@ export function createSyncMetrics(registry: Registry): SyncMetrics {
       registers: [registry],
     }),
     leader: new Gauge({ name: 'edge_registrar_sync_leader', help: '1 while this replica holds the Lease and consumes.', registers: [registry] }),
-    streamLag: new Gauge({ name: 'edge_registrar_sync_stream_lag', help: "Entries in the stream not yet delivered to the consumer group (XINFO GROUPS lag).", registers: [registry] }),
+    streamLag: new Gauge({ name: 'edge_registrar_sync_stream_lag', help: 'Entries in the stream not yet delivered to the consumer group: those after its last-delivered-id, counted exactly up to 1000.', registers: [registry] }),
     pending: new Gauge({ name: 'edge_registrar_sync_pending', help: 'Entries delivered to the group but not yet acknowledged.', registers: [registry] }),
     managedEntries: new Gauge({ name: 'edge_registrar_sync_managed_entries', help: 'Registered VPSs (desired managed entries), by country.', labelNames: ['country'], registers: [registry] }),
     vpsInfo: new Gauge({
