@@ -38,7 +38,8 @@ async function readIds(redis: Redis, count: number): Promise<string[]> {
 
 async function rewriteDone(redis: Redis): Promise<void> {
   for (let i = 0; i < 100; i++) {
-    if (/aof_rewrite_in_progress:0/.test(await redis.info('persistence')) && /aof_rewrite_scheduled:0/.test(await redis.info('persistence'))) return;
+    const persistence = await redis.info('persistence');
+    if (/aof_rewrite_in_progress:0/.test(persistence) && /aof_rewrite_scheduled:0/.test(persistence)) return;
     await new Promise((r) => setTimeout(r, 50));
   }
   throw new Error('the AOF rewrite did not finish');
