@@ -20,7 +20,7 @@
  * the run says so and reports the heap flags' bound only.
  */
 import { spawn } from 'node:child_process';
-import { mkdir, mkdtemp, readFile, readdir, rm } from 'node:fs/promises';
+import { mkdir, mkdtemp, open, readFile, readdir, rm } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { fileURLToPath } from 'node:url';
@@ -113,6 +113,19 @@ function fleetEvents(n: number, generation: number): string[][] {
   });
 }
 
+/** The file's last `count` bytes as text, without reading the rest (a snapshot runs to many MiB). */
+async function lastBytes(path: string, count: number): Promise<string> {
+  const file = await open(path, 'r');
+  try {
+    const { size } = await file.stat();
+    const buffer = Buffer.alloc(Math.min(count, size));
+    await file.read(buffer, 0, buffer.length, size - buffer.length);
+    return buffer.toString('utf8');
+  } finally {
+    await file.close();
+  }
+}
+
 /** Signals the process to write a heap snapshot into dir and waits until the file is complete. */
 async function heapSnapshot(pid: number, dir: string): Promise<string> {
   const before = new Set(await readdir(dir));
@@ -120,8 +133,8 @@ async function heapSnapshot(pid: number, dir: string): Promise<string> {
   for (let waited = 0; waited < 300_000; waited += 1_000) {
     await sleep(1_000);
     const file = (await readdir(dir)).find((f) => !before.has(f) && f.includes(`.${pid}.`) && f.endsWith('.heapsnapshot'));
-    // Written in one go; complete once its JSON closes.
-    if (file !== undefined && (await readFile(join(dir, file), 'utf8')).trimEnd().endsWith('}')) return join(dir, file);
+    // Written in one go; complete once its JSON closes, which its last bytes show.
+    if (file !== undefined && (await lastBytes(join(dir, file), 16)).trimEnd().endsWith('}')) return join(dir, file);
   }
   throw new Error(`process ${pid} wrote no heap snapshot into ${dir}`);
 }
