@@ -4,15 +4,26 @@
  * message naming the flag; everything else is in the subcommand modules.
  */
 import { Command, CommanderError, Option } from 'commander';
-import { ConfigError } from './config.ts';
+import { ConfigError } from './config/flags.ts';
 import { redactUrlCredentials } from './util/redact.ts';
-import { runCertsGenerate } from './cli/certs-command.ts';
-import { runCheck } from './cli/check-command.ts';
-import { runDoctor } from './cli/doctor-command.ts';
-import { runPolicyPrint } from './cli/policy-command.ts';
-import { runWebhookCommand } from './cli/webhook-command.ts';
-import { runBackfill, runDlqList, runDlqPurge, runDlqReplay, runDlqShow, runPublish, runSyncCommand } from './cli/sync-commands.ts';
 import { PolicyFileError } from './policy/policy-file.ts';
+
+/**
+ * A subcommand's code, loaded only when that subcommand runs: `edge-registrar webhook` never
+ * loads the sync daemon, nor `sync` the webhook (test/unit/process-imports.test.ts).
+ */
+function lazy<A extends unknown[]>(load: () => Promise<(...args: A) => unknown>): (...args: A) => Promise<void> {
+  return async (...args: A) => {
+    await (await load())(...args);
+  };
+}
+const certsCommand = () => import('./cli/certs-command.ts');
+const checkCommand = () => import('./cli/check-command.ts');
+const doctorCommand = () => import('./cli/doctor-command.ts');
+const statusCommand = () => import('./cli/status-command.ts');
+const policyCommand = () => import('./cli/policy-command.ts');
+const webhookCommand = () => import('./cli/webhook-command.ts');
+const syncCommands = () => import('./cli/sync-commands.ts');
 
 const collect = (value: string, previous: string[] = []): string[] => [...previous, value];
 
@@ -48,9 +59,11 @@ export function buildProgram(): Command {
       .option('--mutating-webhook <name>', 'self mode: MutatingWebhookConfiguration to inject the CA bundle into (env EDGE_REGISTRAR_MUTATING_WEBHOOK)')
       .option('--validating-webhook <name>', 'self mode: ValidatingWebhookConfiguration to inject the CA bundle into (env EDGE_REGISTRAR_VALIDATING_WEBHOOK)')
       .option('--cert-days <n>', 'self mode: serving certificate validity (env EDGE_REGISTRAR_CERT_DAYS, default 365)')
-      .option('--cert-renew-before <days>', 'self mode: renew when fewer days are left (env EDGE_REGISTRAR_CERT_RENEW_BEFORE_DAYS, default 30)'),
+      .option('--cert-renew-before <days>', 'self mode: renew when fewer days are left (env EDGE_REGISTRAR_CERT_RENEW_BEFORE_DAYS, default 30)')
+      .option('--sync-lease <name>', "the sync daemon's Lease in the namespace; the daemon's writes from any other term are refused (env EDGE_REGISTRAR_LEASE_NAME, default edge-registrar-sync)")
+      .option('--max-body-bytes-in-flight <bytes>', 'request bodies held at once; more is shed with 429 and Retry-After (env EDGE_REGISTRAR_MAX_BODY_BYTES_IN_FLIGHT, default an eighth of the memory limit, 64 MiB when none is known)'),
     true,
-  ).action(runWebhookCommand);
+  ).action(lazy(async () => (await webhookCommand()).runWebhookCommand));
 
   commonOptions(
     program
@@ -60,7 +73,7 @@ export function buildProgram(): Command {
       .addOption(new Option('--output <format>', 'output format').choices(['text', 'json']).default('text'))
       .option('--istio-api-version <version>', 'WorkloadEntry version to list with --kubeconfig (default v1)'),
     true,
-  ).action(runCheck);
+  ).action(lazy(async () => (await checkCommand()).runCheck));
 
   const certs = program.command('certs').description('certificates for the webhook');
   certs
@@ -72,12 +85,14 @@ export function buildProgram(): Command {
     .option('--days <n>', 'serving certificate validity in days (default 365)')
     .option('--ca-days <n>', 'CA validity in days (default 3650)')
     .option('--force', 'replace existing files')
-    .action(runCertsGenerate);
+    .action(lazy(async () => (await certsCommand()).runCertsGenerate));
 
   const redisOptions = (cmd: Command): Command =>
     cmd
       .option('--redis-url <url>', 'redis:// or rediss:// URL (env REDIS_URL; also REDIS_USERNAME, REDIS_PASSWORD, REDIS_TLS, REDIS_TLS_CA_FILE, REDIS_SENTINELS, REDIS_SENTINEL_NAME)')
-      .option('--stream <name>', 'event stream (env EDGE_REGISTRAR_STREAM, default sigma:vps-events)');
+      .option('--redis-cluster-nodes <host:port,...>', 'Redis Cluster: a few of its nodes; credentials and TLS as for --redis-url (env REDIS_CLUSTER_NODES)')
+      .option('--stream <name>', 'event stream (env EDGE_REGISTRAR_STREAM, default sigma:vps-events)')
+      .option('--outcome-stream <name>', "where each event's outcome is recorded (env EDGE_REGISTRAR_OUTCOME_STREAM, default {<stream>}:outcomes)");
 
   commonOptions(
     redisOptions(program.command('sync'))
@@ -93,6 +108,10 @@ export function buildProgram(): Command {
       .option('--concurrency <n>', 'Kubernetes writes in flight at once, across VPSs (env EDGE_REGISTRAR_SYNC_CONCURRENCY, default 16)')
       .option('--max-attempts <n>', 'attempts at an event failing for no transient reason before it is dead-lettered (env EDGE_REGISTRAR_MAX_ATTEMPTS, default 10)')
       .option('--dlq-max-length <n>', 'trim the dead-letter stream to about this many entries (env EDGE_REGISTRAR_DLQ_MAX_LENGTH, default 100000)')
+      .option('--outcome-max-length <n>', 'trim the outcome stream to about this many records (env EDGE_REGISTRAR_OUTCOME_MAX_LENGTH, default 100000)')
+      .option('--no-kube-events', 'write no Kubernetes Events on the entries and the Lease (env EDGE_REGISTRAR_KUBE_EVENTS=false)')
+      .option('--kube-events-burst <n>', 'Kubernetes Events the daemon may write at once, beyond the per-object limit (env EDGE_REGISTRAR_KUBE_EVENTS_BURST, default 100)')
+      .option('--kube-events-per-minute <n>', 'Kubernetes Events the daemon earns a minute after the burst (env EDGE_REGISTRAR_KUBE_EVENTS_PER_MINUTE, default 60)')
       .option('--istio-api-version <version>', 'WorkloadEntry version to write (default v1)')
       .option('--telemetry', 'keep the managed Telemetry: per-VPS metric tags on the ingress gateway (env EDGE_REGISTRAR_TELEMETRY)')
       .option('--telemetry-namespace <ns>', "the gateway's namespace, where the Telemetry lives (env EDGE_REGISTRAR_TELEMETRY_NAMESPACE, default istio-system)")
@@ -100,9 +119,11 @@ export function buildProgram(): Command {
       .option('--telemetry-selector <k=v,...>', "the gateway's pod labels (env EDGE_REGISTRAR_TELEMETRY_SELECTOR, default istio=ingressgateway)")
       .option('--telemetry-target-refs <group/Kind/name,...>', 'Gateway API gateways instead of a selector (env EDGE_REGISTRAR_TELEMETRY_TARGET_REFS)')
       .option('--telemetry-metrics <METRIC,...>', "Istio metrics that get the tags (env EDGE_REGISTRAR_TELEMETRY_METRICS, default REQUEST_COUNT,REQUEST_DURATION)")
+      .option('--telemetry-max-expression-codepoints <n>', 'the longest CEL expression written; Envoy drops a tag over 100,000 (env EDGE_REGISTRAR_TELEMETRY_MAX_EXPRESSION_CODEPOINTS, default 40000)')
+      .option('--telemetry-max-object-bytes <n>', 'the largest Telemetry written, in bytes; etcd refuses over 1.5 MiB (env EDGE_REGISTRAR_TELEMETRY_MAX_OBJECT_BYTES, default 1400000)')
       .option('--telemetry-source-identity', "also override Istio's source tags so a registered VPS's requests name its WorkloadEntry (Kiali draws each VPS); up to about 1,300 VPSs with the default budget (env EDGE_REGISTRAR_TELEMETRY_SOURCE_IDENTITY)"),
     true,
-  ).action(runSyncCommand);
+  ).action(lazy(async () => (await syncCommands()).runSyncCommand));
 
   commonOptions(
     redisOptions(program.command('doctor'))
@@ -118,7 +139,19 @@ export function buildProgram(): Command {
       .option('--istio-api-version <version>', 'Istio networking API version to read (default v1)')
       .addOption(new Option('--output <format>', 'output format').choices(['text', 'json']).default('text')),
     true,
-  ).action(runDoctor);
+  ).action(lazy(async () => (await doctorCommand()).runDoctor));
+
+  commonOptions(
+    redisOptions(program.command('status'))
+      .description("one VPS as edge-registrar sees it: its desired state, its WorkloadEntry, the last outcome recorded for it (with the event's stream id), and whether the managed Telemetry attributes its address; exit 1 when the VPS is unknown")
+      .argument('<vps-id>', "sigma-api's id for the VPS")
+      .option('--telemetry', 'per-VPS metrics are on: check the managed Telemetry (env EDGE_REGISTRAR_TELEMETRY)')
+      .option('--telemetry-namespace <ns>', "the gateway's namespace (default istio-system)")
+      .option('--telemetry-name <name>', 'the managed Telemetry (default edge-registrar-vps)')
+      .option('--istio-api-version <version>', 'Istio networking API version to read (default v1)')
+      .addOption(new Option('--output <format>', 'output format').choices(['text', 'json']).default('text')),
+    true,
+  ).action(lazy(async () => (await statusCommand()).runStatus));
 
   const publishCmd = program.command('publish').description('publish a register or retire event (what sigma-api does), validated against the contract');
   redisOptions(publishCmd.command('register'))
@@ -128,32 +161,36 @@ export function buildProgram(): Command {
     .requiredOption('--country <cc>', 'ISO 3166-1 alpha-2, lower case')
     .option('--label <key=value>', 'extra label (repeatable)', collect)
     .option('--occurred-at <rfc3339>', 'when it happened')
-    .action((flags: Record<string, string | string[] | undefined>) => runPublish('register', flags));
+    .action(async (flags: Record<string, string | string[] | undefined>) => { await (await syncCommands()).runPublish('register', flags); });
   redisOptions(publishCmd.command('retire'))
     .requiredOption('--vps-id <id>', "sigma-api's VPS id")
     .option('--name <name>', 'entry name, when known')
     .option('--occurred-at <rfc3339>', 'when it happened')
-    .action((flags: Record<string, string | undefined>) => runPublish('retire', flags));
+    .action(async (flags: Record<string, string | undefined>) => { await (await syncCommands()).runPublish('retire', flags); });
 
   redisOptions(program.command('backfill'))
     .description('publish register events for existing VPSs from a JSON or CSV list (file or http(s) URL), through the same path')
     .requiredOption('--from <file|url>', 'JSON array (or {items:[...]}) or CSV with vps_id,name,address,country[,labels]')
     .option('--dry-run', 'print the events instead of publishing them')
     .option('--timeout <seconds>', 'give up fetching --from a URL after this long (default 30)')
-    .action(runBackfill);
+    .action(lazy(async () => (await syncCommands()).runBackfill));
 
-  const dlq = program.command('dlq').description('inspect and replay dead-lettered events (<stream>:dlq)');
-  redisOptions(dlq.command('list')).option('--count <n>', 'at most this many (default 100)').action(runDlqList);
-  redisOptions(dlq.command('show').argument('<id>')).action(runDlqShow);
-  redisOptions(dlq.command('replay').argument('[id]')).option('--all', 'every dead-lettered event').action(runDlqReplay);
-  redisOptions(dlq.command('purge').argument('[id]')).option('--all', 'every dead-lettered event').action(runDlqPurge);
+  const dlq = program.command('dlq').description('inspect and replay dead-lettered events ({<stream>}:dlq)');
+  redisOptions(program.command('migrate-keys'))
+    .description("move an install's keys from their old names (edge-registrar:<namespace>:..., <stream>:dlq) into the stream's hash slot, as the sync leader does at the start of every term; needs a Redis user that may SCAN and reach both")
+    .option('--namespace <name>', 'namespace of the WorkloadEntries (env AIRPORT_NAMESPACE, default airport-prod)')
+    .action(lazy(async () => (await syncCommands()).runMigrateKeys));
+  redisOptions(dlq.command('list')).option('--count <n>', 'at most this many (default 100)').action(lazy(async () => (await syncCommands()).runDlqList));
+  redisOptions(dlq.command('show').argument('<id>')).action(lazy(async () => (await syncCommands()).runDlqShow));
+  redisOptions(dlq.command('replay').argument('[id]')).option('--all', 'every dead-lettered event').action(lazy(async () => (await syncCommands()).runDlqReplay));
+  redisOptions(dlq.command('purge').argument('[id]')).option('--all', 'every dead-lettered event').action(lazy(async () => (await syncCommands()).runDlqPurge));
 
   const policy = program.command('policy').description('the rules as data');
   policy
     .command('print')
     .description('print the policy in force (the file given, or the built-in defaults) as YAML')
     .option('--policy <file>', 'policy YAML (env EDGE_REGISTRAR_POLICY)')
-    .action(runPolicyPrint);
+    .action(lazy(async () => (await policyCommand()).runPolicyPrint));
 
   return program;
 }

@@ -1,4 +1,4 @@
-import { certsConfig, type CertsFlags } from '../config.ts';
+import { certsConfig, type CertsFlags } from '../config/certs.ts';
 import { createCertificateAuthority, createServingCertificate } from '../certs/authority.ts';
 import { writeCertificateFiles } from '../certs/files.ts';
 

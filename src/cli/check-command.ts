@@ -1,7 +1,7 @@
 /** `edge-registrar check FILE...`: reads files, optionally the cluster, prints findings. */
 import { readFile } from 'node:fs/promises';
 import * as k8s from '@kubernetes/client-node';
-import { checkConfig, type CheckFlags } from '../config.ts';
+import { checkConfig, type CheckFlags } from '../config/check.ts';
 import { checkManifests, formatFinding } from '../check/check.ts';
 import { parseManifests, type ManifestDocument } from '../check/documents.ts';
 import { loadKubeConfig, WORKLOAD_ENTRY_GROUP, WORKLOAD_ENTRY_PLURAL, makeApiClient } from '../kube/client.ts';

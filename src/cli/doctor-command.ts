@@ -1,5 +1,5 @@
 /** `edge-registrar doctor`: checks a live cluster and Redis, prints the checklist, exits 1 on any failure. */
-import { doctorConfig, type DoctorFlags } from '../config.ts';
+import { doctorConfig, type DoctorFlags } from '../config/doctor.ts';
 import { diagnose, formatChecks } from '../doctor/checks.ts';
 import { gatherClusterState } from '../doctor/gather.ts';
 import { loadKubeConfig } from '../kube/client.ts';

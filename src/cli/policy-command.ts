@@ -1,5 +1,5 @@
 import { stringify } from 'yaml';
-import { ENV } from '../config.ts';
+import { ENV } from '../config/env.ts';
 import { loadPolicy } from '../policy-source.ts';
 
 export async function runPolicyPrint(flags: { policy?: string }): Promise<void> {

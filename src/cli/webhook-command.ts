@@ -1,5 +1,5 @@
-import { webhookConfig, type WebhookFlags } from '../config.ts';
-import { createLogger } from '../telemetry/logger.ts';
+import { webhookConfig, type WebhookFlags } from '../config/webhook.ts';
+import { createLogger } from '../observability/logger.ts';
 import { runUntilSignal } from './run-until-signal.ts';
 import { runWebhook } from '../webhook/run.ts';
 

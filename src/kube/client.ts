@@ -1,6 +1,6 @@
 /**
  * Where the cluster credentials come from: --kubeconfig, else AIRPORT_KUBECONFIG, else the
- * in-cluster ServiceAccount. The choice is made in config.ts; this only loads it. API clients
+ * in-cluster ServiceAccount. The choice is made in src/config/; this only loads it. API clients
  * are built here with a deadline on every request: client-node sets none, and a request the
  * API server never answers would otherwise hold its caller (a Lease renewal, a write) forever.
  */

@@ -1,7 +1,7 @@
 /**
  * Secrets never reach a message or a log line: passwords and tokens in settings, and the
  * credentials part of URLs (redis://user:PASSWORD@host). Every error message that echoes a
- * setting, and every log line (see telemetry/logger.ts), goes through here.
+ * setting, and every log line (see observability/logger.ts), goes through here.
  */
 export const REDACTED = '[redacted]';
 

@@ -8,7 +8,9 @@ import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
-import { ConfigError, syncConfig, webhookConfig } from '../../src/config.ts';
+import { ConfigError } from '../../src/config/flags.ts';
+import { syncConfig } from '../../src/config/sync.ts';
+import { webhookConfig } from '../../src/config/webhook.ts';
 
 const CLI = fileURLToPath(new URL('../../src/cli.ts', import.meta.url));
 let dir: string;
@@ -18,6 +20,8 @@ function run(args: string[], input?: string): Promise<{ code: number; stdout: st
     const child = execFile(process.execPath, [CLI, ...args], { env: { ...process.env, AIRPORT_KUBECONFIG: '' } }, (error, stdout, stderr) => {
       resolve({ code: error ? ((error as { code?: number }).code ?? 1) : 0, stdout, stderr });
     });
+    // A CLI that refuses its arguments exits before reading stdin; the EPIPE is not the result.
+    child.stdin?.on('error', () => undefined);
     if (input !== undefined) child.stdin?.end(input);
   });
 }
@@ -195,5 +199,17 @@ describe('configuration', () => {
     expect(syncConfig({}, { EDGE_REGISTRAR_SYNC_CONCURRENCY: '32' }, 'c').concurrency).toBe(32);
     expect(syncConfig({ concurrency: '8' }, { EDGE_REGISTRAR_SYNC_CONCURRENCY: '32' }, 'c').concurrency).toBe(8);
     expect(() => syncConfig({ concurrency: '0' }, {}, 'c')).toThrow(/--concurrency \/ EDGE_REGISTRAR_SYNC_CONCURRENCY: .*got "0"/);
+  });
+
+  it('Redis Cluster: --redis-cluster-nodes / REDIS_CLUSTER_NODES, not with Sentinel, outcomes in the stream\'s slot', () => {
+    expect(syncConfig({}, { REDIS_CLUSTER_NODES: 'r0:6379, r1:6380' }, 'c').redis.clusterNodes).toEqual([{ host: 'r0', port: 6379 }, { host: 'r1', port: 6380 }]);
+    expect(syncConfig({ redisClusterNodes: 'r2:7000' }, { REDIS_CLUSTER_NODES: 'r0:6379' }, 'c').redis.clusterNodes).toEqual([{ host: 'r2', port: 7000 }]);
+    expect(syncConfig({}, {}, 'c').redis.clusterNodes).toBeUndefined();
+    expect(() => syncConfig({}, { REDIS_CLUSTER_NODES: 'r0' }, 'c')).toThrow(/--redis-cluster-nodes \/ REDIS_CLUSTER_NODES/);
+    expect(() => syncConfig({}, { REDIS_CLUSTER_NODES: 'r0:6379', REDIS_SENTINELS: 's:26379' }, 'c')).toThrow(/REDIS_CLUSTER_NODES or REDIS_SENTINELS, not both/);
+    expect(() => syncConfig({ outcomeStream: 'outcomes' }, { REDIS_CLUSTER_NODES: 'r0:6379' }, 'c')).toThrow(/outcome stream must be in the stream's hash slot/);
+    expect(syncConfig({ outcomeStream: '{sigma:vps-events}:heard' }, { REDIS_CLUSTER_NODES: 'r0:6379' }, 'c').outcomeStream).toBe('{sigma:vps-events}:heard');
+    // One server: any name will do.
+    expect(syncConfig({ outcomeStream: 'outcomes' }, {}, 'c').outcomeStream).toBe('outcomes');
   });
 });

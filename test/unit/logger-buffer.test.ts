@@ -9,8 +9,8 @@ import { closeSync, constants, mkdtempSync, openSync, rmSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { expect, it } from 'vitest';
-import { boundedDestination, createLogger, droppedLogLines } from '../../src/telemetry/logger.ts';
-import { createRegistry } from '../../src/telemetry/metrics.ts';
+import { boundedDestination, createLogger, droppedLogLines } from '../../src/observability/logger.ts';
+import { createRegistry } from '../../src/observability/metrics.ts';
 
 it('logging into a stdout nobody drains holds at most the buffer, and counts the dropped lines', async () => {
   const dir = mkdtempSync(join(tmpdir(), 'logger-buffer-'));

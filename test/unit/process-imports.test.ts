@@ -32,11 +32,16 @@ describe('each process loads only what it runs', () => {
     expect([...graph].filter((f) => f.startsWith('src/webhook/'))).toEqual([]);
   });
 
+  it('the executable loads a subcommand\'s code only when it runs: neither process\'s code up front', async () => {
+    const graph = await moduleGraph('src/cli.ts');
+    expect([...graph].filter((f) => f.startsWith('src/webhook/') || f.startsWith('src/sync/') || f.startsWith('src/mesh-telemetry/telemetry-keeper'))).toEqual([]);
+  });
+
   it('the webhook loads nothing from src/sync/', async () => {
     const graph = await moduleGraph('src/webhook/run.ts');
     expect(graph.has('src/http/serving.ts')).toBe(true);
     expect([...graph].filter((f) => f.startsWith('src/sync/'))).toEqual([]);
-    // The managed Telemetry is the sync daemon's; configuration only names Istio's metrics.
-    expect([...graph].filter((f) => f.startsWith('src/mesh-telemetry/'))).toEqual(['src/mesh-telemetry/istio-metrics.ts']);
+    // The managed Telemetry and Redis are the sync daemon's; the webhook's configuration is a file of its own (src/config/webhook.ts).
+    expect([...graph].filter((f) => f.startsWith('src/mesh-telemetry/') || f.startsWith('src/redis/') || f.startsWith('src/config/sync'))).toEqual([]);
   });
 });

@@ -1,8 +1,9 @@
 /** Secrets never reach an error message or a log line (they land in pod logs). */
 import { Writable } from 'node:stream';
 import { describe, expect, it } from 'vitest';
-import { ConfigError, syncConfig } from '../../src/config.ts';
-import { createLogger } from '../../src/telemetry/logger.ts';
+import { ConfigError } from '../../src/config/flags.ts';
+import { syncConfig } from '../../src/config/sync.ts';
+import { createLogger } from '../../src/observability/logger.ts';
 import { redactSecrets, redactUrlCredentials } from '../../src/util/redact.ts';
 
 function configError(env: Record<string, string>, flags: Record<string, string> = {}): string {

@@ -30,6 +30,8 @@ export interface WebhookMetrics {
   duration: Histogram<'handler'>;
   violations: Counter<'rule'>;
   badRequests: Counter<'handler' | 'reason'>;
+  bodyBytesInFlight: Gauge;
+  bodyBudgetBytes: Gauge;
   certificateExpiry: Gauge;
   certificateReloads: Counter<'result'>;
   policyReloads: Counter<'result'>;
@@ -60,8 +62,18 @@ export function createWebhookMetrics(registry: Registry): WebhookMetrics {
     }),
     badRequests: new Counter({
       name: 'edge_registrar_webhook_bad_requests_total',
-      help: 'Requests refused before any rule ran (malformed JSON, wrong content type, oversized, not an AdmissionReview).',
+      help: 'Requests refused before any rule ran (malformed JSON, wrong content type, oversized, over the body budget, body too slow, not an AdmissionReview).',
       labelNames: ['handler', 'reason'],
+      registers: [registry],
+    }),
+    bodyBytesInFlight: new Gauge({
+      name: 'edge_registrar_webhook_body_bytes_in_flight',
+      help: 'Bytes of admission request bodies reserved now (announced sizes of bodies being received or parsed).',
+      registers: [registry],
+    }),
+    bodyBudgetBytes: new Gauge({
+      name: 'edge_registrar_webhook_body_budget_bytes',
+      help: 'Bytes of request bodies the webhook holds at once at most; beyond it requests are shed with 429.',
       registers: [registry],
     }),
     certificateExpiry: new Gauge({
@@ -108,15 +120,17 @@ export interface SyncMetrics {
   managedEntries: Gauge<'country'>;
   vpsInfo: Gauge<'name' | 'address' | 'country' | 'vps_id'>;
   resyncChanges: Counter<'action'>;
-  resyncRuns: Counter;
+  resyncRuns: Counter<'outcome'>;
   deadLetterLength: Gauge;
+  outcomeLength: Gauge;
+  kubeEvents: Counter<'result'>;
 }
 
 export function createSyncMetrics(registry: Registry): SyncMetrics {
   return {
     events: new Counter({
       name: 'edge_registrar_sync_events_total',
-      help: 'Stream events handled, by event type (register, retire, unknown) and outcome (applied, deleted, noop, stale, dead-lettered, trimmed).',
+      help: 'Stream events handled, by event type (register, retire, unknown) and outcome (as on the outcome stream: applied, deleted, unchanged, superseded, dead-lettered, trimmed).',
       labelNames: ['event', 'outcome'],
       registers: [registry],
     }),
@@ -156,8 +170,15 @@ export function createSyncMetrics(registry: Registry): SyncMetrics {
       registers: [registry],
     }),
     resyncChanges: new Counter({ name: 'edge_registrar_sync_resync_changes_total', help: 'Drift repairs, by action (restored, orphan_deleted, tombstoned, refused).', labelNames: ['action'], registers: [registry] }),
-    resyncRuns: new Counter({ name: 'edge_registrar_sync_resyncs_total', help: 'Completed drift-repair passes (desired state compared with the cluster).', registers: [registry] }),
+    resyncRuns: new Counter({ name: 'edge_registrar_sync_resyncs_total', help: 'Drift-repair passes (desired state compared with the cluster), by outcome (completed, failed: tried again with back-off, term-ended: stopped when leadership ended).', labelNames: ['outcome'], registers: [registry] }),
     deadLetterLength: new Gauge({ name: 'edge_registrar_sync_dead_letter_entries', help: 'Entries in the dead-letter stream (XLEN; capped by --dlq-max-length).', registers: [registry] }),
+    outcomeLength: new Gauge({ name: 'edge_registrar_sync_outcome_entries', help: 'Records in the outcome stream (XLEN; capped by --outcome-max-length).', registers: [registry] }),
+    kubeEvents: new Counter({
+      name: 'edge_registrar_sync_kube_events_total',
+      help: 'Kubernetes Events about entries and the Lease, by result (created, series-updated, dropped-object-rate, dropped-global-rate, dropped-queue-full, failed).',
+      labelNames: ['result'],
+      registers: [registry],
+    }),
   };
 }
 
@@ -171,13 +192,14 @@ export interface TelemetryMetrics {
   objectBytes: Gauge;
   lastApplied: Gauge;
   sourceIdentity: Gauge<'state'>;
+  refused: Gauge<'reason'>;
 }
 
 export function createTelemetryMetrics(registry: Registry): TelemetryMetrics {
   return {
     writes: new Counter({
       name: 'edge_registrar_telemetry_syncs_total',
-      help: 'Passes of the managed Telemetry keeper, by outcome (applied, unchanged, refused: a Telemetry of that name not ours, failed).',
+      help: 'Passes of the managed Telemetry keeper, by outcome (applied, unchanged, refused: not written, see edge_registrar_telemetry_refused; failed: the API call failed, tried again with back-off).',
       labelNames: ['outcome'],
       registers: [registry],
     }),
@@ -190,7 +212,13 @@ export function createTelemetryMetrics(registry: Registry): TelemetryMetrics {
     vps: new Gauge({ name: 'edge_registrar_telemetry_vps', help: 'Registered VPSs the Telemetry in the cluster maps (compare with count(edge_registrar_vps_info)).', registers: [registry] }),
     shardTags: new Gauge({ name: 'edge_registrar_telemetry_shard_tags', help: 'Tags per dimension (vps, vps_1, ...): more than 1 once one expression would pass the codepoint limit.', registers: [registry] }),
     largestExpression: new Gauge({ name: 'edge_registrar_telemetry_expression_max_codepoints', help: "The longest CEL expression's size; Envoy drops a tag whose expression passes 100,000.", registers: [registry] }),
-    objectBytes: new Gauge({ name: 'edge_registrar_telemetry_object_bytes', help: 'Size of the Telemetry object as written (JSON).', registers: [registry] }),
+    objectBytes: new Gauge({ name: 'edge_registrar_telemetry_object_bytes', help: 'Size of the Telemetry object as rendered (JSON), written or not.', registers: [registry] }),
+    refused: new Gauge({
+      name: 'edge_registrar_telemetry_refused',
+      help: 'Why the Telemetry is not being written, 1 for the reason in force (not-ours: a Telemetry of that name without our label; object-too-large: over the object size limit etcd would refuse; expression-too-large: a bucket of addresses over the expression budget, or more shard tags than the rules merge); all 0 when it is.',
+      labelNames: ['reason'],
+      registers: [registry],
+    }),
     lastApplied: new Gauge({ name: 'edge_registrar_telemetry_last_sync_timestamp_seconds', help: 'When the Telemetry was last confirmed in step with the fleet (applied or found unchanged).', registers: [registry] }),
     sourceIdentity: new Gauge({
       name: 'edge_registrar_telemetry_source_identity',
@@ -199,4 +227,13 @@ export function createTelemetryMetrics(registry: Registry): TelemetryMetrics {
       registers: [registry],
     }),
   };
+}
+
+/**
+ * The `event` label of edge_registrar_sync_events_total: the known event types, `unknown` when
+ * the field is missing, `other` for anything else. A label value per garbage event type would
+ * be a series that lives for good.
+ */
+export function eventTypeLabel(event: string | undefined): 'register' | 'retire' | 'unknown' | 'other' {
+  return event === 'register' || event === 'retire' ? event : event === undefined ? 'unknown' : 'other';
 }
