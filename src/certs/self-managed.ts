@@ -31,9 +31,13 @@ export interface Reconciled {
   stored: StoredCertificates;
   /** What was done: 'used', 'created' or 'renewed' (with the reason). */
   action: string;
-  /** False when a webhook configuration could not be updated yet (missing, or a conflict). */
+  /** False when a webhook configuration that exists does not carry the CA bundle yet (a conflict, a refusal). */
   caBundleInjected: boolean;
+  /** True when a webhook configuration does not exist yet (nothing calls through it; it is injected once it does). */
+  configurationMissing: boolean;
 }
+
+type Injection = 'injected' | 'absent' | 'stale';
 
 const b64 = (s: string): string => Buffer.from(s).toString('base64');
 const unb64 = (s: string | undefined): string => Buffer.from(s ?? '', 'base64').toString('utf8');
@@ -43,49 +47,49 @@ function isStatus(error: unknown, code: number): boolean {
 }
 
 export class SelfManagedCertificate {
-  readonly #o: SelfManagedOptions;
+  readonly #options: SelfManagedOptions;
   readonly #core: k8s.CoreV1Api;
   readonly #admission: k8s.AdmissionregistrationV1Api;
 
   constructor(options: SelfManagedOptions) {
-    this.#o = options;
+    this.#options = options;
     this.#core = makeApiClient(options.kubeConfig, k8s.CoreV1Api);
     this.#admission = makeApiClient(options.kubeConfig, k8s.AdmissionregistrationV1Api);
   }
 
   /** Reads the Secret, creates or renews it if needed, and injects the CA bundle. */
   async reconcile(): Promise<Reconciled> {
-    const now = (this.#o.now ?? (() => new Date()))();
+    const now = (this.#options.now ?? (() => new Date()))();
     for (let attempt = 1; ; attempt++) {
       const { stored, resourceVersion } = await this.#read();
-      const decision = decide(stored, this.#o.wants, now);
+      const decision = decide(stored, this.#options.wants, now);
       if (decision.action === 'use') {
         if (stored === undefined) throw new Error('decide() chose "use" with nothing stored');
-        return { stored, action: 'used', caBundleInjected: await this.#inject(stored.caBundle) };
+        return { stored, action: 'used', ...(await this.#inject(stored.caBundle)) };
       }
       const { reason } = decision;
       // Keys are made in the thread pool: a renewal must not stall admission in this process.
-      const next = renew(stored, decision, this.#o.wants, now, await renewalKeys(stored, decision));
+      const next = renew(stored, decision, this.#options.wants, now, await renewalKeys(stored, decision));
       try {
         await this.#write(next, resourceVersion);
       } catch (error) {
         // Another replica wrote first (create: 409 AlreadyExists; replace: 409 Conflict).
         if (isStatus(error, 409) && attempt < 5) {
-          this.#o.logger.info({ secret: this.#o.secretName, attempt }, 'another replica wrote the certificate Secret first; using theirs');
+          this.#options.logger.info({ secret: this.#options.secretName, attempt }, 'another replica wrote the certificate Secret first; using theirs');
           continue;
         }
         throw error;
       }
       const action = resourceVersion === undefined ? 'created' : `renewed (${reason})`;
-      this.#o.logger.info({ secret: this.#o.secretName, namespace: this.#o.secretNamespace, action: decision.action, reason }, 'webhook certificate written');
-      return { stored: next, action, caBundleInjected: await this.#inject(next.caBundle) };
+      this.#options.logger.info({ secret: this.#options.secretName, namespace: this.#options.secretNamespace, action: decision.action, reason }, 'webhook certificate written');
+      return { stored: next, action, ...(await this.#inject(next.caBundle)) };
     }
   }
 
   async #read(): Promise<{ stored: StoredCertificates | undefined; resourceVersion: string | undefined }> {
     let secret: k8s.V1Secret;
     try {
-      secret = await this.#core.readNamespacedSecret({ name: this.#o.secretName, namespace: this.#o.secretNamespace });
+      secret = await this.#core.readNamespacedSecret({ name: this.#options.secretName, namespace: this.#options.secretNamespace });
     } catch (error) {
       if (isStatus(error, 404)) return { stored: undefined, resourceVersion: undefined };
       throw error;
@@ -104,8 +108,8 @@ export class SelfManagedCertificate {
       kind: 'Secret',
       type: 'kubernetes.io/tls',
       metadata: {
-        name: this.#o.secretName,
-        namespace: this.#o.secretNamespace,
+        name: this.#options.secretName,
+        namespace: this.#options.secretNamespace,
         labels: { 'app.kubernetes.io/name': 'edge-registrar', 'app.kubernetes.io/component': 'webhook-certificate', 'app.kubernetes.io/managed-by': 'edge-registrar' },
         ...(resourceVersion === undefined ? {} : { resourceVersion }),
       },
@@ -116,23 +120,23 @@ export class SelfManagedCertificate {
         [SECRET_KEYS.key]: b64(next.key),
       },
     };
-    if (resourceVersion === undefined) await this.#core.createNamespacedSecret({ namespace: this.#o.secretNamespace, body });
-    else await this.#core.replaceNamespacedSecret({ name: this.#o.secretName, namespace: this.#o.secretNamespace, body });
+    if (resourceVersion === undefined) await this.#core.createNamespacedSecret({ namespace: this.#options.secretNamespace, body });
+    else await this.#core.replaceNamespacedSecret({ name: this.#options.secretName, namespace: this.#options.secretNamespace, body });
   }
 
-  /** Sets caBundle on every webhook of both configurations; true when all carry it. */
-  async #inject(caBundle: string): Promise<boolean> {
+  /** Sets caBundle on every webhook of both configurations. */
+  async #inject(caBundle: string): Promise<{ caBundleInjected: boolean; configurationMissing: boolean }> {
     const wanted = b64(caBundle);
     const results = await Promise.all([
-      this.#injectInto('mutating', this.#o.mutatingWebhook, wanted),
-      this.#injectInto('validating', this.#o.validatingWebhook, wanted),
+      this.#injectInto('mutating', this.#options.mutatingWebhook, wanted),
+      this.#injectInto('validating', this.#options.validatingWebhook, wanted),
     ]);
-    return results.every(Boolean);
+    return { caBundleInjected: !results.includes('stale'), configurationMissing: results.includes('absent') };
   }
 
-  async #injectInto(kind: 'mutating' | 'validating', name: string | undefined, wanted: string): Promise<boolean> {
-    if (name === undefined) return true;
-    const log = this.#o.logger.child({ webhookConfiguration: name, kind });
+  async #injectInto(kind: 'mutating' | 'validating', name: string | undefined, wanted: string): Promise<Injection> {
+    if (name === undefined) return 'injected';
+    const log = this.#options.logger.child({ webhookConfiguration: name, kind });
     try {
       const current =
         kind === 'mutating'
@@ -140,7 +144,7 @@ export class SelfManagedCertificate {
           : await this.#admission.readValidatingWebhookConfiguration({ name });
       const webhooks = current.webhooks ?? [];
       const stale = webhooks.flatMap((w, i) => (w.clientConfig.caBundle === wanted ? [] : [i]));
-      if (stale.length === 0) return true;
+      if (stale.length === 0) return 'injected';
       // The test makes the patch conditional: if the object changed since we read it (Helm
       // upgraded it, another replica patched it), the indexes may be wrong; retry next time.
       const body = [
@@ -151,12 +155,17 @@ export class SelfManagedCertificate {
       if (kind === 'mutating') await this.#admission.patchMutatingWebhookConfiguration({ name, body }, options);
       else await this.#admission.patchValidatingWebhookConfiguration({ name, body }, options);
       log.info({ webhooks: stale.length }, 'CA bundle injected');
-      return true;
+      return 'injected';
     } catch (error) {
-      if (isStatus(error, 404)) log.warn('webhook configuration not found yet; will inject the CA bundle when it exists');
-      else if (isStatus(error, 409) || isStatus(error, 422)) log.info('webhook configuration changed while injecting; will retry');
-      else throw error;
-      return false;
+      if (isStatus(error, 404)) {
+        log.warn('webhook configuration not found yet; will inject the CA bundle when it exists');
+        return 'absent';
+      }
+      if (isStatus(error, 409) || isStatus(error, 422)) {
+        log.info('webhook configuration changed while injecting; will retry');
+        return 'stale';
+      }
+      throw error;
     }
   }
 }

@@ -26,6 +26,8 @@ function notAnIpProblem(value: string): string {
   return 'is not an IP address';
 }
 
+const AMBIGUOUS_IPV4 = 'an ambiguous IPv4 form (leading zeros, hex or fewer than four parts)';
+
 export function parseAddress(value: string): ParsedAddress {
   if (ipaddr.IPv4.isValidFourPartDecimal(value)) {
     const ip = ipaddr.IPv4.parse(value);
@@ -34,9 +36,16 @@ export function parseAddress(value: string): ParsedAddress {
   if (ipaddr.IPv4.isValid(value)) {
     // ipaddr accepts octal, hex and short forms ("010.1", "0x7f.1"); Kubernetes rejects them
     // as ambiguous and so do we.
-    return { ok: false, problem: 'is an ambiguous IPv4 form (leading zeros, hex or fewer than four parts)' };
+    return { ok: false, problem: `is ${AMBIGUOUS_IPV4}` };
   }
   if (ipaddr.IPv6.isValid(value)) {
+    // The dotted tail of an IPv6 literal (::ffff:8.8.8.8) goes through the same lenient IPv4
+    // parser: "::ffff:0x8.8.8.8" and "::ffff:8.8.8.010" would fold to an IPv4 address that
+    // the same digits written plainly are refused as. Refused the same way here.
+    const dottedTail = value.includes('.') ? value.slice(value.lastIndexOf(':') + 1) : undefined;
+    if (dottedTail !== undefined && !ipaddr.IPv4.isValidFourPartDecimal(dottedTail)) {
+      return { ok: false, problem: `embeds ${JSON.stringify(dottedTail)}, ${AMBIGUOUS_IPV4}` };
+    }
     const ip = ipaddr.IPv6.parse(value);
     if (ip.zoneId !== undefined) return { ok: false, problem: 'has an IPv6 zone id, which only means something on one host' };
     if (ip.isIPv4MappedAddress()) {

@@ -12,4 +12,10 @@ export interface ClusterView {
   /** Services in the namespace whose (non-empty) selector matches `labels`, by name. */
   servicesSelecting(namespace: string, labels: Labels): readonly { name: string; selector: Labels }[] | undefined;
   serviceAccountExists(namespace: string, name: string): boolean | undefined;
+  /**
+   * The leadership term a Lease in the namespace shows now (`<holderIdentity>@<leaseTransitions>`,
+   * markers.ts), null when it does not exist or has no holder. Optional: views that do not
+   * watch Leases (the offline check) leave it out.
+   */
+  leaseToken?(namespace: string, name: string): string | null | undefined;
 }

@@ -20,6 +20,7 @@ import {
   TLS_MODE_LABEL,
   isIstioReservedKey,
 } from './markers.ts';
+import { matchName } from './name-pattern.ts';
 import type { Policy } from './policy-file.ts';
 import type { Labels, RuleId, Skipped, Verdict, Violation, Warning } from './types.ts';
 
@@ -218,13 +219,12 @@ function checkLabels(
 function checkName(metadata: Record<string, unknown>, labels: Labels, ctx: EvaluationContext, f: Findings): void {
   const name = metadata.name;
   if (typeof name !== 'string' || name === '') return; // generateName: the API server names it after mutation
-  const pattern = new RegExp(ctx.policy.namePattern, 'u');
-  const match = pattern.exec(name);
-  if (match === null) {
+  const match = matchName(ctx.policy.namePattern, name);
+  if (!match.matched) {
     f.violate('name.pattern', 'metadata.name', name, `does not match ${ctx.policy.namePattern}`, 'a name like "vps-jp-01"');
     return;
   }
-  const nameCountry = match.groups?.country;
+  const nameCountry = match.country;
   const country = labels.country;
   if (nameCountry !== undefined && country !== undefined && nameCountry !== country) {
     f.violate('name.pattern', 'metadata.name', name, `says country "${nameCountry}" but the country label is "${country}"`, `a name starting "vps-${country}-" or country label "${nameCountry}"`);

@@ -11,6 +11,17 @@ export const ANNOTATION_PREFIX = 'edge-registrar.io/';
 export const VPS_ID_ANNOTATION = 'edge-registrar.io/vps-id';
 export const STREAM_ID_ANNOTATION = 'edge-registrar.io/stream-id';
 export const BREAK_GLASS_ANNOTATION = 'edge-registrar.io/break-glass';
+/**
+ * The sync daemon's leadership term a write comes from: `<holderIdentity>@<leaseTransitions>`
+ * of the sync Lease when the writer held it. The webhook refuses a write whose term is not
+ * the Lease's now (a deposed leader's late write).
+ */
+export const LEADER_ANNOTATION = 'edge-registrar.io/leader';
+
+/** A leadership term as the Lease shows it. */
+export function leaderToken(holderIdentity: string, leaseTransitions: number): string {
+  return `${holderIdentity}@${leaseTransitions}`;
+}
 
 export const ISTIO_AUTO_REGISTRATION_ANNOTATION = 'istio.io/autoRegistrationGroup';
 export const ISTIO_WORKLOAD_CONTROLLER_ANNOTATION = 'istio.io/workloadController';

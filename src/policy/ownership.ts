@@ -9,7 +9,7 @@
  * new leader's. The stream id annotation makes that checkable here, at no cost to the daemon.
  */
 import { compareStreamIds, isStreamId } from '../util/stream-id.ts';
-import { ISTIO_AUTO_REGISTRATION_ANNOTATION, MANAGED_BY_LABEL, MANAGED_BY_VALUE, MANAGED_SELECTOR, STREAM_ID_ANNOTATION, isManaged } from './markers.ts';
+import { ISTIO_AUTO_REGISTRATION_ANNOTATION, LEADER_ANNOTATION, MANAGED_BY_LABEL, MANAGED_BY_VALUE, MANAGED_SELECTOR, STREAM_ID_ANNOTATION, isManaged } from './markers.ts';
 import type { Policy } from './policy-file.ts';
 import type { Violation } from './types.ts';
 
@@ -26,6 +26,11 @@ export interface OwnershipInput {
   object: unknown;
   oldObject: unknown;
   policy: Policy;
+  /**
+   * The sync Lease's term now (`holder@transitions`), null when no one holds it, undefined
+   * when the webhook has not seen the Lease yet.
+   */
+  leaseToken?: string | null | undefined;
 }
 
 export type OwnershipDecision =
@@ -38,7 +43,8 @@ export type OwnershipDecision =
   /** istiod writing an entry it auto-registered: not ours to judge. */
   | { kind: 'istiod' }
   | { kind: 'break-glass'; warning: string; audit: string }
-  | { kind: 'denied'; violation: Violation };
+  /** `retry`: the refusal is about timing (a Lease the webhook sees differently), so it is a 409 the sync daemon retries. */
+  | { kind: 'denied'; violation: Violation; retry?: boolean };
 
 const labelsOf = (obj: unknown): unknown =>
   obj !== null && typeof obj === 'object' ? (obj as { metadata?: { labels?: unknown } }).metadata?.labels : undefined;
@@ -69,7 +75,25 @@ function streamRegression(object: unknown, oldObject: unknown): Violation | unde
   };
 }
 
-export function decideOwnership({ operation, user, object, oldObject, policy }: OwnershipInput): OwnershipDecision {
+/**
+ * The sync daemon's write from a leadership term that is not the Lease's now: a replica that
+ * lost the Lease while the write was in flight. Creates carry no resourceVersion to conflict
+ * on and no older stream id to compare, so this token is their fence. A write without the
+ * annotation (a daemon from before it existed) is not judged.
+ */
+function staleLeader(object: unknown, leaseToken: string | null | undefined): Violation | undefined {
+  const written = annotationsOf(object)[LEADER_ANNOTATION];
+  if (typeof written !== 'string' || written === leaseToken) return undefined;
+  return {
+    rule: 'ownership.leader',
+    path: `metadata.annotations["${LEADER_ANNOTATION}"]`,
+    value: written,
+    problem: leaseToken === undefined ? 'cannot be checked: the webhook has not seen the sync Lease yet' : `is not the sync Lease's term now (${leaseToken ?? 'no holder'})`,
+    expected: 'a write from the replica that holds the Lease now (this one is late: its term ended while it was in flight)',
+  };
+}
+
+export function decideOwnership({ operation, user, object, oldObject, policy, leaseToken }: OwnershipInput): OwnershipDecision {
   const own = policy.ownership;
   if (operation === 'DELETE' && own.controllerDeleters.includes(user.username)) return { kind: 'controller' };
 
@@ -83,7 +107,9 @@ export function decideOwnership({ operation, user, object, oldObject, policy }: 
   if (!managedNow && !managedBefore) return { kind: 'unmanaged' };
   if (isSyncIdentity(user, policy)) {
     const regression = operation === 'UPDATE' ? streamRegression(object, oldObject) : undefined;
-    return regression === undefined ? { kind: 'owner' } : { kind: 'denied', violation: regression };
+    if (regression !== undefined) return { kind: 'denied', violation: regression };
+    const late = operation === 'DELETE' ? undefined : staleLeader(object, leaseToken);
+    return late === undefined ? { kind: 'owner' } : { kind: 'denied', violation: late, retry: true };
   }
 
   const action = operation === 'CREATE' ? 'create' : operation === 'DELETE' ? 'delete' : 'change';

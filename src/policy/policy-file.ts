@@ -8,8 +8,15 @@ import ipaddr from 'ipaddr.js';
 import { parse as parseYaml } from 'yaml';
 import { z } from 'zod';
 import { formatZodIssues } from '../util/zod-format.ts';
+import { namePatternProblem } from './name-pattern.ts';
 
-const cidr = z.string().refine(
+/**
+ * A CIDR's shape, as a pattern JSON Schema can carry too (the chart validates the policy in
+ * its values with the schema generated from this one); parsing it (below) decides the rest.
+ */
+const CIDR_SHAPE = /^(?:(?:25[0-5]|2[0-4]\d|1\d\d|[1-9]?\d)(?:\.(?:25[0-5]|2[0-4]\d|1\d\d|[1-9]?\d)){3}\/(?:3[0-2]|[12]?\d)|[0-9A-Fa-f:.]*:[0-9A-Fa-f:.]*\/(?:12[0-8]|1[01]\d|[1-9]?\d))$/;
+
+const cidr = z.string().regex(CIDR_SHAPE, { message: 'must be a CIDR such as 203.0.113.0/24 or 2001:db8::/32' }).refine(
   (value) => {
     try {
       ipaddr.parseCIDR(value);
@@ -21,17 +28,11 @@ const cidr = z.string().refine(
   { message: 'must be a CIDR such as 203.0.113.0/24 or 2001:db8::/32' },
 );
 
-const regex = z.string().refine(
-  (value) => {
-    try {
-      new RegExp(value, 'u');
-      return true;
-    } catch {
-      return false;
-    }
-  },
-  { message: 'must be a valid regular expression' },
-);
+/** RE2 syntax, compiled here once: see name-pattern.ts. */
+const namePattern = z.string().superRefine((value, ctx) => {
+  const problem = namePatternProblem(value);
+  if (problem !== undefined) ctx.addIssue({ code: 'custom', message: problem });
+});
 
 /** Identities that count as the sync daemon, break-glass operators and cluster controllers. */
 const ownershipSchema = z
@@ -59,8 +60,8 @@ export const policySchema = z
     /** Default for the `version` label; Istio shows "latest" for entries without one. */
     version: z.string().min(1).default('v1'),
     requiredLabels: z.array(z.string().min(1)).default(['app', 'country']),
-    /** A regular expression for metadata.name; a named group `country` must equal the country label. */
-    namePattern: regex.default('^vps-(?<country>[a-z]{2})-[0-9]+$'),
+    /** An RE2 regular expression for metadata.name; a named group `country` must equal the country label. */
+    namePattern: namePattern.default('^vps-(?<country>[a-z]{2})-[0-9]+$'),
     address: z
       .object({
         /** When non-empty, addresses must fall inside one of these. */
@@ -77,6 +78,17 @@ export const policySchema = z
   .strict();
 
 export type Policy = z.output<typeof policySchema>;
+
+/**
+ * The policy file's JSON Schema, generated from the schema the code parses it with: the chart's
+ * values.schema.json carries it under `policy` (npm run schema writes it; a test keeps the two
+ * equal). What JSON Schema cannot say (a CIDR that parses, a pattern RE2 compiles) the code
+ * checks at load, and the chart checks the pattern with Go's RE2 too.
+ */
+export function policyJsonSchema(): Record<string, unknown> {
+  const { $schema: _dialect, ...schema } = z.toJSONSchema(policySchema, { io: 'input' }) as Record<string, unknown>;
+  return { description: 'policy file settings over the built-in defaults (edge-registrar policy print)', ...schema };
+}
 
 export const DEFAULT_POLICY: Policy = policySchema.parse({});
 

@@ -93,6 +93,7 @@ export const RULES = {
   'network.allowed': "spec.network is unset or one of the policy's networks",
   'ownership.managed': 'managed entries are written only by the sync daemon',
   'ownership.stream-order': "the sync daemon never replaces an entry's state with one from an older stream event",
+  'ownership.leader': 'the sync daemon writes only from the leadership term the sync Lease shows now (a deposed leader\'s late write is refused)',
   'ownership.break-glass': 'break-glass writes to managed entries are recorded',
 } as const;
 

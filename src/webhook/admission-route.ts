@@ -10,8 +10,9 @@ import type { IncomingMessage, RequestListener, ServerResponse } from 'node:http
 import type { Logger } from 'pino';
 import type { ClusterView } from '../policy/cluster-view.ts';
 import type { Policy } from '../policy/policy-file.ts';
-import type { WebhookMetrics } from '../telemetry/metrics.ts';
+import type { WebhookMetrics } from '../observability/metrics.ts';
 import { decodeAdmissionReview, reviewResponse } from './admission.ts';
+import type { BodyBudget, BodyReservation } from './body-budget.ts';
 import { handleMutate, handleValidate, type HandlerOutcome } from './handlers.ts';
 
 export interface AdmissionRouteDependencies {
@@ -21,8 +22,17 @@ export interface AdmissionRouteDependencies {
   metrics: WebhookMetrics;
   logger: Logger;
   bodyLimitBytes: number;
+  /** Bodies held at once (see body-budget.ts). */
+  budget: BodyBudget;
+  /** The sync daemon's Lease in the namespace, whose term fences its writes. */
+  syncLeaseName?: string;
+  /** A body must have arrived this long after its headers. */
+  bodyTimeoutMs: number;
   now?: () => Date;
 }
+
+/** Seconds the API server's client waits before retrying a shed request (it honours Retry-After on 429). */
+const RETRY_AFTER_SECONDS = '1';
 
 type HandlerName = 'mutate' | 'validate';
 const HANDLERS = { mutate: handleMutate, validate: handleValidate } as const;
@@ -57,25 +67,51 @@ function headerProblem(req: IncomingMessage): { status: number; reason: string; 
   return undefined;
 }
 
-/** The body, up to `limit` bytes; undefined when it is larger (the caller answers 413) or the client went away. */
-function readBody(req: IncomingMessage, limit: number): Promise<Buffer | 'too-large' | undefined> {
+/**
+ * The body, up to `limit` bytes; 'too-large' when it sends more (the caller answers 413),
+ * 'over-budget' when `reservation` cannot grow to hold what has arrived (429), 'too-slow'
+ * when it has not all arrived within `timeoutMs` (408), undefined when the client went away.
+ */
+function readBody(req: IncomingMessage, limit: number, reservation: BodyReservation, timeoutMs: number): Promise<Buffer | 'too-large' | 'over-budget' | 'too-slow' | undefined> {
   return new Promise((resolve) => {
     const chunks: Buffer[] = [];
     let size = 0;
+    const stopReading = (): void => {
+      clearTimeout(timer);
+      req.removeAllListeners('data');
+      req.pause();
+    };
+    const timer = setTimeout(() => {
+      stopReading();
+      resolve('too-slow');
+    }, timeoutMs);
     req.on('data', (chunk: Buffer) => {
       size += chunk.length;
       if (size > limit) {
-        req.removeAllListeners('data');
-        req.pause();
+        stopReading();
         resolve('too-large');
+        return;
+      }
+      if (!reservation.growTo(size)) {
+        stopReading();
+        resolve('over-budget');
         return;
       }
       chunks.push(chunk);
     });
-    req.once('end', () => { resolve(size > limit ? 'too-large' : Buffer.concat(chunks, size)); });
-    req.once('error', () => { resolve(undefined); });
+    req.once('end', () => {
+      clearTimeout(timer);
+      resolve(size > limit ? 'too-large' : Buffer.concat(chunks, size));
+    });
+    req.once('error', () => {
+      clearTimeout(timer);
+      resolve(undefined);
+    });
     // The client went away before sending it all.
-    req.once('close', () => { if (!req.complete) resolve(undefined); });
+    req.once('close', () => {
+      clearTimeout(timer);
+      if (!req.complete) resolve(undefined);
+    });
   });
 }
 
@@ -101,7 +137,7 @@ export function admissionRoutes(deps: AdmissionRouteDependencies, fallback: Requ
     const { request } = decoded;
     let outcome: HandlerOutcome;
     try {
-      outcome = HANDLERS[handlerName](request, { policy: deps.policy(), namespace: deps.namespace, view: deps.view, now });
+      outcome = HANDLERS[handlerName](request, { policy: deps.policy(), namespace: deps.namespace, view: deps.view, now, ...(deps.syncLeaseName === undefined ? {} : { syncLeaseName: deps.syncLeaseName }) });
     } catch (err) {
       // A bug in a rule must not take the server down; the API server sees a 500 and,
       // with failurePolicy Fail, refuses the write, which is the safe direction.
@@ -157,10 +193,32 @@ export function admissionRoutes(deps: AdmissionRouteDependencies, fallback: Requ
       bad(res, handlerName, wrong.status, wrong.reason, wrong.message);
       return;
     }
-    void readBody(req, deps.bodyLimitBytes).then((body) => {
-      if (body === undefined) return;
-      if (body === 'too-large') {
-        bad(res, handlerName, 413, 'too-large', `body is larger than ${deps.bodyLimitBytes} bytes`, { connection: 'close' });
+    // Reserved before a byte of the body is read: what it announced (a chunked body reserves
+    // as it arrives). Shed now if that does not fit, and close the connection rather than
+    // read the body to keep it.
+    const overBudget = (): void => {
+      bad(res, handlerName, 429, 'over-budget', `the webhook holds ${deps.budget.totalBytes} bytes of request bodies at most and is full; retry`, { 'retry-after': RETRY_AFTER_SECONDS, connection: 'close' });
+    };
+    const reservation = deps.budget.tryReserve(announced);
+    if (reservation === undefined) {
+      overBudget();
+      return;
+    }
+    deps.metrics.bodyBytesInFlight.set(deps.budget.inUseBytes);
+    const release = (): void => {
+      reservation.release();
+      deps.metrics.bodyBytesInFlight.set(deps.budget.inUseBytes);
+    };
+    void readBody(req, deps.bodyLimitBytes, reservation, deps.bodyTimeoutMs).then((body) => {
+      if (body === undefined) {
+        release();
+        return;
+      }
+      if (typeof body === 'string') {
+        release();
+        if (body === 'too-large') bad(res, handlerName, 413, 'too-large', `body is larger than ${deps.bodyLimitBytes} bytes`, { connection: 'close' });
+        else if (body === 'over-budget') overBudget();
+        else bad(res, handlerName, 408, 'too-slow', `body did not arrive within ${deps.bodyTimeoutMs} ms`, { connection: 'close' });
         return;
       }
       let parsed: unknown;
@@ -169,6 +227,9 @@ export function admissionRoutes(deps: AdmissionRouteDependencies, fallback: Requ
       } catch (error) {
         bad(res, handlerName, 400, 'malformed-json', `body is not valid JSON: ${(error as Error).message}`);
         return;
+      } finally {
+        // The buffer is garbage once parsed; the parsed review lives only as long as this call.
+        release();
       }
       admit(handlerName, parsed, res);
     });

@@ -39,7 +39,7 @@ export type AdmissionRequest = z.output<typeof admissionRequestSchema>;
 
 export interface AdmissionStatus {
   code: number;
-  reason: 'Invalid' | 'Forbidden';
+  reason: 'Invalid' | 'Forbidden' | 'Conflict';
   message: string;
 }
 

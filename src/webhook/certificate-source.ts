@@ -5,8 +5,8 @@
  * replica. Either way the running server swaps certificates without dropping connections.
  */
 import type { Logger } from 'pino';
-import type { WebhookConfig } from '../config.ts';
-import { SelfManagedCertificate } from '../certs/self-managed.ts';
+import type { WebhookConfig } from '../config/webhook.ts';
+import { SelfManagedCertificate, type Reconciled } from '../certs/self-managed.ts';
 import { serviceHostNames } from '../certs/authority.ts';
 import { loadKubeConfig } from '../kube/client.ts';
 import { backoffDelay } from '../util/backoff.ts';
@@ -17,15 +17,20 @@ export interface CertificateSource {
   initial: LoadedCertificate;
   /** Starts watching; onLoad receives a different certificate. Returns stop. */
   watch(handlers: { onLoad: (c: LoadedCertificate) => void; onError: (e: unknown) => void }): () => void;
+  /**
+   * Whether every webhook configuration that exists trusts the CA of the certificate being
+   * served (always true for files: whoever writes them injects the CA, as cert-manager does).
+   */
+  trusted(): boolean;
 }
 
 export async function openCertificateSource(config: WebhookConfig, logger: Logger): Promise<CertificateSource> {
   if (config.certificateMode === 'files') {
     const initial = await loadCertificate(config.tlsCertFile, config.tlsKeyFile);
-    return { initial, watch: (handlers) => watchCertificate(config.tlsCertFile, config.tlsKeyFile, initial, { intervalMs: config.fileCheckIntervalMs, ...handlers }) };
+    return { initial, watch: (handlers) => watchCertificate(config.tlsCertFile, config.tlsKeyFile, initial, { intervalMs: config.fileCheckIntervalMs, ...handlers }), trusted: () => true };
   }
   const self = config.selfCertificate;
-  if (self === undefined) throw new Error('certificate mode "self" needs its settings; config.ts requires them');
+  if (self === undefined) throw new Error('certificate mode "self" needs its settings; src/config/webhook.ts requires them');
   const manager = new SelfManagedCertificate({
     kubeConfig: loadKubeConfig(config.kubeconfig),
     secretNamespace: self.secretNamespace,
@@ -41,15 +46,38 @@ export async function openCertificateSource(config: WebhookConfig, logger: Logge
     },
     logger: logger.child({ component: 'certificate' }),
   });
-  const log = logger.child({ component: 'certificate' });
-  const load = async (): Promise<LoadedCertificate> => {
+  return selfManagedSource(manager, { checkIntervalMs: self.checkIntervalMs, source: `Secret ${self.secretNamespace}/${self.secretName}` }, logger.child({ component: 'certificate' }));
+}
+
+export interface SelfManagedSourceOptions {
+  checkIntervalMs: number;
+  /** How soon to look again while the CA is not yet in every webhook configuration. */
+  untrustedRetryMs?: number;
+  /** Where the certificate lives, for error messages. */
+  source: string;
+}
+
+/**
+ * The self-managed certificate as the server sees it. A certificate is swapped in only once
+ * its CA is in every webhook configuration that exists: the API server verifies the webhook
+ * with the caBundle it holds, and a certificate from a CA it does not hold yet would refuse
+ * every write (with failurePolicy Fail) until the bundle arrives. While the CA cannot be
+ * injected (a conflict with a helm upgrade, say), the old certificate stays in service and the
+ * reconcile is retried every few seconds; a replica that starts with nothing trusted to serve
+ * serves the new one but reports not ready (trusted() is false), so the Service sends the API
+ * server to replicas that are.
+ */
+export async function selfManagedSource(manager: { reconcile(): Promise<Reconciled> }, options: SelfManagedSourceOptions, log: Logger): Promise<CertificateSource> {
+  const retryMs = options.untrustedRetryMs ?? 2_000;
+  let configurationMissing = false;
+  const load = async (): Promise<{ certificate: LoadedCertificate; trusted: boolean }> => {
     const result = await manager.reconcile();
-    if (!result.caBundleInjected) log.warn('serving, but the CA bundle is not in every webhook configuration yet');
-    return parseCertificatePair(Buffer.from(result.stored.cert), Buffer.from(result.stored.key), `Secret ${self.secretNamespace}/${self.secretName}`);
+    configurationMissing = result.configurationMissing;
+    return { certificate: parseCertificatePair(Buffer.from(result.stored.cert), Buffer.from(result.stored.key), options.source), trusted: result.caBundleInjected };
   };
   // The API server may not be reachable yet when a pod starts: retry for a while before
   // giving up (and letting the kubelet restart us with its own backoff).
-  let initial: LoadedCertificate | undefined;
+  let initial: { certificate: LoadedCertificate; trusted: boolean } | undefined;
   for (let attempt = 1; initial === undefined; attempt++) {
     try {
       initial = await load();
@@ -60,30 +88,46 @@ export async function openCertificateSource(config: WebhookConfig, logger: Logge
       await new Promise((r) => setTimeout(r, delay));
     }
   }
-  const first = initial;
+  let current = initial.certificate;
+  let trusted = initial.trusted;
+  if (!trusted) log.warn('the CA bundle is not in every webhook configuration yet: not ready until it is');
   return {
-    initial: first,
+    initial: current,
+    trusted: () => trusted,
     watch: ({ onLoad, onError }) => {
-      let current = first;
-      let running = false;
-      const timer = setInterval(() => {
-        if (running) return;
-        running = true;
-        load()
+      let timer: NodeJS.Timeout | undefined;
+      let stopped = false;
+      const check = (): void => {
+        void load()
           .then((next) => {
-            if (next.fingerprint !== current.fingerprint) {
-              current = next;
-              onLoad(next);
+            if (next.certificate.fingerprint === current.fingerprint) {
+              if (next.trusted !== trusted) log.info({ trusted: next.trusted }, next.trusted ? 'the CA bundle is in every webhook configuration' : 'the CA bundle is missing from a webhook configuration');
+              trusted = next.trusted;
+            } else if (next.trusted) {
+              current = next.certificate;
+              trusted = true;
+              onLoad(next.certificate);
+            } else {
+              // A new certificate whose CA the API server may not trust yet: keep the one in service.
+              log.warn({ fingerprint: next.certificate.fingerprint, retryInMs: retryMs }, 'a new certificate is ready, but its CA is not in every webhook configuration yet; still serving the current one');
             }
+            return next.trusted;
           })
-          .catch(onError)
-          .finally(() => {
-            running = false;
+          .catch((error: unknown) => {
+            onError(error);
+            return true;
+          })
+          .then((settled) => {
+            // Soon again while a configuration lacks the bundle or does not exist yet (a fresh install creates it any moment).
+            if (!stopped) timer = setTimeout(check, settled && trusted && !configurationMissing ? options.checkIntervalMs : retryMs);
+            timer?.unref();
           });
-      }, self.checkIntervalMs);
+      };
+      timer = setTimeout(check, trusted && !configurationMissing ? options.checkIntervalMs : retryMs);
       timer.unref();
       return () => {
-        clearInterval(timer);
+        stopped = true;
+        clearTimeout(timer);
       };
     },
   };

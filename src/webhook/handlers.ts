@@ -11,6 +11,7 @@ import { BREAK_GLASS_ANNOTATION } from '../policy/markers.ts';
 import { applyDefaults } from '../policy/mutate.ts';
 import { decideOwnership, type OwnershipDecision } from '../policy/ownership.ts';
 import type { Policy } from '../policy/policy-file.ts';
+import { isFinalizerRemoval } from '../policy/terminating.ts';
 import type { Violation } from '../policy/types.ts';
 import { clampWarnings, type AdmissionRequest, type AdmissionResponse } from './admission.ts';
 
@@ -20,6 +21,8 @@ export interface HandlerContext {
   namespace: string;
   view: ClusterView;
   now: () => Date;
+  /** The sync daemon's Lease (in the guarded namespace): its term fences the daemon's writes. */
+  syncLeaseName?: string;
 }
 
 export type Decision = 'allowed' | 'denied' | 'patched' | 'ignored';
@@ -60,8 +63,17 @@ function outOfScope(request: AdmissionRequest, ctx: HandlerContext): boolean {
   return !isWorkloadEntry(request) || request.operation === 'CONNECT' || namespaceOf(request, ctx.namespace) !== ctx.namespace;
 }
 
+/**
+ * A finalizer coming off an entry being deleted, by anyone (the garbage collector after
+ * `--cascade=foreground`, say): decided before ownership, see policy/terminating.ts.
+ */
+function completesDeletion(request: AdmissionRequest): boolean {
+  return isFinalizerRemoval(request.operation, request.object, request.oldObject);
+}
+
 function ownershipOf(request: AdmissionRequest, ctx: HandlerContext): OwnershipDecision {
-  return decideOwnership({ operation: request.operation, user: request.userInfo, object: request.object, oldObject: request.oldObject, policy: ctx.policy });
+  const leaseToken = ctx.syncLeaseName === undefined ? undefined : ctx.view.leaseToken?.(ctx.namespace, ctx.syncLeaseName);
+  return decideOwnership({ operation: request.operation, user: request.userInfo, object: request.object, oldObject: request.oldObject, policy: ctx.policy, leaseToken });
 }
 
 function breakGlassStamp(object: unknown): string | undefined {
@@ -84,7 +96,7 @@ function stampedByThisRequest(request: AdmissionRequest, audit: string): boolean
 
 export function handleMutate(request: AdmissionRequest, ctx: HandlerContext): HandlerOutcome {
   // Never mutate on DELETE: there is nothing to default and the object is going away.
-  if (outOfScope(request, ctx) || request.operation === 'DELETE') return allow(request, 'ignored');
+  if (outOfScope(request, ctx) || request.operation === 'DELETE' || completesDeletion(request)) return allow(request, 'ignored');
   const ownership = ownershipOf(request, ctx);
   if (ownership.kind === 'istiod' || ownership.kind === 'denied') {
     // istiod's entries are not ours; denied writes are refused by the validating webhook
@@ -118,12 +130,14 @@ const violationKey = (v: Violation): string => `${v.rule}\u0000${v.path}\u0000${
  * No `details.causes` in the status: kubectl prints causes instead of the message, which
  * would hide both "admission webhook ... denied the request" and our full explanation.
  */
-function deny(request: AdmissionRequest, ref: string, violations: Violation[], code: 403 | 422, warnings: string[], kind: OwnershipDecision['kind']): HandlerOutcome {
+const REASONS = { 403: 'Forbidden', 409: 'Conflict', 422: 'Invalid' } as const;
+
+function deny(request: AdmissionRequest, ref: string, violations: Violation[], code: keyof typeof REASONS, warnings: string[], kind: OwnershipDecision['kind']): HandlerOutcome {
   return {
     response: {
       uid: request.uid,
       allowed: false,
-      status: { code, reason: code === 403 ? 'Forbidden' : 'Invalid', message: denialMessage(ref, violations) },
+      status: { code, reason: REASONS[code], message: denialMessage(ref, violations) },
       ...(warnings.length > 0 ? { warnings: clampWarnings(warnings) } : {}),
     },
     decision: 'denied',
@@ -134,6 +148,7 @@ function deny(request: AdmissionRequest, ref: string, violations: Violation[], c
 
 export function handleValidate(request: AdmissionRequest, ctx: HandlerContext): HandlerOutcome {
   if (outOfScope(request, ctx)) return allow(request, 'ignored');
+  if (completesDeletion(request)) return allow(request);
   const namespace = namespaceOf(request, ctx.namespace);
   const ref = entryRef(request, namespace);
   const ownership = ownershipOf(request, ctx);
@@ -141,7 +156,8 @@ export function handleValidate(request: AdmissionRequest, ctx: HandlerContext): 
   const extra: Partial<AdmissionResponse> = {};
   switch (ownership.kind) {
     case 'denied':
-      return deny(request, ref, [ownership.violation], 403, [], ownership.kind);
+      // A late write of a deposed leader is a conflict the daemon retries (it then finds its term over).
+      return deny(request, ref, [ownership.violation], ownership.retry === true ? 409 : 403, [], ownership.kind);
     case 'controller':
     case 'istiod':
       return { ...allow(request), ownership: ownership.kind };
@@ -155,11 +171,6 @@ export function handleValidate(request: AdmissionRequest, ctx: HandlerContext): 
   }
   if (request.operation === 'DELETE') {
     return { ...allow(request, 'allowed', { ...extra, ...(warnings.length ? { warnings: clampWarnings(warnings) } : {}) }), ownership: ownership.kind };
-  }
-  const object = request.object as { metadata?: { deletionTimestamp?: unknown } } | undefined;
-  if (request.operation === 'UPDATE' && object?.metadata?.deletionTimestamp) {
-    // The entry is being deleted; updates now only remove finalizers. Never block that.
-    return { ...allow(request, 'allowed', extra), ownership: ownership.kind };
   }
 
   const evalCtx = { policy: ctx.policy, namespace, view: ctx.view };

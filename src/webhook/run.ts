@@ -4,13 +4,14 @@
  */
 import type { Logger } from 'pino';
 import type { ClusterView } from '../policy/cluster-view.ts';
-import type { WebhookConfig } from '../config.ts';
+import type { WebhookConfig } from '../config/webhook.ts';
 import { loadKubeConfig } from '../kube/client.ts';
 import { WatchedIndex } from '../kube/watched-index.ts';
 import { watchedPolicy } from '../policy-source.ts';
-import { createRegistry, createWebhookMetrics } from '../telemetry/metrics.ts';
+import { createRegistry, createWebhookMetrics } from '../observability/metrics.ts';
 import express from 'express';
 import { createApp } from './app.ts';
+import { BodyBudget, bodyBudgetFor } from './body-budget.ts';
 import { probeRoutes, type ProbeCheck } from '../http/probes.ts';
 import { closeGracefully, listenHttp } from '../http/serving.ts';
 import { listenHttps, swapCertificate } from './server.ts';
@@ -63,9 +64,12 @@ export async function runWebhook(config: WebhookConfig, logger: Logger, override
     if (stopping) reasons.push('shutting down');
     if (watched !== undefined && !watched.synced()) reasons.push('caches not synced');
     if (certificate.notAfter.getTime() <= Date.now()) reasons.push(`serving certificate expired at ${certificate.notAfter.toISOString()}`);
+    if (!certificates.trusted()) reasons.push("the serving certificate's CA is not in every webhook configuration yet");
     return { ok: reasons.length === 0, reasons };
   };
 
+  const budget = new BodyBudget(bodyBudgetFor(config.memoryLimitBytes, config.bodyBudgetBytes));
+  metrics.bodyBudgetBytes.set(budget.totalBytes);
   const app = createApp({
     namespace: config.namespace,
     policy: () => policy.current(),
@@ -75,6 +79,9 @@ export async function runWebhook(config: WebhookConfig, logger: Logger, override
     metrics,
     logger,
     bodyLimitBytes: config.bodyLimitBytes,
+    budget,
+    bodyTimeoutMs: config.bodyTimeoutMs,
+    syncLeaseName: config.syncLeaseName,
   });
   const listenOptions = { host: config.host, keepAliveTimeoutMs: config.keepAliveTimeoutMs, headersTimeoutMs: config.headersTimeoutMs, requestTimeoutMs: config.requestTimeoutMs };
   const https = await listenHttps(app, certificate, { ...listenOptions, port: config.port });

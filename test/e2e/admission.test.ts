@@ -149,6 +149,33 @@ describe('ownership', () => {
   });
 });
 
+describe('entries being deleted', () => {
+  const gone = async (name: string): Promise<boolean> => (await kubectl('admin', ['-n', NAMESPACE, 'get', 'workloadentry', name])).stderr.includes('NotFound');
+
+  it('a terminating entry is still judged by every rule; only taking its finalizers off is free', async () => {
+    const held = entry();
+    (held.metadata as { finalizers?: string[] }).finalizers = ['example.com/hold'];
+    await mustKubectl('alice', ['apply', '-f', '-'], held);
+    await mustKubectl('alice', ['-n', NAMESPACE, 'delete', 'workloadentry', 'vps-jp-01', '--wait=false']);
+    expect((await getEntry('vps-jp-01')).metadata.deletionTimestamp).toBeTruthy();
+    const change = await kubectl('alice', ['-n', NAMESPACE, 'patch', 'workloadentry', 'vps-jp-01', '--type=merge', '-p', JSON.stringify({ spec: { address: '10.0.0.5', labels: { 'security.istio.io/tlsMode': 'istio' } } })]);
+    expect(change.code).not.toBe(0);
+    expect(change.stderr).toContain('[address.public-unicast] spec.address: "10.0.0.5"');
+    expect(change.stderr).toContain('[labels.tls-mode]');
+    expect((await getEntry('vps-jp-01')).spec.address).toBe('103.21.244.10');
+    await mustKubectl('alice', ['-n', NAMESPACE, 'patch', 'workloadentry', 'vps-jp-01', '--type=json', '-p', '[{"op":"remove","path":"/metadata/finalizers"}]']);
+    await waitFor(() => gone('vps-jp-01'), 'the entry to go once its finalizer is off');
+  });
+
+  // The real kube-controller-manager's garbage collector takes its finalizer off with an
+  // UPDATE as system:serviceaccount:kube-system:generic-garbage-collector.
+  it.each(['foreground', 'orphan'])('the garbage collector completes a --cascade=%s deletion of a managed entry', async (cascade) => {
+    await mustKubectl('sync', ['apply', '-f', '-'], entry({ name: 'vps-hk-05', country: 'hk', address: '45.76.10.5', managed: true }));
+    await mustKubectl('sync', ['-n', NAMESPACE, 'delete', 'workloadentry', 'vps-hk-05', `--cascade=${cascade}`, '--wait=false']);
+    await waitFor(() => gone('vps-hk-05'), `the garbage collector to remove the ${cascade} finalizer and the entry`, 60_000);
+  });
+});
+
 describe('the webhook follows the cluster', () => {
   it('reports each watched cache as synced only once it has listed', async () => {
     const { httpsRequest } = await import('../harness/https-client.ts');

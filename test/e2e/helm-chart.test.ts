@@ -3,11 +3,13 @@
  * every certificate mode, the values schema, and fullnameOverride. No cluster needed here;
  * helm-install.test.ts installs it into a real API server.
  */
-import { readFile } from 'node:fs/promises';
+import { mkdtemp, readFile, rm, writeFile } from 'node:fs/promises';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { parse, parseAllDocuments } from 'yaml';
 import { describe, expect, it } from 'vitest';
-import { CHART, helm, render, type K8sObject } from './helm-support.ts';
+import { CHART, TEST_IMAGE, helm, render, type K8sObject } from './helm-support.ts';
 
 const WEBHOOK_CONFIG = fileURLToPath(new URL('../../webhook-config/', import.meta.url));
 
@@ -19,9 +21,30 @@ const find = (objects: K8sObject[], kind: string, name?: string): K8sObject => {
 const container = (objects: K8sObject[], deployment: string): any => find(objects, 'Deployment', deployment).spec.template.spec.containers[0];
 const env = (c: any): Record<string, unknown> => Object.fromEntries(c.env.map((e: any) => [e.name, e.value ?? e.valueFrom]));
 
+describe('what the chart refuses to render', () => {
+  // The default image was a name a cluster would pull from a public registry that has none:
+  // the pods sat in ImagePullBackOff behind webhooks with failurePolicy Fail.
+  it('no image named: refused, saying what to set and why', async () => {
+    const res = await helm(['template', 'edge-registrar', CHART]);
+    expect(res.code).not.toBe(0);
+    expect(res.stderr).toContain("image.repository: name the image you built from the repository's Dockerfile and pushed");
+  });
+
+  it('a name pattern RE2 cannot compile: refused with the field and RE2\'s reason', async () => {
+    const dir = await mkdtemp(join(tmpdir(), 'edge-registrar-values-'));
+    const values = join(dir, 'values.yaml');
+    await writeFile(values, 'policy:\n  namePattern: "^(vps)-\\\\1$"\n');
+    const res = await helm(['template', 'edge-registrar', CHART, '--set', TEST_IMAGE, '-f', values]);
+    await rm(dir, { recursive: true, force: true });
+    expect(res.code).not.toBe(0);
+    expect(res.stderr).toContain('executing "policy.namePattern must be an RE2 regular expression"');
+    expect(res.stderr).toContain('error parsing regexp: invalid escape sequence: `\\1`');
+  });
+});
+
 describe('helm lint and template', () => {
   it('helm lint --strict passes', async () => {
-    const res = await helm(['lint', '--strict', CHART]);
+    const res = await helm(['lint', '--strict', CHART, '--set', TEST_IMAGE]);
     expect(res.stderr + res.stdout).toContain('0 chart(s) failed');
     expect(res.code).toBe(0);
   });
@@ -70,7 +93,13 @@ describe('helm lint and template', () => {
       { apiGroups: ['networking.istio.io'], resources: ['workloadentries'], verbs: ['get', 'list', 'create', 'patch', 'delete'] },
       { apiGroups: ['coordination.k8s.io'], resources: ['leases'], verbs: ['create'] },
       { apiGroups: ['coordination.k8s.io'], resources: ['leases'], resourceNames: ['edge-registrar-sync'], verbs: ['get', 'update'] },
+      { apiGroups: ['events.k8s.io'], resources: ['events'], verbs: ['create', 'patch'] },
     ]);
+    // Kubernetes Events off: the daemon is told, and loses the grant.
+    const quiet = await render(['sync.kubeEvents.enabled=false']);
+    expect(quiet.find((o) => o.kind === 'Role' && o.metadata.name === 'edge-registrar-sync')?.rules.map((r: { apiGroups: string[] }) => r.apiGroups[0])).not.toContain('events.k8s.io');
+    const quietEnv = (find(quiet, 'Deployment', 'edge-registrar-sync').spec.template.spec.containers[0].env as { name: string; value?: string }[]).find((e) => e.name === 'EDGE_REGISTRAR_KUBE_EVENTS');
+    expect(quietEnv?.value).toBe('false');
     const prometheusOnly = [{ namespaceSelector: { matchLabels: { 'kubernetes.io/metadata.name': 'monitoring' } }, podSelector: { matchLabels: { 'app.kubernetes.io/name': 'prometheus' } } }];
     const webhookPolicy = find(objects, 'NetworkPolicy', 'edge-registrar-webhook');
     expect(webhookPolicy.spec.ingress[1]).toEqual({ ports: [{ port: 9091, protocol: 'TCP' }], from: prometheusOnly });
@@ -142,12 +171,18 @@ describe('helm lint and template', () => {
     expect(objects.filter((o) => o.kind === 'ClusterRole')).toHaveLength(1);
   });
 
-  it('cert-manager mode: a Certificate, the cainjector annotation, the Secret mounted, no CA injector RBAC', async () => {
+  // A self-signed serving certificate changed ca.crt at every renewal (rotationPolicy Always):
+  // the cainjector replaced caBundle within seconds, the kubelet refreshed the mounted Secret
+  // a minute or two later, and the API server refused writes in between.
+  it('cert-manager mode: a private CA signs the serving Certificate (selfSigned → CA Certificate → CA Issuer), the cainjector annotation, the Secret mounted, no CA injector RBAC', async () => {
     const objects = await render(['certificates.mode=cert-manager']);
     const cert = find(objects, 'Certificate', 'edge-registrar-webhook');
-    expect(cert.spec).toMatchObject({ secretName: 'edge-registrar-webhook-tls', issuerRef: { name: 'edge-registrar-webhook-selfsigned', kind: 'Issuer' } });
+    expect(cert.spec).toMatchObject({ secretName: 'edge-registrar-webhook-tls', issuerRef: { name: 'edge-registrar-webhook-ca', kind: 'Issuer' }, privateKey: { rotationPolicy: 'Always' } });
+    expect(cert.spec.isCA).toBeUndefined();
     expect(cert.spec.dnsNames).toContain('edge-registrar-webhook.edge-registrar.svc');
-    expect(find(objects, 'Issuer').spec).toEqual({ selfSigned: {} });
+    expect(find(objects, 'Certificate', 'edge-registrar-webhook-ca').spec).toMatchObject({ isCA: true, secretName: 'edge-registrar-webhook-ca', duration: '87600h', privateKey: { rotationPolicy: 'Never' }, issuerRef: { name: 'edge-registrar-webhook-selfsigned', kind: 'Issuer' } });
+    expect(find(objects, 'Issuer', 'edge-registrar-webhook-selfsigned').spec).toEqual({ selfSigned: {} });
+    expect(find(objects, 'Issuer', 'edge-registrar-webhook-ca').spec).toEqual({ ca: { secretName: 'edge-registrar-webhook-ca' } });
     for (const kind of ['MutatingWebhookConfiguration', 'ValidatingWebhookConfiguration']) {
       expect(find(objects, kind).metadata.annotations).toEqual({ 'cert-manager.io/inject-ca-from': 'edge-registrar/edge-registrar-webhook' });
     }
@@ -156,6 +191,7 @@ describe('helm lint and template', () => {
     const withIssuer = await render(['certificates.mode=cert-manager', 'certificates.certManager.issuerRef.name=corp-ca', 'certificates.certManager.issuerRef.kind=ClusterIssuer']);
     expect(find(withIssuer, 'Certificate').spec.issuerRef).toEqual({ name: 'corp-ca', kind: 'ClusterIssuer' });
     expect(withIssuer.some((o) => o.kind === 'Issuer')).toBe(false);
+    expect(withIssuer.filter((o) => o.kind === 'Certificate')).toHaveLength(1);
   });
 
   it('provided mode: the given Secret and caBundle', async () => {
@@ -180,6 +216,14 @@ describe('helm lint and template', () => {
     expect(find(inline, 'Secret', 'edge-registrar-redis').stringData).toEqual({ password: 's3cret' });
   });
 
+  it('Redis Cluster: the nodes, and neither Sentinel nor an empty list', async () => {
+    const objects = await render(['redis.cluster.enabled=true', 'redis.cluster.nodes={redis-0.redis:6379,redis-1.redis:6379}', 'redis.password=s3cret']);
+    expect(env(container(objects, 'edge-registrar-sync'))).toMatchObject({ REDIS_CLUSTER_NODES: 'redis-0.redis:6379,redis-1.redis:6379' });
+    await expect(render(['redis.cluster.enabled=true'])).rejects.toThrow(/redis.cluster.nodes/);
+    await expect(render(['redis.cluster.enabled=true', 'redis.cluster.nodes={r:6379}', 'redis.sentinel.enabled=true'])).rejects.toThrow(/choose one/);
+    await expect(render(['redis.cluster.nodes={redis-0}'])).rejects.toThrow(/redis\/cluster\/nodes\/0/);
+  });
+
   it('fullnameOverride renames everything, references included', async () => {
     const objects = await render(['fullnameOverride=reg'], 'whatever');
     const names = objects.filter((o) => o.metadata.labels?.['app.kubernetes.io/part-of'] === 'edge-registrar' && o.metadata.namespace === undefined && !['xrayr-vm', 'xrayr', 'xrayr-nodes'].includes(o.metadata.name));
@@ -202,8 +246,17 @@ describe('helm lint and template', () => {
     ['a Redis URL that is not redis:// or rediss://', 'redis.url=http://redis:6379', "at '/redis/url'"],
     ['a misspelt key', 'webhok.replicas=3', 'webhok'],
     ['provided mode without a caBundle', 'certificates.mode=provided', 'caBundle'],
+    // The policy, with the schema generated from the one the webhook parses it with: a bad one
+    // installed fine, and the webhook crash-looped at its next start, refusing every write.
+    ['an unknown policy key', 'policy.colour=blue', "at '/policy': additional properties 'colour' not allowed"],
+    ['a CIDR that is none', 'policy.address.allowCidrs={10.0.0.0/33}', "at '/policy/address/allowCidrs/0': '10.0.0.0/33' does not match pattern"],
+    ['a policy field of the wrong type', 'policy.ports.allowed=maybe', "at '/policy/ports/allowed'"],
+    // The tags read request headers: ALL_METRICS (ten metrics, four TCP) and repeats are refused.
+    ['ALL_METRICS for the per-VPS tags', 'perVpsMetrics.telemetry.metrics={ALL_METRICS}', "at '/perVpsMetrics/telemetry/metrics/0'"],
+    ['a metric named twice', 'perVpsMetrics.telemetry.metrics={REQUEST_COUNT,REQUEST_COUNT}', "at '/perVpsMetrics/telemetry/metrics'"],
+    ['an expression budget past what Envoy parses', 'perVpsMetrics.telemetry.maxExpressionCodepoints=100000', "at '/perVpsMetrics/telemetry/maxExpressionCodepoints'"],
   ])('values.schema.json rejects %s with a message naming it', async (_what, set, named) => {
-    const res = await helm(['template', 'edge-registrar', CHART, '--set', set, ...(set.includes('provided') ? ['--set', 'certificates.provided.secretName=x'] : [])]);
+    const res = await helm(['template', 'edge-registrar', CHART, '--set', TEST_IMAGE, '--set', set, ...(set.includes('provided') ? ['--set', 'certificates.provided.secretName=x'] : [])]);
     expect(res.code).not.toBe(0);
     expect(res.stderr).toContain('values don\'t meet the specifications of the schema');
     expect(res.stderr).toContain(named);

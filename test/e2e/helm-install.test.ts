@@ -15,13 +15,13 @@ import { afterAll, beforeAll, describe, expect, inject, it } from 'vitest';
 import { createServingCertificate, serviceHostNames } from '../../src/certs/authority.ts';
 import { pemBlocks } from '../../src/certs/renewal.ts';
 import { SECRET_KEYS, SelfManagedCertificate } from '../../src/certs/self-managed.ts';
-import { webhookConfig } from '../../src/config.ts';
+import { webhookConfig } from '../../src/config/webhook.ts';
 import { loadKubeConfig } from '../../src/kube/client.ts';
-import { createLogger } from '../../src/telemetry/logger.ts';
+import { createLogger } from '../../src/observability/logger.ts';
 import { runWebhook, type RunningWebhook } from '../../src/webhook/run.ts';
 import { kubeconfigFor, startCluster, type StartedCluster } from '../harness/kube-cluster.ts';
 import { capture } from '../harness/capture.ts';
-import { CHART, helm, render } from './helm-support.ts';
+import { CHART, TEST_IMAGE, helm, render } from './helm-support.ts';
 import { waitFor } from './support.ts';
 
 const RELEASE_NS = 'edge-registrar';
@@ -83,7 +83,7 @@ afterAll(async () => {
 
 describe('helm install into a real API server', () => {
   it('installs with default values; the objects carry what they must', async () => {
-    const res = await helm(['install', 'edge-registrar', CHART, '--namespace', RELEASE_NS, '--create-namespace', '--set', 'sync.replicas=1'], kubeconfigFor(cluster.state, 'admin'));
+    const res = await helm(['install', 'edge-registrar', CHART, '--namespace', RELEASE_NS, '--create-namespace', '--set', TEST_IMAGE, '--set', 'sync.replicas=1'], kubeconfigFor(cluster.state, 'admin'));
     expect(res.stderr).toBe('');
     expect(res.stdout).toContain('STATUS: deployed');
     // NOTES.txt tells the user how to check that entries flow.
@@ -140,6 +140,18 @@ describe('helm install into a real API server', () => {
       [SYNC_SA, 'get', 'secrets', RELEASE_NS, false],
       [SYNC_SA, 'list', 'pods', 'airport-prod', false],
       [SYNC_SA, 'create', 'serviceentries.networking.istio.io', 'airport-prod', false],
+      // Events about its entries and its Lease: create, and patch a series' count; nothing else.
+      [SYNC_SA, 'create', 'events.events.k8s.io', 'airport-prod', true],
+      [SYNC_SA, 'patch', 'events.events.k8s.io', 'airport-prod', true],
+      [SYNC_SA, 'get', 'events.events.k8s.io', 'airport-prod', false],
+      [SYNC_SA, 'list', 'events.events.k8s.io', 'airport-prod', false],
+      [SYNC_SA, 'watch', 'events.events.k8s.io', 'airport-prod', false],
+      [SYNC_SA, 'update', 'events.events.k8s.io', 'airport-prod', false],
+      [SYNC_SA, 'delete', 'events.events.k8s.io', 'airport-prod', false],
+      [SYNC_SA, 'deletecollection', 'events.events.k8s.io', 'airport-prod', false],
+      [SYNC_SA, 'create', 'events.events.k8s.io', 'default', false],
+      [SYNC_SA, 'create', 'events', 'airport-prod', false],
+      [WEBHOOK_SA, 'create', 'events.events.k8s.io', 'airport-prod', false],
     ];
     const results = await Promise.all(table.map(async ([user, verb, resource, ns]) => can(user, verb, resource, ns)));
     const wrong = table.filter((row, i) => results[i] !== row[4]).map(([user, verb, resource, ns, want]) => `${user.split(':').at(-1)} ${verb} ${resource} -n ${ns ?? '(cluster)'}: want ${want ? 'yes' : 'no'}`);
@@ -164,7 +176,7 @@ describe('self-mode certificate lifecycle against the real API server, as the ch
     expect((await manager().reconcile()).action).toBe('used');
     expect((await getJson(['-n', RELEASE_NS, 'get', 'secret', SECRET])).metadata.resourceVersion).toBe(before);
     // helm upgrade leaves the injected caBundle alone (the template does not set it).
-    const upgraded = await helm(['upgrade', 'edge-registrar', CHART, '--namespace', RELEASE_NS, '--set', 'sync.replicas=1', '--set', 'webhook.timeoutSeconds=7'], kubeconfigFor(cluster.state, 'admin'));
+    const upgraded = await helm(['upgrade', 'edge-registrar', CHART, '--namespace', RELEASE_NS, '--set', TEST_IMAGE, '--set', 'sync.replicas=1', '--set', 'webhook.timeoutSeconds=7'], kubeconfigFor(cluster.state, 'admin'));
     expect(upgraded.code, upgraded.stderr).toBe(0);
     const after = await getJson(['get', 'validatingwebhookconfiguration', 'edge-registrar']);
     expect(after.webhooks[0].timeoutSeconds).toBe(7);

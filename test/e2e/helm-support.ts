@@ -22,9 +22,12 @@ export function helm(args: string[], kubeconfig?: string): Promise<Captured> {
   return capture(inject('helm'), [...args, ...(kubeconfig ? ['--kubeconfig', kubeconfig] : [])], { env });
 }
 
-/** `helm template edge-registrar CHART -n edge-registrar --set ...`, parsed. */
+/** The image the tests name (the chart requires one; nothing pulls it here). */
+export const TEST_IMAGE = 'image.repository=edge-registrar-test/edge-registrar';
+
+/** `helm template edge-registrar CHART -n edge-registrar --set TEST_IMAGE --set ...`, parsed. */
 export async function render(set: string[] = [], release = 'edge-registrar'): Promise<K8sObject[]> {
-  const res = await helm(['template', release, CHART, '--namespace', 'edge-registrar', ...set.flatMap((s) => ['--set', s])]);
+  const res = await helm(['template', release, CHART, '--namespace', 'edge-registrar', ...[TEST_IMAGE, ...set].flatMap((s) => ['--set', s])]);
   if (res.code !== 0) throw new Error(res.stderr);
   return parseAllDocuments(res.stdout)
     .map((d) => d.toJS() as K8sObject | null)

@@ -2,17 +2,18 @@
  * The webhook as its own process (bench/webhook-memory.ts, the bad-input tests): the real server (runWebhook),
  * TLS, with a namespace view (1,000 entries by default) in place of the informers (no API server
  * needed), logging at EDGE_REGISTRAR_LOG_LEVEL (silent by default: the measure is memory).
- * WEBHOOK_HEADERS_TIMEOUT_MS shortens the header timeout; WEBHOOK_LOG_FILE takes its logs. Prints its ports and CA as one JSON line.
+ * WEBHOOK_HEADERS_TIMEOUT_MS shortens the header timeout; WEBHOOK_LOG_FILE takes its logs;
+ * EDGE_REGISTRAR_MAX_BODY_BYTES_IN_FLIGHT sets the body budget. Prints its ports and CA as one JSON line.
  */
 import { mkdtemp } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { createCertificateAuthority, createServingCertificate } from '../../src/certs/authority.ts';
 import { writeCertificateFiles } from '../../src/certs/files.ts';
-import { webhookConfig } from '../../src/config.ts';
+import { webhookConfig } from '../../src/config/webhook.ts';
 import { ClusterIndex } from '../../src/kube/cluster-index.ts';
 import { pino } from 'pino';
-import { createLogger } from '../../src/telemetry/logger.ts';
+import { createLogger } from '../../src/observability/logger.ts';
 import { runWebhook } from '../../src/webhook/run.ts';
 const dir = await mkdtemp(join(tmpdir(), 'mem-'));
 const ca = createCertificateAuthority('ca', 30);
@@ -27,7 +28,7 @@ view.replace('Service', 'airport-prod', Array.from({ length: services }, (_, i) 
 view.replace('ServiceAccount', 'airport-prod', [{ metadata: { name: 'xrayr-vm' } }]);
 // Tests shorten the header timeout to see a slow client cut off without waiting 10 s.
 const headersTimeoutMs = process.env.WEBHOOK_HEADERS_TIMEOUT_MS === undefined ? {} : { headersTimeoutMs: Number(process.env.WEBHOOK_HEADERS_TIMEOUT_MS) };
-const config = { ...webhookConfig({ host: '127.0.0.1', port: '0', metricsPort: '0', tlsCert: join(dir, 'tls.crt'), tlsKey: join(dir, 'tls.key'), kubeconfig: '/dev/null' }, {}), ...headersTimeoutMs, shutdownDelayMs: 0 };
+const config = { ...webhookConfig({ host: '127.0.0.1', port: '0', metricsPort: '0', tlsCert: join(dir, 'tls.crt'), tlsKey: join(dir, 'tls.key'), kubeconfig: '/dev/null', maxBodyBytesInFlight: process.env.EDGE_REGISTRAR_MAX_BODY_BYTES_IN_FLIGHT }, {}), ...headersTimeoutMs, shutdownDelayMs: 0 };
 const level = (process.env.EDGE_REGISTRAR_LOG_LEVEL ?? 'silent') as 'info';
 // Logs go to a file when asked (a drained stdout, as in a pod); stdout carries the ports line.
 const logFile = process.env.WEBHOOK_LOG_FILE;

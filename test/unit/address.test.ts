@@ -85,6 +85,11 @@ describe('only bare IP literals parse', () => {
     ['010.1.1.1', 'ambiguous'],
     ['0x08.8.8.8', 'ambiguous'],
     ['8.8.8', 'ambiguous'],
+    // The same forms inside IPv6 (ipaddr.js parses the dotted tail leniently and would fold them).
+    ['::ffff:0x8.8.8.8', 'ambiguous'],
+    ['::ffff:8.8.8.010', 'ambiguous'],
+    ['::ffff:010.8.8.8', 'ambiguous'],
+    ['64:ff9b::08.8.8.8', 'ambiguous'],
     ['fe80::1%eth0', 'zone id'],
     ['1.2.3.256', 'not an IP'],
     ['2606:4700::1111::1', 'not an IP'],

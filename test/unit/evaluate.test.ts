@@ -212,9 +212,22 @@ networks: [external]
 
   it('rejects a bad policy file with the field, value and rule', () => {
     expect(() => parsePolicy('address:\n  allowCidrs: [10.0.0.0/33]\n', 'p.yaml')).toThrow(/p.yaml: invalid policy: address.allowCidrs\[0\]: must be a CIDR.*got "10.0.0.0\/33"/);
-    expect(() => parsePolicy('namePattern: "("\n', 'p.yaml')).toThrow(/namePattern: must be a valid regular expression/);
+    expect(() => parsePolicy('namePattern: "("\n', 'p.yaml')).toThrow(/namePattern: must be an RE2 regular expression.*missing closing \)/);
     expect(() => parsePolicy('colour: blue\n', 'p.yaml')).toThrow(/colour/);
     expect(() => parsePolicy('app: [\n', 'p.yaml')).toThrow(/not valid YAML/);
+  });
+
+  it('refuses a name pattern that cannot match in linear time, naming why', () => {
+    expect(() => parsePolicy('namePattern: "^(vps)-\\\\1$"\n', 'p.yaml')).toThrow(/namePattern: must be an RE2 regular expression, which matches in linear time.*invalid escape sequence: `\\1`/);
+    expect(() => parsePolicy('namePattern: "^vps-(?=[a-z])"\n', 'p.yaml')).toThrow(/namePattern: .*unsupported Perl syntax: `\(\?=`/);
+  });
+
+  // Under JavaScript's backtracking RegExp this name takes 2^40 steps against ^(a+)+$ and the
+  // test times out; RE2 answers in time linear in the name.
+  it('matches a nested-quantifier pattern against a long name in linear time', () => {
+    const nested = parsePolicy("namePattern: '^(a+)+$'\n", 'p.yaml');
+    const name = `${'a'.repeat(40)}!`;
+    expect(rulesOf((e) => (e.metadata.name = name), { policy: nested, view: clusterWith(() => undefined) })).toContain('name.pattern');
   });
 
   it('an empty file is the defaults', () => {

@@ -134,11 +134,36 @@ describe('validation', () => {
     expect(denied.violations.map((v) => v.rule)).toEqual(['weight.zero']);
   });
 
-  it('allows updates to an entry being deleted (finalizer removal)', () => {
-    const entry = completeEntry() as { metadata: Record<string, unknown>; spec: Record<string, unknown> };
-    entry.spec.address = '10.0.0.1';
+  /** An entry being deleted, held by `finalizers`, as the API server stores it. */
+  const terminating = (finalizers: string[], change: (entry: { metadata: Record<string, any>; spec: Record<string, any> }) => void = () => undefined): unknown => {
+    const entry = completeEntry() as { metadata: Record<string, any>; spec: Record<string, any> };
     entry.metadata.deletionTimestamp = '2026-11-21T00:00:00Z';
-    expect(handleValidate(admissionRequest('UPDATE', entry, { oldObject: entry }), context()).response.allowed).toBe(true);
+    entry.metadata.deletionGracePeriodSeconds = 0;
+    entry.metadata.finalizers = finalizers;
+    entry.metadata.resourceVersion = String(100 + finalizers.length);
+    change(entry);
+    return entry;
+  };
+
+  it('allows removing finalizers from an entry being deleted, even one that breaks the rules', () => {
+    const broken = (entry: { spec: Record<string, any> }): void => { entry.spec.address = '10.0.0.1'; };
+    const request = admissionRequest('UPDATE', terminating([], broken), { oldObject: terminating(['example.com/hold'], broken) });
+    expect(handleValidate(request, context()).response.allowed).toBe(true);
+    expect(handleMutate(request, context()).decision).toBe('ignored');
+  });
+
+  it('judges any other update of an entry being deleted by every rule (no way around the guard)', () => {
+    const held = terminating(['example.com/hold']);
+    const changed = terminating(['example.com/hold'], (entry) => {
+      entry.spec.address = '10.0.0.5';
+      entry.spec.labels['security.istio.io/tlsMode'] = 'istio';
+    });
+    const { response, violations } = handleValidate(admissionRequest('UPDATE', changed, { oldObject: held }), context());
+    expect(response.allowed).toBe(false);
+    expect(violations.map((v) => v.rule).sort()).toEqual(['address.public-unicast', 'labels.tls-mode']);
+    // Taking a finalizer off in the same update does not make the change a finalizer removal.
+    const alsoUnheld = terminating([], (entry) => { entry.spec.address = '10.0.0.5'; });
+    expect(handleValidate(admissionRequest('UPDATE', alsoUnheld, { oldObject: held }), context()).response.allowed).toBe(false);
   });
 
   it('ignores other kinds, subresources and namespaces', () => {
@@ -231,6 +256,22 @@ describe('ownership', () => {
     expect(response.warnings?.[0]).toMatch(/break-glass: bob may delete/);
   });
 
+  it.each([USERS.gc, USERS.alice])("$username may take a finalizer off a managed entry being deleted (the garbage collector after --cascade=foreground)", (user) => {
+    const deleting = (finalizers: string[]): unknown => {
+      const entry = structuredClone(managed) as { metadata: Record<string, unknown> };
+      entry.metadata.deletionTimestamp = '2026-11-21T00:00:00Z';
+      entry.metadata.finalizers = finalizers;
+      return entry;
+    };
+    const request = admissionRequest('UPDATE', deleting([]), { oldObject: deleting(['foregroundDeletion']), user });
+    expect(handleValidate(request, context()).response).toEqual({ uid: request.uid, allowed: true });
+    // Anything more than the finalizer is still a change to a managed entry.
+    const relabelled = deleting([]) as { metadata: { labels: Record<string, string> } };
+    relabelled.metadata.labels = { ...relabelled.metadata.labels, tier: 'gold' };
+    const refused = handleValidate(admissionRequest('UPDATE', relabelled, { oldObject: deleting(['foregroundDeletion']), user }), context()).response;
+    expect(refused.status?.message).toContain('[ownership.managed]');
+  });
+
   it.each([USERS.gc, USERS.namespaceController])('%s may always delete', (user) => {
     expect(handleValidate(admissionRequest('DELETE', undefined, { oldObject: managed, user }), context()).response.allowed).toBe(true);
   });
@@ -241,6 +282,47 @@ describe('ownership', () => {
     auto.spec.address = '10.1.2.3';
     expect(handleValidate(admissionRequest('CREATE', auto, { user: USERS.istiod }), context()).response.allowed).toBe(true);
     expect(handleValidate(admissionRequest('CREATE', auto, { user: USERS.alice }), context()).response.allowed).toBe(false);
+  });
+
+  describe("the leader fence: the sync daemon's write must come from the Lease's current term", () => {
+    const stamped = (token: string | undefined): unknown => {
+      const entry = completeEntry({ managed: true }) as { metadata: { annotations?: Record<string, string> } };
+      entry.metadata.annotations = { 'edge-registrar.io/vps-id': 'v1', ...(token === undefined ? {} : { 'edge-registrar.io/leader': token }) };
+      return entry;
+    };
+    /** The namespace with the sync Lease held at `token` (null: no holder; undefined: the Lease not seen yet). */
+    const withLease = (token: string | null | undefined): HandlerContext => ({
+      ...context((index) => {
+        if (token === undefined) return;
+        const [holder = '', transitions = '0'] = (token ?? '@0').split('@');
+        index.replace('Lease', NAMESPACE, [{ metadata: { name: 'edge-registrar-sync' }, spec: { holderIdentity: holder, leaseTransitions: Number(transitions) } }]);
+      }),
+      syncLeaseName: 'edge-registrar-sync',
+    });
+    it.each<[string, string | undefined, string | null | undefined, 'CREATE' | 'UPDATE', boolean | 409]>([
+      ['the holder creates', 'sync-b@4', 'sync-b@4', 'CREATE', true],
+      ['a deposed leader creates (a late write)', 'sync-a@3', 'sync-b@4', 'CREATE', 409],
+      ['a deposed leader updates', 'sync-a@3', 'sync-b@4', 'UPDATE', 409],
+      ['the same holder after losing the Lease and taking it back (a new term)', 'sync-a@3', 'sync-a@5', 'CREATE', 409],
+      ['no one holds the Lease', 'sync-a@3', null, 'CREATE', 409],
+      ['the webhook has not seen the Lease yet', 'sync-a@3', undefined, 'CREATE', 409],
+      ['a daemon from before the fence (no token)', undefined, 'sync-b@4', 'CREATE', true],
+    ])('%s', (_name, token, lease, operation, expected) => {
+      const request = admissionRequest(operation, stamped(token), { oldObject: operation === 'UPDATE' ? stamped('sync-b@4') : undefined, user: USERS.sync });
+      const { response } = handleValidate(request, withLease(lease));
+      if (expected === true) expect(response.allowed).toBe(true);
+      else {
+        expect(response.allowed).toBe(false);
+        // 409: the daemon retries it, finds its term over and leaves the event to the new leader.
+        expect(response.status?.code).toBe(409);
+        expect(response.status?.message).toContain('[ownership.leader] metadata.annotations["edge-registrar.io/leader"]');
+      }
+    });
+
+    it('does not judge deletes (they carry the resourceVersion read as a precondition)', () => {
+      const request = admissionRequest('DELETE', undefined, { oldObject: stamped('sync-a@3'), user: USERS.sync });
+      expect(handleValidate(request, withLease('sync-b@4')).response.allowed).toBe(true);
+    });
   });
 
   it('a plain user may write unmanaged entries that pass the rules', () => {

@@ -6,14 +6,15 @@
 import jsonPatch from 'fast-json-patch';
 import { mkdtemp, readFile, rm, writeFile } from 'node:fs/promises';
 import { Agent } from 'node:https';
+import { connect as tlsConnect } from 'node:tls';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { createCertificateAuthority, createServingCertificate } from '../../src/certs/authority.ts';
 import { writeCertificateFiles } from '../../src/certs/files.ts';
-import { webhookConfig } from '../../src/config.ts';
+import { webhookConfig } from '../../src/config/webhook.ts';
 import { ClusterIndex } from '../../src/kube/cluster-index.ts';
-import { createLogger } from '../../src/telemetry/logger.ts';
+import { createLogger } from '../../src/observability/logger.ts';
 import { runWebhook, type RunningWebhook } from '../../src/webhook/run.ts';
 import { NAMESPACE, USERS, admissionRequest, admissionReview, completeEntry, seedEntry } from '../fixtures/entries.ts';
 import { httpsRequest, postJson } from '../harness/https-client.ts';
@@ -199,5 +200,62 @@ describe('reloads', () => {
     await writeFile(policyFile, 'app: xrayr\n');
     await expect.poll(allowedPorts, { timeout: 5000 }).toBe(false);
     expect(await readFile(policyFile, 'utf8')).toBe('app: xrayr\n');
+  });
+});
+
+describe('request bodies held at once are bounded', () => {
+  const KiB = 1024;
+  let bounded: RunningWebhook;
+
+  beforeAll(async () => {
+    const view = new ClusterIndex(NAMESPACE);
+    view.replace('WorkloadEntry', NAMESPACE, []);
+    view.replace('Service', NAMESPACE, []);
+    view.replace('ServiceAccount', NAMESPACE, [{ metadata: { name: 'xrayr-vm' } }]);
+    const config = {
+      ...webhookConfig({ port: '0', host: '127.0.0.1', tlsCert: join(dir, 'tls.crt'), tlsKey: join(dir, 'tls.key'), maxBodyBytesInFlight: String(1024 * KiB) }, {}),
+      shutdownDelayMs: 0,
+      bodyLimitBytes: 512 * KiB,
+      bodyTimeoutMs: 1_500,
+    };
+    bounded = await runWebhook(config, createLogger('silent', 'test'), { view });
+  });
+
+  afterAll(async () => {
+    await bounded.stop();
+  });
+
+  /** A connection that announces `bytes` of body, sends 100 and holds on; resolves with the status line it is answered with. */
+  const slowBody = async (bytes: number): Promise<{ answered: Promise<string> }> => {
+    const socket = tlsConnect({ host: '127.0.0.1', port: bounded.port, ca: ca.cert, servername: 'localhost' });
+    socket.on('error', () => undefined);
+    await new Promise<void>((resolve) => socket.once('secureConnect', resolve));
+    let received = '';
+    const answered = new Promise<string>((resolve) => {
+      socket.on('data', (d: Buffer) => { received += d.toString(); if (received.includes('\r\n\r\n')) resolve(received); });
+      socket.once('close', () => { resolve(received); });
+    });
+    socket.write(`POST /validate HTTP/1.1\r\nHost: localhost\r\nContent-Type: application/json\r\nContent-Length: ${bytes}\r\n\r\n${' '.repeat(100)}`);
+    return { answered };
+  };
+  const gauge = async (): Promise<number> => {
+    const { body } = await httpsRequest(bounded.port, { path: '/metrics', ca: ca.cert });
+    return Number(body.split('\n').find((l) => l.startsWith('edge_registrar_webhook_body_bytes_in_flight '))?.split(' ')[1]);
+  };
+
+  it('sheds a body that does not fit with 429 and Retry-After, still answers a real review, and frees what a too-slow body held', async () => {
+    const held = [await slowBody(400 * KiB), await slowBody(400 * KiB)];
+    await expect.poll(gauge).toBe(800 * KiB);
+    // 800 KiB held: a third large body would pass the 896 KiB large bodies may use.
+    const shed = await (await slowBody(400 * KiB)).answered;
+    expect(shed.split('\r\n')[0]).toBe('HTTP/1.1 429 Too Many Requests');
+    expect(shed.toLowerCase()).toContain('retry-after: 1');
+    expect(shed).toContain('holds 1048576 bytes of request bodies at most');
+    // A real review is small, and the room kept for small ones is free.
+    const review = await postJson(bounded.port, '/validate', admissionReview(admissionRequest('CREATE', completeEntry())), ca.cert);
+    expect([review.status, review.body]).toEqual([200, expect.stringContaining('"allowed":true')]);
+    // The held bodies never finish: cut off at the body timeout, and their room given back.
+    for (const { answered } of held) expect((await answered).split('\r\n')[0]).toBe('HTTP/1.1 408 Request Timeout');
+    expect(await gauge()).toBe(0);
   });
 });

@@ -48,7 +48,7 @@ app.kubernetes.io/instance: {{ .Release.Name }}
 {{- end -}}
 
 {{- define "edge-registrar.image" -}}
-{{ .Values.image.repository }}:{{ .Values.image.tag | default .Chart.AppVersion }}
+{{ required "image.repository: name the image you built from the repository's Dockerfile and pushed (<your-registry>/edge-registrar); there is no public image, and webhooks with failurePolicy Fail in front of pods that cannot pull theirs would refuse every WorkloadEntry write" .Values.image.repository }}:{{ .Values.image.tag | default .Chart.AppVersion }}
 {{- end -}}
 
 {{/* The sync daemon's identity as the API server sees it: the policy's ownership rule allows it. */}}
@@ -115,3 +115,8 @@ securityContext:
 {{- range . -}}{{- $refs = append $refs (printf "%s/%s/%s" (default "" .group) .kind .name) -}}{{- end -}}
 {{- join "," $refs -}}
 {{- end }}
+
+{{/* Fails the render with Go's RE2 parse error for a pattern RE2 cannot compile; renders nothing otherwise. */}}
+{{- define "policy.namePattern must be an RE2 regular expression" -}}
+{{- $_ := mustRegexMatch . "" -}}
+{{- end -}}
