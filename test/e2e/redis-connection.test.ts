@@ -6,20 +6,28 @@
 import { mkdtemp, rm, writeFile } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
+import { fileURLToPath } from 'node:url';
 import { Redis } from 'ioredis';
 import { afterAll, afterEach, beforeAll, beforeEach, describe, expect, it } from 'vitest';
 import { inject } from 'vitest';
 import { createCertificateAuthority, createServingCertificate } from '../../src/certs/authority.ts';
-import type { RedisConfig } from '../../src/config.ts';
+import type { RedisConfig } from '../../src/config/redis.ts';
+import { daemonKeys } from '../../src/redis/keys.ts';
 import { publish } from '../../src/sync/publisher.ts';
 import type { RunningSync } from '../../src/sync/run.ts';
+import { documentedCommand } from '../harness/doc-snippets.ts';
 import { kubeconfigFor } from '../harness/kube-cluster.ts';
 import { ensureRedisServer, startRedis, startSentinel, type RunningRedis, type StartRedisOptions } from '../harness/redis-server.ts';
 import { STREAM, deadLetters, publishRegister, settled, startTestSync, testSyncConfig } from './sync-support.ts';
 import { NAMESPACE, deleteAllEntries, ensureBase, kubectl, mustKubectl, startRegisteredWebhook, type E2EWebhook } from './support.ts';
 
-/** The README's ACL for the daemon's Redis user (keys: the stream, its DLQ, the state). */
-const SYNC_ACL = '~sigma:vps-events ~sigma:vps-events:dlq ~edge-registrar:* resetchannels -@all +@stream +@hash +@set +del +expire +@scripting +@transaction +@connection +info';
+/** The ACL commands exactly as the docs print them (the daemon's user, sigma-api's producer), run with `redis-cli` semantics. */
+const OPERATING = fileURLToPath(new URL('../../docs/operating.md', import.meta.url));
+const EVENT_CONTRACT = fileURLToPath(new URL('../../docs/event-contract.md', import.meta.url));
+function documentedAcl(file: string, user: string, password: string): string[] {
+  const words = documentedCommand(file, `redis-cli ACL SETUSER ${user} `);
+  return words.slice(1).map((w) => (w === '>PASSWORD' ? `>${password}` : w));
+}
 
 let hook: E2EWebhook;
 let dir: string;
@@ -63,7 +71,7 @@ function client(redis: Redis): Redis {
 
 /** Runs the daemon on `redis`, feeds it a register and a poison event through `producer`, and checks both outcomes. */
 async function flowsThrough(redis: RedisConfig, producer: Redis): Promise<void> {
-  const sync: RunningSync = await startTestSync(testSyncConfig(kubeconfigFor(inject('cluster'), 'sync'), redis.url, { redis, claimIdleMs: 1_000 }));
+  const sync: RunningSync = await startTestSync(testSyncConfig(kubeconfigFor(inject('cluster'), 'sync'), redis.url, { redis, strayCheckMs: 1_000 }));
   stops.push(() => sync.stop());
   await publishRegister(producer, 'v1', 'vps-jp-01', '103.21.244.10');
   await publish(producer, STREAM, ['event', 'reboot', 'vps_id', 'v2']);
@@ -81,11 +89,29 @@ describe('Redis deployments', () => {
   it('an ACL user with only the documented permissions and a password', async () => {
     const server = await redisServer({});
     const admin = client(new Redis(server.url));
-    await admin.call('ACL', 'SETUSER', 'edge-registrar', 'reset', 'on', '>s3cret-pass', ...SYNC_ACL.split(' '));
+    await admin.call(...(documentedAcl(OPERATING, 'edge-registrar', 's3cret-pass') as [string, ...string[]]));
     // Refused outside its keys: the permissions are real.
     const limited = client(new Redis({ port: server.port, host: '127.0.0.1', username: 'edge-registrar', password: 's3cret-pass' }));
     await expect(limited.get('other-key')).rejects.toThrow(/NOPERM/);
     await flowsThrough({ url: server.url, username: 'edge-registrar', password: 's3cret-pass', tls: false, sentinelName: 'mymaster' }, admin);
+  });
+
+  it("sigma-api's producer user, as documented: publishes events and reads outcomes, and nothing else", async () => {
+    const server = await redisServer({});
+    const admin = client(new Redis(server.url));
+    await admin.call(...(documentedAcl(EVENT_CONTRACT, 'sigma-api', 'producer-pass') as [string, ...string[]]));
+    const producer = client(new Redis({ port: server.port, host: '127.0.0.1', username: 'sigma-api', password: 'producer-pass' }));
+    const keys = daemonKeys('sigma:vps-events', 'airport-prod');
+    const id = await producer.xadd('sigma:vps-events', '*', 'event', 'retire', 'vps_id', 'v1');
+    expect(id).toMatch(/^\d+-\d+$/);
+    await admin.xadd(keys.outcomes, '*', 'source_id', id ?? '', 'outcome', 'unchanged', 'at', new Date().toISOString());
+    expect(await producer.xread('COUNT', 10, 'STREAMS', keys.outcomes, '0')).toHaveLength(1);
+    expect(await producer.xrange(keys.outcomes, '-', '+')).toHaveLength(1);
+    // Read-only on the outcomes, blind to the daemon's own keys.
+    await expect(producer.xadd(keys.outcomes, '*', 'outcome', 'applied')).rejects.toThrow(/NOPERM/);
+    await expect(producer.xrange(keys.deadLetters, '-', '+')).rejects.toThrow(/NOPERM/);
+    await expect(producer.hgetall(keys.vps('v1'))).rejects.toThrow(/NOPERM/);
+    await expect(producer.xreadgroup('GROUP', 'edge-registrar', 'x', 'STREAMS', 'sigma:vps-events', '>')).rejects.toThrow(/NOPERM/);
   });
 
   it('TLS, trusting only the CA given (rediss:// and REDIS_TLS_CA_FILE)', async () => {

@@ -32,7 +32,7 @@ export function freePort(): Promise<number> {
 }
 
 /** Starts a server and polls `ready` (a failure counts as not yet) for 20 s; the error carries its output. */
-async function spawnUntilReady(binary: string, args: string[], failure: string, ready: () => Promise<boolean>): Promise<ChildProcess> {
+export async function spawnUntilReady(binary: string, args: string[], failure: string, ready: () => Promise<boolean>): Promise<ChildProcess> {
   const child = spawn(binary, args, { stdio: ['ignore', 'pipe', 'pipe'] });
   let output = '';
   child.stdout.on('data', (c: Buffer) => (output = (output + c.toString()).slice(-4000)));
@@ -50,7 +50,7 @@ async function spawnUntilReady(binary: string, args: string[], failure: string, 
 }
 
 /** SIGTERM, and SIGKILL if it has not exited 5 s later. */
-function stopServer(child: ChildProcess): Promise<void> {
+export function stopServer(child: ChildProcess): Promise<void> {
   return new Promise<void>((resolve) => {
     if (child.exitCode !== null || child.signalCode !== null) {
       resolve();
