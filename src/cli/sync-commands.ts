@@ -2,34 +2,33 @@
 import { readFile } from 'node:fs/promises';
 import { hostname } from 'node:os';
 import type { Redis } from 'ioredis';
-import { publishConfig, syncConfig, type RedisFlags, type SyncFlags } from '../config.ts';
-import { createRedis } from '../redis/connection.ts';
+import { namespaceOf } from '../config/common.ts';
+import { publishConfig, type RedisFlags } from '../config/redis.ts';
+import { syncConfig, type SyncFlags } from '../config/sync.ts';
+import { withRedis } from '../redis/connection.ts';
 import { formatOf, planBackfill } from '../sync/backfill.ts';
-import { dlqStream, originalFields } from '../sync/dead-letter.ts';
+import { daemonKeys, deadLetterStream } from '../redis/keys.ts';
+import { migrateLegacyKeys } from '../sync/migrate-keys.ts';
+import { originalFields } from '../sync/dead-letter.ts';
 import { fieldsToRecord } from '../sync/event.ts';
 import { eventFields, publish, publishMany } from '../sync/publisher.ts';
 import { runSync } from '../sync/run.ts';
-import { createLogger } from '../telemetry/logger.ts';
+import { createLogger } from '../observability/logger.ts';
 import { redactUrlCredentials } from '../util/redact.ts';
-import { runUntilSignal } from './run-until-signal.ts';
+import { exitAfterStop, runUntilSignal } from './run-until-signal.ts';
 
 export async function runSyncCommand(flags: SyncFlags): Promise<void> {
   const config = syncConfig(flags, process.env, `${hostname()}-${process.pid}`);
   const logger = createLogger(config.logLevel, 'sync');
   const running = await runSync(config, logger);
-  await runUntilSignal(running, logger);
+  // The daemon bounds its own stop by shutdownTimeoutMs; this is the backstop past it.
+  await runUntilSignal(running, logger, { stopDeadlineMs: config.shutdownTimeoutMs + 5_000 });
+  await exitAfterStop(logger);
 }
 
-async function withRedis<T>(flags: RedisFlags, use: (redis: Redis, stream: string) => Promise<T>): Promise<T> {
+async function withStream<T>(flags: RedisFlags, use: (redis: Redis, stream: string) => Promise<T>): Promise<T> {
   const config = publishConfig(flags, process.env);
-  const redis = createRedis(config.redis, 'commands');
-  redis.on('error', () => undefined); // reported by the command that fails
-  try {
-    await redis.connect();
-    return await use(redis, config.stream);
-  } finally {
-    redis.disconnect();
-  }
+  return withRedis(config.redis, {}, (redis) => use(redis, config.stream));
 }
 
 export interface PublishFlags extends RedisFlags {
@@ -66,7 +65,7 @@ export async function runPublish(event: string, flags: PublishFlags): Promise<vo
     process.exitCode = 2;
     return;
   }
-  const id = await withRedis(flags, (redis, stream) => publish(redis, stream, fields.fields));
+  const id = await withStream(flags, (redis, stream) => publish(redis, stream, fields.fields));
   console.log(id);
 }
 
@@ -113,15 +112,15 @@ export async function runBackfill(flags: RedisFlags & { from: string; dryRun?: b
     console.error(`dry run: ${plan.events.length} register event(s) would be published`);
     return;
   }
-  const ids = await withRedis(flags, (redis, stream) => publishMany(redis, stream, plan.events));
+  const ids = await withStream(flags, (redis, stream) => publishMany(redis, stream, plan.events));
   console.error(`published ${ids.length} register event(s) (${ids[0] ?? '-'} .. ${ids[ids.length - 1] ?? '-'})`);
 }
 
 type DlqEntry = [string, string[]];
 
 export async function runDlqList(flags: RedisFlags & { count?: string }): Promise<void> {
-  await withRedis(flags, async (redis, stream) => {
-    const entries = (await redis.xrange(dlqStream(stream), '-', '+', 'COUNT', Number(flags.count ?? 100))) as DlqEntry[];
+  await withStream(flags, async (redis, stream) => {
+    const entries = (await redis.xrange(deadLetterStream(stream), '-', '+', 'COUNT', Number(flags.count ?? 100))) as DlqEntry[];
     for (const [id, raw] of entries) {
       const f = fieldsToRecord(raw);
       console.log(`${id}  ${f.dlq_at ?? ''}  ${f.dlq_rule ?? ''}  ${f.event ?? '(no event)'} vps_id=${f.vps_id ?? '-'} name=${f.name ?? '-'}  ${f.dlq_reason ?? ''}`);
@@ -131,8 +130,8 @@ export async function runDlqList(flags: RedisFlags & { count?: string }): Promis
 }
 
 export async function runDlqShow(id: string, flags: RedisFlags): Promise<void> {
-  await withRedis(flags, async (redis, stream) => {
-    const [entry] = (await redis.xrange(dlqStream(stream), id, id)) as DlqEntry[];
+  await withStream(flags, async (redis, stream) => {
+    const [entry] = (await redis.xrange(deadLetterStream(stream), id, id)) as DlqEntry[];
     if (entry === undefined) {
       console.error(`no dead-lettered entry ${id}`);
       process.exitCode = 1;
@@ -153,8 +152,8 @@ function oneIdOrAll(command: string, id: string | undefined, all: boolean | unde
 /** Puts dead-lettered events back on the stream (after the producer or the policy was fixed). */
 export async function runDlqReplay(id: string | undefined, flags: RedisFlags & { all?: boolean }): Promise<void> {
   if (!oneIdOrAll('replay', id, flags.all)) return;
-  await withRedis(flags, async (redis, stream) => {
-    const dlq = dlqStream(stream);
+  await withStream(flags, async (redis, stream) => {
+    const dlq = deadLetterStream(stream);
     const entries = (id !== undefined ? await redis.xrange(dlq, id, id) : await redis.xrange(dlq, '-', '+')) as DlqEntry[];
     if (entries.length === 0) {
       console.error(id !== undefined ? `no dead-lettered entry ${id}` : 'the dead-letter stream is empty');
@@ -171,8 +170,19 @@ export async function runDlqReplay(id: string | undefined, flags: RedisFlags & {
 
 export async function runDlqPurge(id: string | undefined, flags: RedisFlags & { all?: boolean }): Promise<void> {
   if (!oneIdOrAll('purge', id, flags.all)) return;
-  await withRedis(flags, async (redis, stream) => {
-    const removed = id !== undefined ? await redis.xdel(dlqStream(stream), id) : await redis.del(dlqStream(stream));
+  await withStream(flags, async (redis, stream) => {
+    const removed = id !== undefined ? await redis.xdel(deadLetterStream(stream), id) : await redis.del(deadLetterStream(stream));
     console.error(`purged ${removed} entr${removed === 1 ? 'y' : 'ies'}`);
+  });
+}
+
+/** Moves an install's keys from their old names into the stream's hash slot (the sync leader also does it at the start of every term). */
+export async function runMigrateKeys(flags: RedisFlags & { namespace?: string }): Promise<void> {
+  const config = publishConfig(flags, process.env);
+  const namespace = namespaceOf(flags, process.env);
+  const { stream } = config;
+  await withRedis(config.redis, {}, async (redis) => {
+    const report = await migrateLegacyKeys(redis, { stream, namespace, keys: daemonKeys(stream, namespace, config.outcomeStream), cluster: false, logger: createLogger('info', 'migrate-keys') });
+    console.error(`moved ${report.records} state record(s), ${report.attempts} attempt count(s) and ${report.deadLetters} dead letter(s) into the keys of ${stream}'s hash slot`);
   });
 }

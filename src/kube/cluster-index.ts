@@ -5,15 +5,16 @@
  * no client, no timers.
  */
 import { canonicalAddress } from '../policy/address.ts';
+import { leaderToken } from '../policy/markers.ts';
 import type { ClusterView } from '../policy/cluster-view.ts';
 import { selectorMatches, stringLabels } from '../policy/labels.ts';
 import type { Labels } from '../policy/types.ts';
 
-export type IndexedKind = 'WorkloadEntry' | 'Service' | 'ServiceAccount';
+export type IndexedKind = 'WorkloadEntry' | 'Service' | 'ServiceAccount' | 'Lease';
 
 interface ObjectLike {
   metadata?: { name?: unknown; namespace?: unknown };
-  spec?: { address?: unknown; selector?: unknown };
+  spec?: { address?: unknown; selector?: unknown; holderIdentity?: unknown; leaseTransitions?: unknown };
 }
 
 function key(obj: ObjectLike, fallbackNamespace: string): { namespace: string; name: string } | undefined {
@@ -35,6 +36,7 @@ export class ClusterIndex implements ClusterView {
    */
   readonly #servicesByPair = new Map<string, Map<string, Set<string>>>();
   readonly #serviceAccounts = new Map<string, Set<string>>(); // ns -> names
+  readonly #leaseTokens = new Map<string, string | null>(); // ns/name -> holder@transitions
   readonly #defaultNamespace: string;
 
   constructor(defaultNamespace: string) {
@@ -80,6 +82,12 @@ export class ClusterIndex implements ClusterView {
         this.#serviceAccounts.set(k.namespace, names);
         break;
       }
+      case 'Lease': {
+        const { holderIdentity, leaseTransitions } = (obj as ObjectLike).spec ?? {};
+        const holder = typeof holderIdentity === 'string' && holderIdentity !== '' ? holderIdentity : undefined;
+        this.#leaseTokens.set(`${k.namespace}/${k.name}`, holder === undefined ? null : leaderToken(holder, typeof leaseTransitions === 'number' ? leaseTransitions : 0));
+        break;
+      }
     }
   }
 
@@ -96,6 +104,9 @@ export class ClusterIndex implements ClusterView {
         break;
       case 'ServiceAccount':
         this.#serviceAccounts.get(k.namespace)?.delete(k.name);
+        break;
+      case 'Lease':
+        this.#leaseTokens.delete(`${k.namespace}/${k.name}`);
         break;
     }
   }
@@ -115,6 +126,9 @@ export class ClusterIndex implements ClusterView {
         break;
       case 'ServiceAccount':
         this.#serviceAccounts.delete(namespace);
+        break;
+      case 'Lease':
+        for (const id of [...this.#leaseTokens.keys()]) if (id.startsWith(`${namespace}/`)) this.#leaseTokens.delete(id);
         break;
     }
     for (const obj of objects) this.upsert(kind, obj);
@@ -183,5 +197,10 @@ export class ClusterIndex implements ClusterView {
   serviceAccountExists(namespace: string, name: string): boolean | undefined {
     if (!this.isLoaded('ServiceAccount', namespace)) return undefined;
     return this.#serviceAccounts.get(namespace)?.has(name) ?? false;
+  }
+
+  leaseToken(namespace: string, name: string): string | null | undefined {
+    if (!this.isLoaded('Lease', namespace)) return undefined;
+    return this.#leaseTokens.get(`${namespace}/${name}`) ?? null;
   }
 }

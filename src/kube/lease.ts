@@ -16,6 +16,7 @@
  */
 import * as k8s from '@kubernetes/client-node';
 import type { Logger } from 'pino';
+import { leaderToken } from '../policy/markers.ts';
 import { DEFAULT_REQUEST_TIMEOUT_MS, makeApiClient } from './client.ts';
 
 /**
@@ -58,6 +59,10 @@ export class LeaderElector {
   readonly #log: Logger;
   readonly #now: () => number;
   #leader = false;
+  /** The Lease's leaseTransitions when this replica last won or renewed it. */
+  #transitions = 0;
+  /** The Lease object's uid, once seen (Events about the election name it). */
+  #leaseUid: string | undefined;
   /** Counts the times leadership was gained; see term(). */
   #term = 0;
   /** Local time at which the last successful renewal was *sent*. */
@@ -92,6 +97,21 @@ export class LeaderElector {
    */
   term(): number | undefined {
     return this.isLeader() ? this.#term : undefined;
+  }
+
+  /**
+   * The term as anyone reading the Lease sees it, `<identity>@<leaseTransitions>`, while
+   * leading: the sync daemon stamps it on every entry it writes, and the webhook refuses a
+   * write whose token is not the Lease's now (a fencing token for creates, which carry no
+   * resourceVersion to conflict on).
+   */
+  fencingToken(): string | undefined {
+    return this.isLeader() ? leaderToken(this.#options.identity, this.#transitions) : undefined;
+  }
+
+  /** The Lease as last won: its uid and leaseTransitions (for the Event about a new leader). */
+  won(): { uid: string | undefined; transitions: number } {
+    return { uid: this.#leaseUid, transitions: this.#transitions };
   }
 
   #set(leader: boolean): void {
@@ -177,6 +197,8 @@ export class LeaderElector {
     // the step-down timer has not fired yet) and is now regained is a new term.
     const continuing = this.isLeader();
     this.#observe(lease);
+    this.#transitions = lease.spec?.leaseTransitions ?? 0;
+    this.#leaseUid = lease.metadata?.uid;
     this.#renewedAt = sentAt;
     this.#armDeadline();
     // A renewal that returned after its own deadline does not make us leader again this round.

@@ -60,6 +60,10 @@ export class WatchedIndex {
     );
     this.#add(kubeConfig, 'Service', `/api/v1/namespaces/${namespace}/services`, () => core.listNamespacedService({ namespace }));
     this.#add(kubeConfig, 'ServiceAccount', `/api/v1/namespaces/${namespace}/serviceaccounts`, () => core.listNamespacedServiceAccount({ namespace }));
+    // The sync daemon's Lease: who leads now, for the leader fence (ownership.ts). client-node's
+    // informer takes no field selector, so every Lease of the namespace (a handful) is watched.
+    const coordination = makeApiClient(kubeConfig, k8s.CoordinationV1Api, 60_000);
+    this.#add(kubeConfig, 'Lease', `/apis/coordination.k8s.io/v1/namespaces/${namespace}/leases`, () => coordination.listNamespacedLease({ namespace }));
   }
 
   #add(kubeConfig: k8s.KubeConfig, kind: IndexedKind, path: string, list: () => Promise<k8s.KubernetesListObject<k8s.KubernetesObject>>): void {

@@ -1,51 +1,68 @@
 /**
- * The stream consumer. On becoming leader it takes over every entry still pending in the group
- * (the previous leader's unfinished work); after that, and after every reconnect, it reads
- * all of its own pending entries, page by page in stream order, before any new one. It also
- * takes over entries left idle by any other consumer (XAUTOCLAIM); applies events in stream
- * order wherever order matters (one VPS; a name or address one event frees and a later one
- * claims: see ordering.ts) while unrelated VPSs proceed in parallel; retries transient
- * failures with backoff and jitter without acknowledging and without blocking other VPSs,
- * and gives up (dead-letters) after a bounded number of unexpected failures; and guards the
- * blocking read with a watchdog, since blocked reads have been seen to hang after reconnects
- * (ioredis #1888). It reports its own progress, so liveness can fail when it stalls.
+ * The stream consumer. Where it reads next is an explicit state machine (read-position.ts):
+ * on becoming leader it takes over every entry still pending in the group (the previous
+ * leader's unfinished work), then reads its own pending entries, page by page in stream
+ * order, and only then new ones; anything that may have lost sight of a delivery sends it
+ * back to the oldest pending entry. It applies events in stream order wherever order matters
+ * (one VPS; a name or address one event frees and a later one claims: see ordering.ts) while
+ * unrelated VPSs proceed in parallel; retries transient failures with backoff and jitter
+ * without acknowledging and without blocking other VPSs; and gives up (dead-letters) after a
+ * bounded number of unexpected failures. It reports its own progress, so liveness can fail
+ * when it stalls.
  *
- * Work belongs to the leadership term it was read in. An event left pending when the Lease
- * lapses releases the keys of the events queued behind it, so those must not run in a later
- * term either, even if the Lease is held again by the time they reach the front: every event
- * of an ended term is left pending, and a new term starts reading only once the old term's
- * work has settled, from the oldest pending entry, so stream order is rebuilt from Redis.
+ * Work belongs to the leadership term it was read in, and so do reads:
+ * - an event of an ended term is left pending, and a new term starts reading only once the
+ *   old term's work has settled, from the oldest pending entry, so stream order is rebuilt
+ *   from Redis;
+ * - the blocking read is cut when the term ends, on a connection that never re-sends it
+ *   (redis/blocking-reader.ts), so a deposed leader takes no deliveries after its term;
+ * - entries a deposed leader took anyway (a read that reached Redis late) are found pending
+ *   with another consumer, claimed, and read in stream order before any newer event runs.
+ *
+ * "Poison" means the daemon died while applying that event `maxInterruptedAttempts` times
+ * (attempt-log.ts), not that Redis delivered it often. An event that was interrupted before
+ * is applied alone, with nothing else in flight, so the one event that crashes the daemon
+ * does not take the others of its batch down with it again.
  */
 import type { Redis } from 'ioredis';
+import { randomBytes } from 'node:crypto';
 import type { Logger } from 'pino';
+import type { BlockingReader, StreamEntry } from '../redis/blocking-reader.ts';
+import { isRedisUnavailable } from '../redis/errors.ts';
 import { backoffDelay } from '../util/backoff.ts';
-import { TransientError } from './entry-writer.ts';
-import { fieldsToRecord } from './event.ts';
-import { HoldingsLedger, type Holding } from './ordering.ts';
-import type { EventProcessor, ProcessResult } from './processor.ts';
 import type { KeyedQueue } from '../util/keyed-queue.ts';
 import { Semaphore } from '../util/semaphore.ts';
 import { sleep } from '../util/sleep.ts';
-
-type StreamEntry = [id: string, fields: string[] | null];
+import type { SettlementKeys } from './acknowledge.ts';
+import type { AttemptLog } from './attempt-log.ts';
+import { TransientError } from './entry-writer.ts';
+import { fieldsToRecord } from './event.ts';
+import { HoldingsLedger, type Holding } from './ordering.ts';
+import { StateBehindError, type EventProcessor, type ProcessResult } from './processor.ts';
+import { TermEndedError } from './term.ts';
+import { IDLE, advance, nextRead, type ReadEvent, type ReadPosition } from './read-position.ts';
 
 export interface ConsumerOptions {
-  blocking: Redis;
+  reader: BlockingReader;
   commands: Redis;
   processor: EventProcessor;
+  attempts: AttemptLog;
+  /** Where settling an entry writes (its ack and outcome): for entries deleted from the stream while pending. */
+  settlement: SettlementKeys;
   /** Orders events per VPS, name and address; shared with the resync. */
   queue: KeyedQueue;
   stream: string;
   group: string;
   consumer: string;
   batchSize: number;
-  blockMs: number;
   concurrency: number;
-  claimIdleMs: number;
+  /** How often, while the stream is quiet, to look for entries pending with another consumer. */
+  strayCheckMs: number;
   consumerRetentionMs: number;
-  maxDeliveries: number;
+  /** Attempts at an event that may end with the daemon gone before it is dead-lettered as poison. */
+  maxInterruptedAttempts: number;
   /**
-   * Attempts at an event that fails neither transiently (the API server, Redis unreachable)
+   * Attempts at an event that fail neither transiently (the API server, Redis unreachable)
    * nor permanently (a denial): after this many it is dead-lettered with the error.
    */
   maxAttempts: number;
@@ -61,6 +78,8 @@ export interface ConsumerOptions {
   holdings: (vpsIds: readonly string[]) => Promise<Map<string, Holding>>;
   onResult?: (result: ProcessResult, seconds: number) => void;
   onRetry?: (reason: string) => void;
+  /** Work each new term does first, before it takes over or reads anything (the key migration). */
+  onTermStart?: () => Promise<void>;
 }
 
 /**
@@ -81,6 +100,23 @@ end
 return removed
 `;
 
+/**
+ * One page of XAUTOCLAIM JUSTID over the group (min idle 0). Entries deleted from the stream
+ * while pending come back in its third element, and Redis has already dropped them from the
+ * pending list: their outcome (trimmed) is recorded in the same script, or nobody could.
+ */
+const CLAIM_PAGE = `
+local reply = redis.call('XAUTOCLAIM', KEYS[1], ARGV[1], ARGV[2], 0, ARGV[3], 'COUNT', ARGV[4], 'JUSTID')
+for _, id in ipairs(reply[3] or {}) do
+  redis.call('HDEL', KEYS[3], id)
+  redis.call('XADD', KEYS[2], 'MAXLEN', '~', ARGV[5], '*', 'source_id', id, 'outcome', 'trimmed',
+    'reason', 'the entry was deleted from the stream before it was applied', 'at', ARGV[6])
+end
+return { reply[1], reply[2] }
+`;
+
+type AttemptOutcome = 'done' | 'left-pending';
+
 export class StreamConsumer {
   readonly #options: ConsumerOptions;
   readonly #log: Logger;
@@ -92,18 +128,14 @@ export class StreamConsumer {
   #lastProgressAt = Date.now();
   /** Stream ids being applied (pending in Redis, owned here); never read twice. */
   readonly #inFlight = new Set<string>();
-  /** At most `concurrency` VPSs are being written at once. */
+  /** At most `concurrency` events are being written at once; an event interrupted before takes them all. */
   readonly #slots: Semaphore;
-  /**
-   * Where the next read of this consumer's own pending entries starts ('0': from the oldest),
-   * or undefined once they have all been read and new entries come next.
-   */
-  #pendingCursor: string | undefined = '0';
-  /** The term the loop last read in; a different one triggers the takeover. */
-  #readingTerm: number | undefined;
+  #position: ReadPosition = IDLE;
+  /** The term whose takeover was done and whose events are in flight; a different one must wait for them to settle. */
+  #workingTerm: number | undefined;
   /** Aborted when the term the loop reads in ends, so retries of its events stop waiting. */
   #termEnded = new AbortController();
-  #lastClaim = 0;
+  #lastStrayCheck = 0;
   #stopped = new AbortController();
   #running: Promise<void> | undefined;
 
@@ -111,11 +143,6 @@ export class StreamConsumer {
     this.#options = options;
     this.#log = options.logger.child({ component: 'consumer', stream: options.stream, group: options.group, consumer: options.consumer });
     this.#slots = new Semaphore(options.concurrency);
-    // After a reconnect, whatever was delivered before may not have been seen: re-read
-    // this consumer's pending list before new entries.
-    options.blocking.on('ready', () => {
-      this.#pendingCursor = '0';
-    });
   }
 
   async ensureGroup(): Promise<void> {
@@ -136,6 +163,11 @@ export class StreamConsumer {
     return this.#inFlight.size;
   }
 
+  /** Where the next read starts (for tests and logs). */
+  get position(): ReadPosition {
+    return this.#position;
+  }
+
   /**
    * How long the consumer has made no progress, 0 when it is moving: the loop has not
    * finished a turn (a read, a claim or a back-off sleep) for that long, or events are in
@@ -153,47 +185,26 @@ export class StreamConsumer {
     this.#running ??= this.#loop();
   }
 
-  /** Stops reading; in-flight events finish (or stay pending for the next consumer). */
+  /**
+   * The leader elector says leadership ended (LeaderElector's onChange): the read in flight is
+   * cut now, not when its block time runs out, and retries stop waiting.
+   */
+  leadershipLost(): void {
+    this.#options.reader.close();
+    this.#termEnded.abort();
+  }
+
+  /** Stops reading and writing; events in flight finish their current call, then stay pending for the next leader. */
   async stop(): Promise<void> {
     this.#stopped.abort();
     this.#termEnded.abort();
+    this.#options.reader.close();
     await this.#running;
     await this.#options.queue.idle();
   }
 
-  async #read(id: string): Promise<StreamEntry[]> {
-    const { blocking, group, consumer, batchSize, blockMs, stream } = this.#options;
-    const read = blocking.xreadgroup('GROUP', group, consumer, 'COUNT', batchSize, 'BLOCK', blockMs, 'STREAMS', stream, id) as Promise<[string, StreamEntry[]][] | null>;
-    let timer: NodeJS.Timeout | undefined;
-    const watchdog = new Promise<'hung'>((resolve) => (timer = setTimeout(() => { resolve('hung'); }, blockMs + 10_000)));
-    const result = await Promise.race([read, watchdog]).finally(() => { clearTimeout(timer); });
-    if (result === 'hung') {
-      this.#log.warn({ blockMs }, 'blocking read did not return; reconnecting');
-      read.catch(() => undefined);
-      blocking.disconnect(true);
-      this.#pendingCursor = '0';
-      return [];
-    }
-    return result?.[0]?.[1] ?? [];
-  }
-
-  /**
-   * The delivery count of each entry, asked of Redis one id at a time (pipelined): a range
-   * query from the first id to the last can be filled by other consumers' entries in
-   * between and miss some of ours, and a poison entry would then go unnoticed.
-   */
-  async #deliveries(ids: readonly string[]): Promise<Map<string, number>> {
-    const counts = new Map<string, number>();
-    if (ids.length === 0) return counts;
-    const { commands, stream, group } = this.#options;
-    const pipeline = commands.pipeline();
-    for (const id of ids) pipeline.xpending(stream, group, id, id, 1);
-    const replies = (await pipeline.exec()) ?? [];
-    for (const [error, rows] of replies) {
-      if (error !== null) throw error;
-      for (const [id, , , count] of rows as [string, string, number, number][]) counts.set(id, count);
-    }
-    return counts;
+  #move(event: ReadEvent): void {
+    this.#position = advance(this.#position, event);
   }
 
   async #loop(): Promise<void> {
@@ -202,14 +213,16 @@ export class StreamConsumer {
     while (!signal.aborted) {
       this.#lastTurnAt = Date.now();
       const term = this.#options.leadershipTerm();
-      if (term !== this.#readingTerm && this.#readingTerm !== undefined) this.#endTerm();
-      if (term === undefined) {
+      if (this.#workingTerm !== undefined && term !== this.#workingTerm) this.#endTerm();
+      this.#move({ kind: 'term', term });
+      const action = nextRead(this.#position);
+      if (action.kind === 'wait') {
         await sleep(250, signal);
         continue;
       }
-      if (term !== this.#readingTerm && this.#inFlight.size > 0) {
-        // The last term's events are leaving (each is left pending at its next attempt,
-        // or finishes a write already sent); none may be overtaken by a re-read of its own.
+      if (this.#inFlight.size > 0 && this.#workingTerm !== action.term) {
+        // The last term's events are leaving (each is left pending at its next attempt, or
+        // finishes a write already sent); none may be overtaken by a re-read of its own.
         await sleep(50, signal);
         continue;
       }
@@ -219,42 +232,58 @@ export class StreamConsumer {
         continue;
       }
       try {
-        if (term !== this.#readingTerm) {
-          this.#pendingCursor = '0';
+        if (action.kind === 'take-over') {
+          this.#holdings.clear();
+          await this.#options.onTermStart?.();
           await this.#takeOver();
-          this.#readingTerm = term;
+          this.#workingTerm = action.term;
+          this.#move({ kind: 'took-over' });
+          continue;
         }
-        if (Date.now() - this.#lastClaim > this.#options.claimIdleMs / 2) await this.#claimIdle(term);
-        const cursor = this.#pendingCursor;
-        const entries = await this.#read(cursor ?? '>');
+        if (Date.now() - this.#lastStrayCheck > this.#options.strayCheckMs) {
+          await this.#pruneConsumers();
+          if (await this.#claimStrays()) {
+            this.#move({ kind: 'strays-claimed' });
+            continue;
+          }
+        }
+        const result = await this.#options.reader.read(action.id);
         failures = 0;
-        if (cursor !== undefined) {
-          // A full page may have more behind it: continue after its last entry. Reading from
-          // '0' again would return the same page (still pending, being applied) and leave the
-          // rest to wait for the idle claim, behind newer events.
-          const last = entries.at(-1)?.[0];
-          this.#pendingCursor = entries.length < this.#options.batchSize || last === undefined ? undefined : last;
-          const fresh = entries.filter(([id]) => !this.#inFlight.has(id));
-          if (fresh.length > 0) await this.#dispatch(fresh, await this.#deliveries(fresh.map(([id]) => id)), term);
-        } else {
-          await this.#dispatch(entries, undefined, term);
+        if (result.kind === 'cut') {
+          if (!this.#stopping() && this.#options.leadershipTerm() === action.term) this.#log.warn({ reason: result.reason }, 'stream read cut; reading again from the oldest pending entry');
+          this.#move({ kind: 'read-cut' });
+          continue;
         }
+        const entries = result.entries;
+        // Read in a term that has ended meanwhile: they stay pending, for whoever leads next.
+        if (this.#options.leadershipTerm() !== action.term) continue;
+        if (action.id === '>') {
+          // Entries a deposed leader took after our takeover sit before these in the stream:
+          // claim them and read everything pending in stream order instead of running these first.
+          if (entries.length > 0 && (await this.#claimStrays())) {
+            this.#move({ kind: 'strays-claimed' });
+            continue;
+          }
+        } else {
+          this.#move({ kind: 'read', count: entries.length, batchSize: this.#options.batchSize, lastId: entries.at(-1)?.[0] });
+        }
+        await this.#dispatch(entries, action.term);
       } catch (error) {
         if (this.#stopping()) break;
         failures++;
         const delay = backoffDelay(failures, { baseMs: this.#options.retryBaseMs, maxMs: this.#options.retryMaxMs });
         this.#log.warn({ err: error, retryInMs: delay }, 'reading the stream failed; retrying');
         this.#options.onRetry?.('redis');
-        this.#pendingCursor = '0';
+        this.#move({ kind: 'read-failed' });
         await sleep(delay, signal);
       }
     }
   }
 
-  /** The term being read in has ended: its events' retries stop waiting, and reading restarts from the oldest pending entry. */
+  /** The term being worked in has ended: its events' retries stop waiting, and reads restart after a takeover. */
   #endTerm(): void {
-    this.#readingTerm = undefined;
-    this.#pendingCursor = '0';
+    this.#workingTerm = undefined;
+    this.#options.reader.close();
     this.#termEnded.abort();
     this.#termEnded = new AbortController();
   }
@@ -262,40 +291,46 @@ export class StreamConsumer {
   /**
    * A new leader continues where the old one stopped: everything pending in the group (the
    * old leader's unfinished events, whatever their idle time) becomes this consumer's, and
-   * is then read in stream order with its own pending entries, before any new event. Only
-   * the Lease holder reads, and the old one stopped reading when its renewal deadline passed,
-   * so nothing is taken from a consumer still working. JUSTID: a takeover is not a delivery,
-   * and must not count towards the poison limit.
+   * is then read in stream order with its own pending entries, before any new event. JUSTID:
+   * a takeover is no delivery.
    */
   async #takeOver(): Promise<void> {
-    const { commands, stream, group, consumer } = this.#options;
-    let cursor = '0-0';
-    let moved = 0;
-    do {
-      const reply = (await commands.xautoclaim(stream, group, consumer, 0, cursor, 'COUNT', 1000, 'JUSTID')) as [string, string[], string[]?];
-      cursor = reply[0];
-      moved += reply[1].length;
-      await this.#acknowledgeDeleted(reply[2]);
-    } while (cursor !== '0-0');
+    const moved = await this.#claimAll();
     if (moved > 0) this.#log.info({ count: moved }, 'took over the pending entries of the group');
   }
 
-  /** XAUTOCLAIM returns entries deleted from the stream while pending in its third element; they are done. */
-  async #acknowledgeDeleted(ids: readonly string[] | undefined): Promise<void> {
-    for (const id of ids ?? []) await this.#options.commands.xack(this.#options.stream, this.#options.group, id);
+  /** XAUTOCLAIM JUSTID of every pending entry in the group; returns how many changed hands (or were ours). */
+  async #claimAll(): Promise<number> {
+    const { commands, stream, group, consumer, settlement } = this.#options;
+    let cursor = '0-0';
+    let moved = 0;
+    do {
+      const reply = (await commands.eval(CLAIM_PAGE, 3, stream, settlement.outcomes.key, settlement.attempts, group, consumer, cursor, 1000, String(settlement.outcomes.maxLength), new Date().toISOString())) as [string, string[]];
+      cursor = reply[0];
+      moved += reply[1].length;
+    } while (cursor !== '0-0');
+    return moved;
   }
 
-  async #claimIdle(term: number): Promise<void> {
-    this.#lastClaim = Date.now();
-    const { commands, stream, group, consumer, claimIdleMs, batchSize } = this.#options;
-    const reply = (await commands.xautoclaim(stream, group, consumer, claimIdleMs, '0-0', 'COUNT', batchSize)) as [string, StreamEntry[], string[]?];
-    const claimed = reply[1].filter(([id]) => !this.#inFlight.has(id));
-    await this.#acknowledgeDeleted(reply[2]);
-    if (claimed.length > 0) {
-      this.#log.info({ count: claimed.length }, 'claimed entries left idle by another consumer');
-      await this.#dispatch(claimed, await this.#deliveries(claimed.map(([id]) => id)), term);
-    }
-    const removed = (await commands.eval(PRUNE_CONSUMERS, 1, stream, group, consumer, this.#options.consumerRetentionMs)) as string[];
+  /**
+   * Entries pending with any other consumer: while this replica leads, only a deposed
+   * leader's read that reached Redis late can have put them there. Claimed (JUSTID) when
+   * found; true then, and the caller reads from the oldest pending entry.
+   */
+  async #claimStrays(): Promise<boolean> {
+    this.#lastStrayCheck = Date.now();
+    const { commands, stream, group, consumer } = this.#options;
+    const summary = (await commands.xpending(stream, group)) as [number, string | null, string | null, [string, string][] | null];
+    const others = (summary[3] ?? []).filter(([name, count]) => name !== consumer && Number(count) > 0);
+    if (others.length === 0) return false;
+    const claimed = await this.#claimAll();
+    this.#log.warn({ consumers: others.map(([name, count]) => `${name}:${count}`), claimed }, 'found entries pending with another consumer (a deposed leader read them late); claimed, reading in stream order');
+    return true;
+  }
+
+  async #pruneConsumers(): Promise<void> {
+    const { commands, stream, group, consumer, consumerRetentionMs } = this.#options;
+    const removed = (await commands.eval(PRUNE_CONSUMERS, 1, stream, group, consumer, consumerRetentionMs)) as string[];
     if (removed.length > 0) this.#log.info({ consumers: removed }, 'removed consumers of replicas that are gone (nothing pending, silent)');
   }
 
@@ -305,26 +340,34 @@ export class StreamConsumer {
    * again for any VPS whose last event settled meanwhile, so no event is queued without
    * knowing what its VPS may free. `term` is the leadership term they were read in.
    */
-  async #dispatch(entries: readonly StreamEntry[], deliveries: Map<string, number> | undefined, term: number): Promise<void> {
+  async #dispatch(entries: readonly StreamEntry[], term: number): Promise<void> {
     const fresh = entries
       .filter(([id]) => !this.#inFlight.has(id))
       .map(([id, raw]) => ({ id, fields: raw === null ? null : fieldsToRecord(raw) }));
+    if (fresh.length === 0) return;
+    const interrupted = await this.#options.attempts.interrupted(fresh.map(({ id }) => id));
     const vpsIds = fresh.flatMap(({ id, fields }) => (fields === null ? [] : [fields.vps_id ?? id]));
-    for (let missing = this.#holdings.unknown(vpsIds); missing.length > 0; missing = this.#holdings.unknown(vpsIds)) {
-      const read = await this.#options.holdings(missing);
-      for (const vpsId of missing) this.#holdings.seed(vpsId, read.get(vpsId));
+    const seeded: string[] = [];
+    try {
+      for (let missing = this.#holdings.unknown(vpsIds); missing.length > 0; missing = this.#holdings.unknown(vpsIds)) {
+        const read = await this.#options.holdings(missing);
+        for (const vpsId of missing) this.#holdings.seed(vpsId, read.get(vpsId));
+        seeded.push(...missing);
+      }
+    } catch (error) {
+      // Seeded here and never given an event: dropped, or the ledger would keep them for good.
+      this.#holdings.forgetIdle(seeded);
+      throw error;
     }
     // From here to the end no await: nothing settles between reading holdings and queueing.
-    if (this.#inFlight.size === 0 && fresh.length > 0) this.#lastProgressAt = Date.now();
+    if (this.#inFlight.size === 0) this.#lastProgressAt = Date.now();
     const termEnded = this.#termEnded.signal;
     for (const { id, fields } of fresh) {
       this.#inFlight.add(id);
-      const count = deliveries?.get(id) ?? 1;
-      const poison = count > this.#options.maxDeliveries ? { deliveries: count } : undefined;
       const vpsId = fields === null ? undefined : (fields.vps_id ?? id);
       const keys = vpsId === undefined || fields === null ? [`entry:${id}`] : this.#holdings.dispatch({ vpsId, name: fields.name, address: fields.address });
       void this.#options.queue
-        .run(keys, () => this.#applyWithRetry(id, fields, poison, term, termEnded))
+        .run(keys, () => this.#applyWithRetry(id, fields, interrupted.get(id) ?? 0, term, termEnded))
         .catch((error: unknown) => {
           this.#log.error({ err: error, streamId: id }, 'applying event failed unexpectedly; it stays pending');
           return 'left-pending' as const;
@@ -333,8 +376,8 @@ export class StreamConsumer {
           this.#inFlight.delete(id);
           if (vpsId !== undefined) this.#holdings.settle(vpsId);
           // Left pending: the next read starts from this consumer's pending entries, in stream
-          // order, before any new event. Set after it left #inFlight, so that read sees it.
-          if (outcome === 'left-pending') this.#pendingCursor = '0';
+          // order, before any new event. Moved after it left #inFlight, so that read sees it.
+          if (outcome === 'left-pending') this.#move({ kind: 'left-pending' });
         });
     }
     // Yield once so queued work starts before the next read.
@@ -346,52 +389,84 @@ export class StreamConsumer {
    * are retried for as long as they last; anything else is an unexpected failure (a corrupt
    * state record, the webhook's view of the namespace behind ours for too long), retried
    * `maxAttempts` times and then dead-lettered with the error, so it never blocks its VPS's
-   * keys for good.
+   * keys for good. `interrupted` is how many attempts at it a daemon never finished.
    */
-  async #applyWithRetry(id: string, fields: Record<string, string> | null, poison: { deliveries: number } | undefined, term: number, termEnded: AbortSignal): Promise<'done' | 'left-pending'> {
+  async #applyWithRetry(id: string, fields: Record<string, string> | null, interrupted: number, term: number, termEnded: AbortSignal): Promise<AttemptOutcome> {
     // Not only "leading now": leading in the term the event was read in. An event queued
     // behind one that was left pending (the Lease lost while it was retried) must not run in
     // its place, out of stream order, even once the Lease is held again.
     const leaving = (): boolean => this.#stopping() || this.#options.leadershipTerm() !== term;
+    const fence = (): void => {
+      if (leaving()) throw new TermEndedError(`leadership term ${term} ended; ${id} stays pending`);
+    };
+    const { attempts, processor } = this.#options;
+    // Interrupted before: run alone, so if it takes the daemon down again, only it is counted.
+    const permits = interrupted > 0 ? this.#slots.limit : 1;
+    if (interrupted > 0) this.#log.warn({ streamId: id, vpsId: fields?.vps_id, interrupted }, 'a daemon stopped while applying this event before; applying it alone');
+    let marked = false;
+    let behind: boolean;
+    // This attempt's mark, the same however often begin() is sent (attempt-log.ts).
+    const token = randomBytes(6).toString('hex');
     let unexpected = 0;
     for (let attempt = 1; ; attempt++) {
       const delay = backoffDelay(attempt, { baseMs: this.#options.retryBaseMs, maxMs: this.#options.retryMaxMs });
-      await this.#slots.acquire();
-      // Checked before every attempt, the first included; nothing is written by a replica
-      // that no longer leads.
-      if (leaving()) {
-        this.#slots.release();
-        return 'left-pending';
-      }
+      await this.#slots.acquire(permits);
       const started = process.hrtime.bigint();
       try {
-        const result = await this.#options.processor.process(id, fields, poison);
-        this.#options.onResult?.(result, Number(process.hrtime.bigint() - started) / 1e9);
-        return 'done';
-      } catch (error) {
-        // Redis down shows up as odd errors from any command: count only what is not that.
-        const transient = error instanceof TransientError || this.#options.commands.status !== 'ready';
-        if (!transient) unexpected++;
-        if (fields !== null && unexpected >= this.#options.maxAttempts) {
-          const result = await this.#options.processor.giveUp(id, fields, error, unexpected).catch((giveUpError: unknown) => {
-            this.#log.warn({ err: giveUpError, streamId: id }, 'dead-lettering an event that keeps failing failed; will retry');
-            return undefined;
-          });
-          if (result !== undefined) {
+        // Checked before every attempt, the first included; nothing is written by a replica
+        // that no longer leads.
+        fence();
+        if (!marked) {
+          const unfinished = await attempts.begin(id, token);
+          marked = true;
+          if (fields !== null && unfinished - 1 >= this.#options.maxInterruptedAttempts) {
+            const result = await processor.poison(id, fields, unfinished - 1, fence);
             this.#options.onResult?.(result, Number(process.hrtime.bigint() - started) / 1e9);
             return 'done';
           }
         }
-        this.#log.warn({ err: error, streamId: id, vpsId: fields?.vps_id, name: fields?.name, attempt, unexpected, retryInMs: delay, transient }, 'applying event failed; will retry (not acknowledged)');
-        this.#options.onRetry?.(error instanceof TransientError ? 'kubernetes' : transient ? 'redis' : 'unexpected');
+        const result = await processor.process(id, fields, fence);
+        this.#options.onResult?.(result, Number(process.hrtime.bigint() - started) / 1e9);
+        return 'done';
+      } catch (error) {
+        behind = error instanceof StateBehindError;
+        if (behind) {
+          this.#log.warn({ err: error, streamId: id, vpsId: fields?.vps_id, retryInMs: delay }, 'the desired state lost a commit of this daemon (a Redis failover); leaving this event pending to be read again after the lost one');
+          this.#options.onRetry?.('redis');
+        } else if (!(error instanceof TermEndedError)) {
+          const transient = error instanceof TransientError || isRedisUnavailable(error) || this.#options.commands.status !== 'ready';
+          if (!transient) unexpected++;
+          if (fields !== null && unexpected >= this.#options.maxAttempts && !leaving()) {
+            const result = await processor.giveUp(id, fields, error, unexpected, fence).catch((giveUpError: unknown) => {
+              this.#log.warn({ err: giveUpError, streamId: id }, 'dead-lettering an event that keeps failing failed; will retry');
+              return undefined;
+            });
+            if (result !== undefined) {
+              this.#options.onResult?.(result, Number(process.hrtime.bigint() - started) / 1e9);
+              return 'done';
+            }
+          }
+          this.#log.warn({ err: error, streamId: id, vpsId: fields?.vps_id, name: fields?.name, attempt, unexpected, retryInMs: delay, transient }, 'applying event failed; will retry (not acknowledged)');
+          this.#options.onRetry?.(error instanceof TransientError ? 'kubernetes' : transient ? 'redis' : 'unexpected');
+        }
       } finally {
         this.#lastProgressAt = Date.now();
-        this.#slots.release();
+        this.#slots.release(permits);
       }
       // Stopping, or the term is over: leave it pending; whoever consumes next re-reads it.
-      if (leaving()) return 'left-pending';
+      if (leaving()) {
+        if (marked) attempts.end(id, token);
+        return 'left-pending';
+      }
       // Ends early when the term does (stop() ends it too).
       await sleep(delay, termEnded);
+      // Redis lost a commit this daemon made (a failover): the event behind it comes again,
+      // older than this one, and must go first. Leaving this one pending frees its place in
+      // the order; the next read starts from the oldest pending entry.
+      if (behind) {
+        if (marked) attempts.end(id, token);
+        return 'left-pending';
+      }
     }
   }
 }

@@ -1,5 +1,5 @@
 /**
- * The dead-letter stream `<stream>:dlq`: the original fields of an event that cannot be
+ * The dead-letter stream (`{<stream>}:dlq`, redis/keys.ts): the original fields of an event that cannot be
  * applied, kept whole, plus why (dlq_reason, dlq_rule), when (dlq_at), and where it came from
  * (dlq_source_id). Adding there and acknowledging the original happen in one script, so an
  * event is never both lost and acknowledged, nor dead-lettered twice. The stream is capped
@@ -7,15 +7,10 @@
  * not become a 2 MB reason.
  */
 import type { Redis } from 'ioredis';
+import { SETTLE_LUA, type SettlementKeys } from './acknowledge.ts';
+import { boundedReason, outcomeFields, type OutcomeRecord } from './outcome.ts';
 
 export const DLQ_FIELDS = ['dlq_reason', 'dlq_rule', 'dlq_at', 'dlq_source_id', 'dlq_stream'] as const;
-
-/** The longest reason stored; the fields it talks about are stored whole beside it. */
-export const MAX_REASON_CHARS = 1_024;
-
-export function boundedReason(reason: string): string {
-  return reason.length > MAX_REASON_CHARS ? `${reason.slice(0, MAX_REASON_CHARS - 1)}…` : reason;
-}
 
 export interface DeadLetter {
   sourceId: string;
@@ -24,29 +19,41 @@ export interface DeadLetter {
   reason: string;
 }
 
-export function dlqStream(stream: string): string {
-  return `${stream}:dlq`;
-}
-
 /**
- * Adds the letter and acknowledges the original in one script, and only if the original is
- * still pending in the group: an entry delivered twice (a takeover or an idle claim whose
- * reply crossed the first acknowledgement) is then dead-lettered once, not twice.
+ * Adds the letter, acknowledges the original and records its outcome, in one script, and only
+ * if the original is still pending in the group: an entry delivered twice (a takeover whose
+ * reply crossed the first acknowledgement) is then dead-lettered once, not twice. Its attempt
+ * count (attempt-log.ts) goes either way.
  */
-const DEAD_LETTER_ONCE = `
+const DEAD_LETTER_ONCE = `${SETTLE_LUA}
+redis.call('HDEL', KEYS[3], ARGV[2])
 local pending = redis.call('XPENDING', KEYS[1], ARGV[1], ARGV[2], ARGV[2], 1)
 if #pending == 0 then return false end
-local id = redis.call('XADD', KEYS[2], 'MAXLEN', '~', ARGV[3], '*', unpack(ARGV, 4))
-redis.call('XACK', KEYS[1], ARGV[1], ARGV[2])
+local letterCount = tonumber(ARGV[5])
+local letter, outcome = {}, {}
+for i = 6, 5 + letterCount do letter[#letter + 1] = ARGV[i] end
+for i = 6 + letterCount, #ARGV do outcome[#outcome + 1] = ARGV[i] end
+local id = redis.call('XADD', KEYS[2], 'MAXLEN', '~', ARGV[3], '*', unpack(letter))
+settle(KEYS[1], ARGV[1], ARGV[2], KEYS[3], KEYS[4], ARGV[4], outcome)
 return id
 `;
 
-/** The dead letter's id, or undefined when the original was no longer pending (already settled). */
-export async function deadLetter(redis: Redis, stream: string, group: string, letter: DeadLetter, now: Date, maxLength: number): Promise<string | undefined> {
+/** Where a dead letter goes: the settlement keys of the original, and the dead-letter stream with its cap. */
+export interface DeadLetterKeys extends SettlementKeys {
+  deadLetters: string;
+  deadLetterMaxLength: number;
+}
+
+/**
+ * The dead letter's id, or undefined when the original was no longer pending (already
+ * settled). The outcome record (dead-lettered, with the rule and the reason) is written with it.
+ */
+export async function deadLetter(redis: Redis, keys: DeadLetterKeys, letter: DeadLetter, now: Date, outcome: Omit<OutcomeRecord, 'outcome' | 'rule' | 'reason' | 'at'>): Promise<string | undefined> {
   const flat: string[] = [];
   for (const [k, v] of Object.entries(letter.fields)) if (!(DLQ_FIELDS as readonly string[]).includes(k)) flat.push(k, v);
-  flat.push('dlq_reason', boundedReason(letter.reason), 'dlq_rule', letter.rule, 'dlq_at', now.toISOString(), 'dlq_source_id', letter.sourceId, 'dlq_stream', stream);
-  const id = (await redis.eval(DEAD_LETTER_ONCE, 2, stream, dlqStream(stream), group, letter.sourceId, String(maxLength), ...flat)) as string | null;
+  flat.push('dlq_reason', boundedReason(letter.reason), 'dlq_rule', letter.rule, 'dlq_at', now.toISOString(), 'dlq_source_id', letter.sourceId, 'dlq_stream', keys.stream);
+  const record = outcomeFields({ ...outcome, outcome: 'dead-lettered', rule: letter.rule, reason: letter.reason, at: now.toISOString() });
+  const id = (await redis.eval(DEAD_LETTER_ONCE, 4, keys.stream, keys.deadLetters, keys.attempts, keys.outcomes.key, keys.group, letter.sourceId, String(keys.deadLetterMaxLength), String(keys.outcomes.maxLength), String(flat.length), ...flat, ...record)) as string | null;
   return id ?? undefined;
 }
 

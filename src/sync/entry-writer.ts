@@ -9,15 +9,16 @@
 import * as k8s from '@kubernetes/client-node';
 import { WORKLOAD_ENTRY_GROUP, WORKLOAD_ENTRY_PLURAL, makeApiClient } from '../kube/client.ts';
 import { canonicalAddress } from '../policy/address.ts';
-import { MANAGED_SELECTOR, STREAM_ID_ANNOTATION, VPS_ID_ANNOTATION, isManaged } from '../policy/markers.ts';
+import { LEADER_ANNOTATION, MANAGED_SELECTOR, STREAM_ID_ANNOTATION, VPS_ID_ANNOTATION, isManaged } from '../policy/markers.ts';
 import { compareStreamIds, isStreamId } from '../util/stream-id.ts';
 import type { ManagedEntry } from './planner.ts';
+import { TermEndedError } from './term.ts';
 
 export const FIELD_MANAGER = 'edge-registrar-sync';
 
 /** A WorkloadEntry as read from the API server: only what the daemon looks at is typed. */
 export interface StoredEntry {
-  metadata?: { name?: string; labels?: Record<string, string>; annotations?: Record<string, string>; resourceVersion?: string; generation?: number };
+  metadata?: { name?: string; uid?: string; labels?: Record<string, string>; annotations?: Record<string, string>; resourceVersion?: string; generation?: number };
   spec?: Record<string, unknown>;
 }
 
@@ -94,23 +95,38 @@ export class EntryWriter {
   readonly #api: k8s.CustomObjectsApi;
   readonly #namespace: string;
   readonly #version: string;
+  /** The list of the namespace by address in flight, shared by the rechecks that may join it. */
+  #addressList: { startedAt: number; index: Promise<Map<string, string[]>> } | undefined;
 
-  constructor(kubeConfig: k8s.KubeConfig, namespace: string, istioApiVersion: string) {
+  /** The writer's leadership term (LeaderElector.fencingToken), stamped on every applied entry; none for tools that write outside a term. */
+  readonly #fencingToken: (() => string | undefined) | undefined;
+
+  constructor(kubeConfig: k8s.KubeConfig, namespace: string, istioApiVersion: string, fencingToken?: () => string | undefined) {
     this.#api = makeApiClient(kubeConfig, k8s.CustomObjectsApi);
     this.#namespace = namespace;
     this.#version = istioApiVersion;
+    this.#fencingToken = fencingToken;
+  }
+
+  /** The entry with the writer's term stamped on it; no term (not leading) means no write. */
+  #stamped(entry: ManagedEntry): ManagedEntry {
+    if (this.#fencingToken === undefined) return entry;
+    const token = this.#fencingToken();
+    if (token === undefined) throw new TermEndedError(`not leading: ${this.#namespace}/${entry.metadata.name} is not written`);
+    return { ...entry, metadata: { ...entry.metadata, annotations: { ...entry.metadata.annotations, [LEADER_ANNOTATION]: token } } };
   }
 
   #coordinates(): { group: string; version: string; namespace: string; plural: string } {
     return { group: WORKLOAD_ENTRY_GROUP, version: this.#version, namespace: this.#namespace, plural: WORKLOAD_ENTRY_PLURAL };
   }
 
-  async apply(entry: ManagedEntry): Promise<void> {
+  /** Server-side apply; returns the entry as stored (its uid names it in Events). */
+  async apply(entry: ManagedEntry): Promise<StoredEntry> {
     try {
-      await this.#api.patchNamespacedCustomObject(
-        { ...this.#coordinates(), name: entry.metadata.name, body: entry, fieldManager: FIELD_MANAGER, force: true },
+      return (await this.#api.patchNamespacedCustomObject(
+        { ...this.#coordinates(), name: entry.metadata.name, body: this.#stamped(entry), fieldManager: FIELD_MANAGER, force: true },
         k8s.setHeaderOptions('Content-Type', k8s.PatchStrategy.ServerSideApply),
-      );
+      )) as StoredEntry;
     } catch (error) {
       throw classify(error, `apply WorkloadEntry ${this.#namespace}/${entry.metadata.name}`);
     }
@@ -155,18 +171,47 @@ export class EntryWriter {
   /**
    * Every entry in the namespace (managed or not) other than `exceptName` whose address is
    * this one, read from the API server itself: the truth an informer cache may lag behind.
+   *
+   * After an `address.unique` denial every event in flight may ask at once, and again on each
+   * retry: the answers come from one list of the namespace at a time, shared. A caller joins
+   * a list only if it started after the caller asked (an older one may predate the change
+   * the caller is checking for); otherwise it waits for the next, which every caller that
+   * arrived meanwhile shares. Lists are paged, and only names and addresses are kept.
    */
   async entriesWithAddress(address: string, exceptName: string): Promise<string[]> {
+    const index = await this.#addressListAfter(performance.now());
+    const wanted = canonicalAddress(address) ?? address;
+    return (index.get(wanted) ?? []).filter((name) => name !== exceptName);
+  }
+
+  /** The running or next list of the namespace by address, started no earlier than `since`. */
+  #addressListAfter(since: number): Promise<Map<string, string[]>> {
+    const current = this.#addressList;
+    if (current !== undefined && current.startedAt >= since) return current.index;
+    if (current !== undefined) return current.index.then(() => this.#addressListAfter(since), () => this.#addressListAfter(since));
+    const startedAt = performance.now();
+    const index = this.#listAddresses().finally(() => {
+      if (this.#addressList?.index === index) this.#addressList = undefined;
+    });
+    this.#addressList = { startedAt, index };
+    return index;
+  }
+
+  async #listAddresses(pageSize = LIST_PAGE_SIZE): Promise<Map<string, string[]>> {
+    const byAddress = new Map<string, string[]>();
+    let token: string | undefined;
     try {
-      const list = (await this.#api.listNamespacedCustomObject({ ...this.#coordinates() })) as { items: StoredEntry[] };
-      const wanted = canonicalAddress(address) ?? address;
-      return list.items
-        .filter((e) => e.metadata?.name !== exceptName)
-        .filter((e) => {
-          const value = e.spec?.address;
-          return typeof value === 'string' && (canonicalAddress(value) ?? value) === wanted;
-        })
-        .map((e) => e.metadata?.name ?? '');
+      do {
+        const page = (await this.#api.listNamespacedCustomObject({ ...this.#coordinates(), limit: pageSize, ...(token !== undefined ? { _continue: token } : {}) })) as { items: StoredEntry[]; metadata?: { continue?: string } };
+        for (const entry of page.items) {
+          const value = entry.spec?.address;
+          if (typeof value !== 'string') continue;
+          const key = canonicalAddress(value) ?? value;
+          byAddress.set(key, [...(byAddress.get(key) ?? []), entry.metadata?.name ?? '']);
+        }
+        token = page.metadata?.continue === '' ? undefined : page.metadata?.continue;
+      } while (token !== undefined);
+      return byAddress;
     } catch (error) {
       throw classify(error, `list WorkloadEntries in ${this.#namespace}`);
     }
@@ -179,7 +224,7 @@ export class EntryWriter {
    * a deposed leader's late delete must not remove a newer re-register. The delete carries
    * the resourceVersion read as a precondition, so the check and the delete are one step.
    */
-  async deleteOwned(name: string, vpsId: string | undefined, streamId?: string): Promise<'deleted' | 'absent' | 'not-ours' | 'superseded'> {
+  async deleteOwned(name: string, vpsId: string | undefined, streamId?: string, fence: () => void = () => undefined): Promise<'deleted' | 'absent' | 'not-ours' | 'superseded'> {
     const current = await this.get(name);
     if (current === undefined) return 'absent';
     const metadata = current.metadata ?? {};
@@ -187,6 +232,8 @@ export class EntryWriter {
     if (vpsId !== undefined && metadata.annotations?.[VPS_ID_ANNOTATION] !== vpsId) return 'not-ours';
     const written = metadata.annotations?.[STREAM_ID_ANNOTATION];
     if (streamId !== undefined && written !== undefined && isStreamId(written) && compareStreamIds(written, streamId) > 0) return 'superseded';
+    // The read may have taken long: the term must still hold when the delete is sent.
+    fence();
     try {
       await this.#api.deleteNamespacedCustomObject({
         ...this.#coordinates(),

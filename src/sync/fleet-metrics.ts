@@ -4,7 +4,7 @@
  * updated by every commit in between. A scrape reads memory only; it never costs Redis a
  * read per VPS. The same in-memory fleet feeds the managed Telemetry (`snapshot`, `onChange`).
  */
-import type { SyncMetrics } from '../telemetry/metrics.ts';
+import type { SyncMetrics } from '../observability/metrics.ts';
 import type { VpsRecord } from './state-store.ts';
 
 type Shown = Pick<VpsRecord, 'vpsId' | 'name' | 'address' | 'country'>;

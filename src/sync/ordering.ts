@@ -81,6 +81,19 @@ export class HoldingsLedger {
     if (held.inFlight <= 0) this.#byVps.delete(vpsId);
   }
 
+  /**
+   * Drops VPSs seeded but never given an event (a dispatch that failed after seeding them);
+   * VPSs with events in flight are kept.
+   */
+  forgetIdle(vpsIds: Iterable<string>): void {
+    for (const vpsId of vpsIds) if ((this.#byVps.get(vpsId)?.inFlight ?? 1) <= 0) this.#byVps.delete(vpsId);
+  }
+
+  /** Forgets everything (a new leadership term starts with nothing in flight). */
+  clear(): void {
+    this.#byVps.clear();
+  }
+
   get size(): number {
     return this.#byVps.size;
   }

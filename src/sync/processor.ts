@@ -8,14 +8,20 @@ import type { Redis } from 'ioredis';
 import type { Logger } from 'pino';
 import { canonicalAddress } from '../policy/address.ts';
 import type { Policy } from '../policy/policy-file.ts';
-import { boundedReason, deadLetter } from './dead-letter.ts';
+import { settleWithoutChange } from './acknowledge.ts';
+import { deadLetter } from './dead-letter.ts';
 import { parseEvent, type RegisterEvent, type RetireEvent } from './event.ts';
 import { PermanentError, type EntryWriter } from './entry-writer.ts';
+import { entryEvents, entryReference, type EventSink } from './entry-events.ts';
+import { boundedReason, type OutcomeKind, type OutcomeRecord } from './outcome.ts';
 import { planRegister } from './planner.ts';
+import { NO_FENCE, type Fence } from './term.ts';
+import type { CommitMemory } from './commit-memory.ts';
 import type { StateStore, VpsRecord } from './state-store.ts';
 import { compareStreamIds } from '../util/stream-id.ts';
 
-export type Outcome = 'applied' | 'deleted' | 'noop' | 'stale' | 'dead-lettered' | 'trimmed';
+/** What became of an event: the outcome stream's vocabulary (outcome.ts), for logs and metrics too. */
+export type Outcome = OutcomeKind;
 
 /**
  * The webhook denied a claim of an address as taken, but the API server itself shows no
@@ -27,6 +33,11 @@ export class WebhookViewBehindError extends Error {
   override name = 'WebhookViewBehindError';
 }
 
+/** The desired state lost a commit this process made (see commit-memory.ts): retried, counted, never a conflict. */
+export class StateBehindError extends Error {
+  override name = 'StateBehindError';
+}
+
 export interface ProcessorDeps {
   redis: Redis;
   store: StateStore;
@@ -34,16 +45,18 @@ export interface ProcessorDeps {
   policy: () => Policy;
   namespace: string;
   istioApiVersion: string;
-  stream: string;
-  group: string;
   /** The dead-letter stream is trimmed to about this many entries. */
   deadLetterMaxLength: number;
   logger: Logger;
   now?: () => Date;
   /** A VPS's new desired state is committed (registered or retired). */
   onCommitted?: (record: VpsRecord) => void;
+  /** What this process committed, to tell a commit Redis lost in a failover from a real conflict (commit-memory.ts). */
+  commits?: CommitMemory;
   onApplied?: (operation: 'apply' | 'delete', seconds: number) => void;
   onDeadLetter?: (rule: string) => void;
+  /** Kubernetes Events about the entries (entry-events.ts); none when unset. */
+  events?: EventSink;
 }
 
 export interface ProcessResult {
@@ -62,12 +75,30 @@ export class EventProcessor {
     this.#now = deps.now ?? (() => new Date());
   }
 
-  async #deadLetter(id: string, fields: Record<string, string>, rule: string, reason: string, log: Logger): Promise<ProcessResult> {
-    const letter = await deadLetter(this.#deps.redis, this.#deps.stream, this.#deps.group, { sourceId: id, fields, rule, reason }, this.#now(), this.#deps.deadLetterMaxLength);
+  /** The outcome record of event `id` (its echoed fields as sent). */
+  #record(id: string, fields: Record<string, string> | null, outcome: OutcomeKind, extra: { name?: string | undefined; reason?: string; rule?: string } = {}): OutcomeRecord {
+    const name = extra.name ?? fields?.name;
+    return {
+      source_id: id,
+      ...(fields?.vps_id !== undefined ? { vps_id: fields.vps_id } : {}),
+      ...(fields?.event !== undefined ? { event: fields.event } : {}),
+      outcome,
+      ...(name !== undefined && name !== '' ? { name } : {}),
+      ...(extra.rule !== undefined ? { rule: extra.rule } : {}),
+      ...(extra.reason !== undefined ? { reason: extra.reason } : {}),
+      at: this.#now().toISOString(),
+    };
+  }
+
+  async #deadLetter(id: string, fields: Record<string, string>, rule: string, reason: string, log: Logger, fence: Fence): Promise<ProcessResult> {
+    fence();
+    const { outcome: _outcome, at: _at, ...echo } = this.#record(id, fields, 'dead-lettered');
+    const keys = { ...this.#deps.store.settlement, deadLetters: this.#deps.store.keys.deadLetters, deadLetterMaxLength: this.#deps.deadLetterMaxLength };
+    const letter = await deadLetter(this.#deps.redis, keys, { sourceId: id, fields, rule, reason }, this.#now(), echo);
     if (letter === undefined) {
       // Delivered twice and settled by the other delivery: nothing to add.
       log.info({ rule }, 'event already settled by another delivery; not dead-lettered again');
-      return { outcome: 'stale', event: fields.event, vpsId: fields.vps_id, name: fields.name };
+      return { outcome: 'superseded', event: fields.event, vpsId: fields.vps_id, name: fields.name };
     }
     this.#deps.onDeadLetter?.(rule);
     log.warn({ rule, reason: boundedReason(reason) }, 'event dead-lettered');
@@ -75,72 +106,89 @@ export class EventProcessor {
   }
 
   /** Dead-letters an event whose attempts kept failing unexpectedly, with the last error. */
-  async giveUp(id: string, fields: Record<string, string>, error: unknown, attempts: number): Promise<ProcessResult> {
+  async giveUp(id: string, fields: Record<string, string>, error: unknown, attempts: number, fence: Fence = NO_FENCE): Promise<ProcessResult> {
     const log = this.#deps.logger.child({ streamId: id, vpsId: fields.vps_id, name: fields.name, event: fields.event });
     const message = error instanceof Error ? error.message : String(error);
-    return this.#deadLetter(id, fields, 'event.retries-exhausted', `failed ${attempts} times without a transient cause; last error: ${message}`, log);
+    return this.#deadLetter(id, fields, 'event.retries-exhausted', `failed ${attempts} times without a transient cause; last error: ${message}`, log, fence);
   }
 
-  /** `fields` is null for an entry trimmed from the stream while it was pending. */
-  async process(id: string, fields: Record<string, string> | null, poison?: { deliveries: number }): Promise<ProcessResult> {
+  /** Dead-letters an event a daemon started applying `interrupted` times and never finished: it stopped each time (attempt-log.ts). */
+  async poison(id: string, fields: Record<string, string>, interrupted: number, fence: Fence = NO_FENCE): Promise<ProcessResult> {
+    const log = this.#deps.logger.child({ streamId: id, vpsId: fields.vps_id, name: fields.name, event: fields.event });
+    return this.#deadLetter(id, fields, 'event.poison', `a daemon started applying it ${interrupted} times and stopped (crashed, was killed, or lost Redis) before finishing each time; after the first, it ran with no other event in flight`, log, fence);
+  }
+
+  /**
+   * `fields` is null for an entry trimmed from the stream while it was pending. `fence` throws
+   * TermEndedError once the event's leadership term is over; it is called before every write.
+   */
+  async process(id: string, fields: Record<string, string> | null, fence: Fence = NO_FENCE): Promise<ProcessResult> {
     const base = this.#deps.logger.child({ streamId: id, vpsId: fields?.vps_id, name: fields?.name, event: fields?.event });
     if (fields === null) {
-      await this.#deps.redis.xack(this.#deps.stream, this.#deps.group, id);
+      fence();
+      await settleWithoutChange(this.#deps.redis, this.#deps.store.settlement, this.#record(id, null, 'trimmed', { reason: 'the entry was trimmed from the stream before it was applied' }));
       base.warn('pending entry was trimmed from the stream; acknowledged without applying');
       return { outcome: 'trimmed' };
     }
-    if (poison !== undefined) {
-      return this.#deadLetter(id, fields, 'event.poison', `delivered ${poison.deliveries} times without being acknowledged (the daemon stopped while applying it each time)`, base);
-    }
     const parsed = parseEvent(fields);
-    if (!parsed.ok) return this.#deadLetter(id, fields, parsed.rejection.rule, parsed.rejection.reason, base);
+    if (!parsed.ok) return this.#deadLetter(id, fields, parsed.rejection.rule, parsed.rejection.reason, base, fence);
     const event = parsed.event;
     const record = await this.#deps.store.get(event.vps_id);
     if (record !== undefined && compareStreamIds(record.streamId, id) >= 0) {
       // Redelivered, or older than what is applied: a newer state must never be overwritten.
-      return this.#ignoreStale(id, event, base, { appliedStreamId: record.streamId }, 'stale event ignored');
+      return this.#ignoreStale(id, event, fields, base, `the state of a newer event (${record.streamId}) is applied`, 'stale event ignored', fence);
     }
-    return event.event === 'register' ? this.#register(id, event, fields, record, base) : this.#retire(id, event, fields, record, base);
+    return event.event === 'register' ? this.#register(id, event, fields, record, base, fence) : this.#retire(id, event, fields, record, base, fence);
   }
 
   /** Acknowledges an event a newer state has superseded, without applying it. */
-  async #ignoreStale(id: string, event: RegisterEvent | RetireEvent, log: Logger, detail: Record<string, string>, message: string): Promise<ProcessResult> {
-    await this.#deps.redis.xack(this.#deps.stream, this.#deps.group, id);
-    log.info(detail, message);
-    return { outcome: 'stale', event: event.event, vpsId: event.vps_id, ...(event.name !== undefined ? { name: event.name } : {}) };
+  async #ignoreStale(id: string, event: RegisterEvent | RetireEvent, fields: Record<string, string>, log: Logger, reason: string, message: string, fence: Fence): Promise<ProcessResult> {
+    fence();
+    await settleWithoutChange(this.#deps.redis, this.#deps.store.settlement, this.#record(id, fields, 'superseded', { reason }));
+    log.info({ reason }, message);
+    return { outcome: 'superseded', event: event.event, vpsId: event.vps_id, ...(event.name !== undefined ? { name: event.name } : {}) };
   }
 
-  async #register(id: string, event: RegisterEvent, fields: Record<string, string>, previous: VpsRecord | undefined, log: Logger): Promise<ProcessResult> {
+  async #register(id: string, event: RegisterEvent, fields: Record<string, string>, previous: VpsRecord | undefined, log: Logger, fence: Fence): Promise<ProcessResult> {
     const { store, writer } = this.#deps;
     const plan = planRegister(event, id, { policy: this.#deps.policy(), namespace: this.#deps.namespace, istioApiVersion: this.#deps.istioApiVersion });
-    if (!plan.ok) return this.#deadLetter(id, fields, plan.rule, plan.reason, log);
+    if (!plan.ok) return this.#deadLetter(id, fields, plan.rule, plan.reason, log, fence);
     const address = canonicalAddress(event.address) ?? event.address;
     // Two independent reads, sent together (one round trip with auto-pipelining).
     const [addressHolder, nameHolder] = await Promise.all([store.holderOfAddress(address), store.holderOfName(event.name)]);
     if (addressHolder !== undefined && addressHolder !== event.vps_id) {
-      return this.#deadLetter(id, fields, 'address.unique', `address: ${JSON.stringify(event.address)} is already registered to VPS ${addressHolder}`, log);
+      await this.#confirmHolderState(addressHolder, `address ${address}`);
+      return this.#deadLetter(id, fields, 'address.unique', `address: ${JSON.stringify(event.address)} is already registered to VPS ${addressHolder}`, log, fence);
     }
     if (nameHolder !== undefined && nameHolder !== event.vps_id) {
-      return this.#deadLetter(id, fields, 'name.unique', `name: ${JSON.stringify(event.name)} is already used by VPS ${nameHolder}`, log);
+      await this.#confirmHolderState(nameHolder, `name ${event.name}`);
+      return this.#deadLetter(id, fields, 'name.unique', `name: ${JSON.stringify(event.name)} is already used by VPS ${nameHolder}`, log, fence);
     }
-    const written = await this.#write('apply', async () => {
+    let renamedFrom: string | undefined;
+    const written = await this.#write('apply', fence, async () => {
       if (previous?.state === 'registered' && previous.name !== event.name) {
         // Renamed: the old entry goes, so one VPS never has two entries.
-        if ((await writer.deleteOwned(previous.name, event.vps_id, id)) === 'superseded') return 'superseded' as const;
+        const removed = await writer.deleteOwned(previous.name, event.vps_id, id, fence);
+        if (removed === 'superseded') return 'superseded' as const;
+        if (removed === 'deleted') renamedFrom = previous.name;
       }
-      await writer.apply(plan.entry);
-      return 'applied' as const;
+      fence();
+      return writer.apply(plan.entry);
     });
     if (written === 'superseded' || (written instanceof PermanentError && written.rule === 'ownership.stream-order')) {
       // A newer event already wrote this entry (its commit is pending, or another replica's):
       // this one is superseded, exactly like a stale event.
       const reason = written === 'superseded' ? `entry ${previous?.name ?? ''} was written by a newer event` : written.message;
-      return this.#ignoreStale(id, event, log, { reason }, 'superseded by a newer event already written to the entry; ignored');
+      return this.#ignoreStale(id, event, fields, log, reason, 'superseded by a newer event already written to the entry; ignored', fence);
     }
     if (written instanceof PermanentError && written.deniedRules.length > 0 && written.deniedRules.every((rule) => rule === 'address.unique')) {
       await this.#confirmAddressTaken(address, event.name, written);
     }
-    if (written instanceof PermanentError) return this.#deadLetter(id, fields, written.rule, written.message, log);
+    if (written instanceof PermanentError) {
+      const result = await this.#deadLetter(id, fields, written.rule, written.message, log, fence);
+      if (result.outcome === 'dead-lettered' && written.deniedRules.length > 0) await this.#tellRefused(event.name, id, written);
+      return result;
+    }
     const record: VpsRecord = {
       vpsId: event.vps_id,
       state: 'registered',
@@ -151,21 +199,28 @@ export class EventProcessor {
       streamId: id,
       updatedAt: this.#now().toISOString(),
     };
-    const committed = await store.commit(record);
-    if (committed === 'ok') this.#deps.onCommitted?.(record);
-    log.info({ address, outcome: committed === 'ok' ? 'applied' : 'stale' }, 'register applied');
-    return { outcome: committed === 'ok' ? 'applied' : 'stale', event: 'register', vpsId: event.vps_id, name: event.name };
+    fence();
+    const committed = await store.commit(record, this.#record(id, fields, 'applied'));
+    if (committed === 'ok') {
+      this.#deps.commits?.remember(record.vpsId, record.streamId);
+      this.#deps.onCommitted?.(record);
+      const { namespace, istioApiVersion, events } = this.#deps;
+      if (renamedFrom !== undefined) events?.record(entryEvents.renamed(entryReference(namespace, renamedFrom, istioApiVersion), id, event.vps_id, event.name));
+      events?.record(entryEvents.applied(entryReference(namespace, event.name, istioApiVersion, written.metadata?.uid), id, { vpsId: event.vps_id, address, country: event.country }));
+    }
+    log.info({ address, outcome: committed === 'ok' ? 'applied' : 'superseded' }, 'register applied');
+    return { outcome: committed === 'ok' ? 'applied' : 'superseded', event: 'register', vpsId: event.vps_id, name: event.name };
   }
 
-  async #retire(id: string, event: RetireEvent, fields: Record<string, string>, previous: VpsRecord | undefined, log: Logger): Promise<ProcessResult> {
+  async #retire(id: string, event: RetireEvent, fields: Record<string, string>, previous: VpsRecord | undefined, log: Logger, fence: Fence): Promise<ProcessResult> {
     const { store, writer } = this.#deps;
     const name = event.name ?? (previous?.state === 'registered' ? previous.name : undefined);
     let result: 'deleted' | 'absent' | 'not-ours' = 'absent';
     if (name !== undefined) {
-      const deleted = await this.#write('delete', () => writer.deleteOwned(name, event.vps_id, id));
-      if (deleted instanceof PermanentError) return this.#deadLetter(id, fields, deleted.rule, deleted.message, log);
+      const deleted = await this.#write('delete', fence, () => writer.deleteOwned(name, event.vps_id, id, fence));
+      if (deleted instanceof PermanentError) return this.#deadLetter(id, fields, deleted.rule, deleted.message, log, fence);
       if (deleted === 'superseded') {
-        return this.#ignoreStale(id, event, log, { reason: `entry ${name} was written by a newer event` }, 'retire superseded by a newer event already written to the entry; ignored');
+        return this.#ignoreStale(id, event, fields, log, `entry ${name} was written by a newer event`, 'retire superseded by a newer event already written to the entry; ignored', fence);
       }
       result = deleted;
     }
@@ -180,12 +235,38 @@ export class EventProcessor {
       streamId: id,
       updatedAt: this.#now().toISOString(),
     };
-    const committed = await store.commit(tombstone);
-    if (committed === 'ok') this.#deps.onCommitted?.(tombstone);
+    fence();
+    const settled =
+      result === 'deleted'
+        ? this.#record(id, fields, 'deleted', { name })
+        : this.#record(id, fields, 'unchanged', { name, reason: result === 'not-ours' ? `entry ${name ?? ''} exists but is not managed by edge-registrar for this VPS; left alone` : `no entry of VPS ${event.vps_id} to remove` });
+    const committed = await store.commit(tombstone, settled);
+    if (committed === 'ok') {
+      this.#deps.commits?.remember(tombstone.vpsId, tombstone.streamId);
+      this.#deps.onCommitted?.(tombstone);
+      if (result === 'deleted' && name !== undefined) this.#deps.events?.record(entryEvents.retired(entryReference(this.#deps.namespace, name, this.#deps.istioApiVersion), id, event.vps_id));
+    }
     if (result === 'not-ours') log.warn('retire: the entry exists but is not managed by edge-registrar for this VPS; left alone');
-    const outcome: Outcome = committed === 'stale' ? 'stale' : result === 'deleted' ? 'deleted' : 'noop';
+    const outcome: Outcome = committed === 'stale' ? 'superseded' : result === 'deleted' ? 'deleted' : 'unchanged';
     log.info({ outcome }, 'retire applied');
     return { outcome, event: 'retire', vpsId: event.vps_id, ...(name !== undefined ? { name } : {}) };
+  }
+
+  /**
+   * The desired state says `holder` holds what a claim asks for. If this process committed a
+   * newer state for the holder than the one read back, Redis lost that commit (a failover of
+   * its primary) and the event behind it will be delivered again: the claim is left pending
+   * and read again after it in stream order (consumer.ts), not dead-lettered for a conflict the
+   * stream does not have. Past the memory's patience the lost event is taken to be gone, and
+   * the claim is judged on the state as it stands.
+   */
+  async #confirmHolderState(holder: string, what: string): Promise<void> {
+    if (this.#deps.commits === undefined) return;
+    const stored = await this.#deps.store.get(holder);
+    const lost = this.#deps.commits.lostCommit(holder, stored?.streamId, this.#now().getTime());
+    if (lost !== undefined) {
+      throw new StateBehindError(`VPS ${holder} holds ${what} in the desired state (stream id ${stored?.streamId ?? 'none'}), but this daemon committed event ${lost} for it, which Redis no longer has (a failover lost the write); will retry once that event is applied again`);
+    }
   }
 
   /**
@@ -202,13 +283,26 @@ export class EventProcessor {
   }
 
   /**
+   * A Warning Event on the entry the webhook refused to write. The entry may exist (an update
+   * refused), and `kubectl describe` finds Events by the object's uid, so it is looked up;
+   * a failed lookup only leaves the uid out (`kubectl events --for` still finds it).
+   */
+  async #tellRefused(name: string, id: string, refusal: PermanentError): Promise<void> {
+    const { events, writer, namespace, istioApiVersion } = this.#deps;
+    if (events === undefined) return;
+    const uid = await writer.get(name).then((entry) => entry?.metadata?.uid, () => undefined);
+    events.record(entryEvents.refused(entryReference(namespace, name, istioApiVersion, uid), id, refusal.deniedRules.length > 0 ? refusal.deniedRules : [refusal.rule], refusal.message));
+  }
+
+  /**
    * One Kubernetes write of an event, timed for the apply histogram when it succeeds. A
    * permanent refusal is returned (the caller dead-letters the event); anything else is
    * thrown, to be retried.
    */
-  async #write<T>(operation: 'apply' | 'delete', write: () => Promise<T>): Promise<T | PermanentError> {
+  async #write<T>(operation: 'apply' | 'delete', fence: Fence, write: () => Promise<T>): Promise<T | PermanentError> {
     const started = process.hrtime.bigint();
     try {
+      fence();
       const value = await write();
       this.#deps.onApplied?.(operation, Number(process.hrtime.bigint() - started) / 1e9);
       return value;

@@ -20,6 +20,9 @@ import type { KeyedQueue } from '../util/keyed-queue.ts';
 import { PermanentError, type EntryWriter, type StoredEntry } from './entry-writer.ts';
 import { orderingKeys } from './ordering.ts';
 import { planRegister, type ManagedEntry } from './planner.ts';
+import type { ObjectReference } from '../kube/event-correlator.ts';
+import { entryEvents, entryReference, type EventSink } from './entry-events.ts';
+import { NO_FENCE, type Fence } from './term.ts';
 import type { CorruptRecordError, StateStore, VpsRecord } from './state-store.ts';
 
 export interface ResyncOptions {
@@ -34,6 +37,8 @@ export interface ResyncOptions {
   orphanGraceMs: number;
   dryRun: boolean;
   logger: Logger;
+  /** Kubernetes Events about the repairs (entry-events.ts); none when unset. */
+  events?: EventSink;
   now?: () => number;
 }
 
@@ -65,12 +70,12 @@ function owned(entry: StoredEntry, desired: ManagedEntry): unknown {
 }
 
 export class Resyncer {
-  readonly #o: ResyncOptions;
+  readonly #options: ResyncOptions;
   /** When each orphan was first seen; grace is counted from there. */
   readonly #orphanSince = new Map<string, number>();
 
   constructor(options: ResyncOptions) {
-    this.#o = options;
+    this.#options = options;
   }
 
   /**
@@ -78,28 +83,38 @@ export class Resyncer {
    * reported and the resync goes on. Anything else (the API server gone) ends this resync,
    * to be tried again whole.
    */
-  async #refusable<T>(name: string, report: ResyncReport, repair: () => Promise<T>): Promise<T | 'refused'> {
+  async #refusable<T>(name: string, report: ResyncReport, repair: () => Promise<T>, onRefused?: (refusal: PermanentError) => void): Promise<T | 'refused'> {
     try {
       return await repair();
     } catch (error) {
       if (!(error instanceof PermanentError)) throw error;
       report.refused.push(name);
-      this.#o.logger.warn({ name, rule: error.rule, reason: error.message }, 'drift repair refused by the cluster; entry left as is');
+      this.#options.logger.warn({ name, rule: error.rule, reason: error.message }, 'drift repair refused by the cluster; entry left as is');
+      onRefused?.(error);
       return 'refused';
     }
+  }
+
+  #entry(name: string, uid?: string): ObjectReference {
+    return entryReference(this.#options.namespace, name, this.#options.istioApiVersion, uid);
   }
 
   /** The stream id of the VPS's retire, when it is newer than the event that wrote the entry. */
   async #newerTombstone(vpsId: string | undefined, entry: StoredEntry): Promise<string | undefined> {
     const written = entry.metadata?.annotations?.[STREAM_ID_ANNOTATION];
     if (vpsId === undefined || written === undefined || !isStreamId(written)) return undefined;
-    const record = await this.#o.store.get(vpsId);
+    const record = await this.#options.store.get(vpsId);
     return record?.state === 'retired' && compareStreamIds(record.streamId, written) > 0 ? record.streamId : undefined;
   }
 
-  async run(): Promise<ResyncReport> {
-    const { store, writer, logger, dryRun } = this.#o;
-    const now = this.#o.now ?? Date.now;
+  /**
+   * One pass. `fence` throws TermEndedError once the leadership term the pass runs in is over
+   * (or the daemon is stopping): it is checked before every repair, so no repair of an ended
+   * term is written, and the pass ends there.
+   */
+  async run(fence: Fence = NO_FENCE): Promise<ResyncReport> {
+    const { store, writer, logger, dryRun, events } = this.#options;
+    const now = this.#options.now ?? Date.now;
     const report: ResyncReport = { restored: [], orphansDeleted: [], orphansWaiting: [], tombstoned: [], unplannable: [], overtaken: [], refused: [], corrupt: [], registered: [] };
     const onCorrupt = (error: CorruptRecordError): void => {
       report.corrupt.push(error.vpsId);
@@ -111,11 +126,12 @@ export class Resyncer {
     const wanted = new Set<string>();
 
     for (const record of registered) {
+      fence();
       wanted.add(record.name);
       const plan = planRegister(
         { event: 'register', vps_id: record.vpsId, name: record.name, address: record.address, country: record.country, labels: record.labels },
         record.streamId,
-        { policy: this.#o.policy(), namespace: this.#o.namespace, istioApiVersion: this.#o.istioApiVersion },
+        { policy: this.#options.policy(), namespace: this.#options.namespace, istioApiVersion: this.#options.istioApiVersion },
       );
       if (!plan.ok) {
         // The policy changed since this VPS registered; leave the entry and say so.
@@ -132,18 +148,23 @@ export class Resyncer {
         logger.info({ vpsId: record.vpsId, name: record.name, drift, dryRun }, 'drift: would restore entry');
         continue;
       }
-      const restored = await this.#refusable(record.name, report, () =>
-        this.#o.queue.run(orderingKeys(record), async () => {
-          const latest = await store.get(record.vpsId);
-          if (latest?.state !== 'registered' || latest.streamId !== record.streamId) return false;
-          await writer.apply(plan.entry);
-          return true;
-        }),
+      const restored = await this.#refusable(
+        record.name,
+        report,
+        () =>
+          this.#options.queue.run(orderingKeys(record), async () => {
+            const latest = await store.get(record.vpsId);
+            if (latest?.state !== 'registered' || latest.streamId !== record.streamId) return false;
+            fence();
+            return writer.apply(plan.entry);
+          }),
+        (refusal) => events?.record(entryEvents.repairRefused(this.#entry(record.name, current?.metadata?.uid), record.streamId, refusal.rule, refusal.message)),
       );
       if (restored === 'refused') continue;
-      if (restored) {
+      if (restored !== false) {
         report.restored.push(record.name);
         logger.info({ vpsId: record.vpsId, name: record.name, drift }, 'drift: entry restored');
+        events?.record(entryEvents.driftRepaired(this.#entry(record.name, restored.metadata?.uid), record.streamId, drift));
       } else {
         report.overtaken.push(record.name);
         logger.debug({ vpsId: record.vpsId, name: record.name }, 'drift overtaken by a newer event; left to it');
@@ -152,6 +173,7 @@ export class Resyncer {
 
     const unreadable = new Set(report.corrupt);
     for (const [name, entry] of byName) {
+      fence();
       // Wanted, or belonging to a VPS whose record cannot be read (not known to be an orphan).
       if (wanted.has(name) || unreadable.has(entry.metadata?.annotations?.[VPS_ID_ANNOTATION] ?? '')) {
         this.#orphanSince.delete(name);
@@ -162,16 +184,19 @@ export class Resyncer {
       const vpsId = entry.metadata?.annotations?.[VPS_ID_ANNOTATION];
       // A deposed leader's late create after the retire: no grace, the tombstone says it is over.
       const tombstone = await this.#newerTombstone(vpsId, entry);
-      const graceOver = tombstone !== undefined || now() - since >= this.#o.orphanGraceMs;
-      if (this.#o.orphanPolicy === 'upsert-only' || !graceOver || dryRun) {
+      // A stray that a tombstone says is gone (written after its VPS's retire, by a deposed
+      // leader) goes under every policy, upsert-only too: it routes to an address that may now
+      // be someone else's. Other orphans wait out the grace, and stay under upsert-only.
+      const removable = tombstone !== undefined || (this.#options.orphanPolicy === 'sync' && now() - since >= this.#options.orphanGraceMs);
+      if (!removable || dryRun) {
         report.orphansWaiting.push(name);
-        logger.info({ name, vpsId, orphanForMs: now() - since, retiredBy: tombstone, policy: this.#o.orphanPolicy, dryRun }, 'orphan managed entry (no registered VPS)');
+        logger.info({ name, vpsId, orphanForMs: now() - since, retiredBy: tombstone, policy: this.#options.orphanPolicy, dryRun }, 'orphan managed entry (no registered VPS)');
         continue;
       }
       // Re-checked behind the events for this name: a register may have claimed it meanwhile.
       const result = await this.#refusable(name, report, () =>
-        this.#o.queue.run(orderingKeys({ vpsId: vpsId ?? `orphan:${name}`, name }), async () =>
-          (await store.holderOfName(name)) === undefined ? writer.deleteOwned(name, vpsId, tombstone) : ('claimed' as const),
+        this.#options.queue.run(orderingKeys({ vpsId: vpsId ?? `orphan:${name}`, name }), async () =>
+          (await store.holderOfName(name)) === undefined ? writer.deleteOwned(name, vpsId, tombstone, fence) : ('claimed' as const),
         ),
       );
       if (result === 'claimed' || result === 'superseded') {
@@ -181,6 +206,8 @@ export class Resyncer {
         (tombstone === undefined ? report.orphansDeleted : report.tombstoned).push(name);
         this.#orphanSince.delete(name);
         logger.info({ name, vpsId, retiredBy: tombstone }, 'orphan managed entry removed');
+        const entryRef = this.#entry(name, entry.metadata?.uid);
+        events?.record(tombstone === undefined ? entryEvents.orphanRemoved(entryRef, now() - since) : entryEvents.tombstonedRemoved(entryRef, tombstone));
       }
     }
     for (const name of [...this.#orphanSince.keys()]) if (!byName.has(name)) this.#orphanSince.delete(name);

@@ -5,20 +5,21 @@
  * Lua script together with the XACK of the event, so state and acknowledgement never
  * disagree, and a stale event (older than the stored state) changes nothing.
  *
- * Keys, all under `<prefix>` (the namespace's own):
+ * Keys (redis/keys.ts), all in the stream's hash slot, under the namespace's own prefix
+ * `{<stream>}:edge-registrar:<namespace>:`:
  *   vps:<vps_id>   hash: state, name, address, country, labels, stream_id, updated_at
  *   addresses      hash: canonical address -> vps_id (registered only)
  *   names          hash: entry name -> vps_id (registered only)
  *   registered     set of registered vps_ids
- * Multi-key scripts need Redis standalone or Sentinel (not Redis Cluster).
+ *   attempts       hash: stream id -> attempts at it that never ended (attempt-log.ts)
+ * The commit settles the event too (its outcome record, acknowledge.ts), in the same script.
  */
 import type { Redis } from 'ioredis';
+import type { DaemonKeys } from '../redis/keys.ts';
+import { SETTLE_LUA, type SettlementKeys } from './acknowledge.ts';
 import type { Holding } from './ordering.ts';
-
-/** Where the daemon keeps its state for a managed namespace. */
-export function stateKeyPrefix(namespace: string): string {
-  return `edge-registrar:${namespace}:`;
-}
+import { outcomeFields, type OutcomeRecord, type OutcomeStream } from './outcome.ts';
+import { NEWER_STREAM_ID_LUA } from '../util/stream-id.ts';
 
 export interface VpsRecord {
   vpsId: string;
@@ -31,19 +32,27 @@ export interface VpsRecord {
   updatedAt: string;
 }
 
-const COMMIT = `
-local function newer(a, b)
-  local am, as = string.match(a, '^(%d+)-(%d+)$')
-  local bm, bs = string.match(b, '^(%d+)-(%d+)$')
-  am, as, bm, bs = tonumber(am), tonumber(as), tonumber(bm), tonumber(bs)
-  if am ~= bm then return am > bm end
-  return as > bs
-end
-local vpsKey, addrKey, namesKey, regKey, stream = KEYS[1], KEYS[2], KEYS[3], KEYS[4], KEYS[5]
+const COMMIT = `${SETTLE_LUA}
+${NEWER_STREAM_ID_LUA}
+local vpsKey, addrKey, namesKey, regKey, stream, attempts, outcomes = KEYS[1], KEYS[2], KEYS[3], KEYS[4], KEYS[5], KEYS[6], KEYS[7]
 local group, id, vps, state = ARGV[1], ARGV[2], ARGV[3], ARGV[4]
+local outcomeMax = ARGV[11]
+local outcome = {}
+for i = 12, #ARGV do outcome[#outcome + 1] = ARGV[i] end
 local current = redis.call('HGET', vpsKey, 'stream_id')
 if current and not newer(id, current) then
-  redis.call('XACK', stream, group, id)
+  -- A newer state is stored: this event is superseded, and settles as such.
+  local reason = 'the state of a newer event (' .. current .. ') was stored first'
+  local hasReason = false
+  for i = 1, #outcome, 2 do
+    if outcome[i] == 'outcome' then outcome[i + 1] = 'superseded' end
+    if outcome[i] == 'reason' then outcome[i + 1] = reason; hasReason = true end
+  end
+  if not hasReason then
+    outcome[#outcome + 1] = 'reason'
+    outcome[#outcome + 1] = reason
+  end
+  if id ~= '0-0' then settle(stream, group, id, attempts, outcomes, outcomeMax, outcome) end
   return 'stale'
 end
 local oldAddr = redis.call('HGET', vpsKey, 'address')
@@ -61,7 +70,8 @@ else
   redis.call('SREM', regKey, vps)
   redis.call('EXPIRE', vpsKey, tonumber(ARGV[10]))
 end
-if id ~= '0-0' then redis.call('XACK', stream, group, id) end
+-- settle() removes the event's attempt count with its ack (a repair, id 0-0, has neither).
+if id ~= '0-0' then settle(stream, group, id, attempts, outcomes, outcomeMax, outcome) end
 return 'ok'
 `;
 
@@ -85,28 +95,50 @@ function parseLabels(vpsId: string, text: string): Record<string, string> {
   }
 }
 
+export interface StateStoreOptions {
+  keys: DaemonKeys;
+  group: string;
+  tombstoneTtlSeconds: number;
+  /** The outcome stream is trimmed to about this many records. */
+  outcomeMaxLength: number;
+}
+
 export class StateStore {
   readonly #redis: Redis;
-  readonly #prefix: string;
-  readonly #stream: string;
+  readonly #keys: DaemonKeys;
   readonly #group: string;
   readonly #tombstoneTtlSeconds: number;
+  readonly #outcomeMaxLength: number;
 
-  constructor(redis: Redis, options: { prefix: string; stream: string; group: string; tombstoneTtlSeconds: number }) {
+  constructor(redis: Redis, options: StateStoreOptions) {
     this.#redis = redis;
-    this.#prefix = options.prefix;
-    this.#stream = options.stream;
+    this.#keys = options.keys;
     this.#group = options.group;
     this.#tombstoneTtlSeconds = options.tombstoneTtlSeconds;
-    redis.defineCommand('edgeRegistrarCommit', { numberOfKeys: 5, lua: COMMIT });
+    this.#outcomeMaxLength = options.outcomeMaxLength;
+    redis.defineCommand('edgeRegistrarCommit', { numberOfKeys: 7, lua: COMMIT });
   }
 
-  #key(suffix: string): string {
-    return `${this.#prefix}${suffix}`;
+  get keys(): DaemonKeys {
+    return this.#keys;
+  }
+
+  get outcomes(): OutcomeStream {
+    return { key: this.#keys.outcomes, maxLength: this.#outcomeMaxLength };
+  }
+
+  /** What settling an event of this stream touches (acknowledge.ts, dead-letter.ts). */
+  get settlement(): SettlementKeys {
+    return { stream: this.#keys.stream, group: this.#group, attempts: this.#keys.attempts, outcomes: this.outcomes };
+  }
+
+  /** The hash of attempts that never ended, per stream id (attempt-log.ts); a commit removes the event's. */
+  get attemptsKey(): string {
+    return this.#keys.attempts;
   }
 
   async get(vpsId: string): Promise<VpsRecord | undefined> {
-    const h = await this.#redis.hgetall(this.#key(`vps:${vpsId}`));
+    const h = await this.#redis.hgetall(this.#keys.vps(vpsId));
     if (h.state === undefined) return undefined;
     return {
       vpsId,
@@ -128,7 +160,7 @@ export class StateStore {
     const held = new Map<string, Holding>();
     if (vpsIds.length === 0) return held;
     const pipeline = this.#redis.pipeline();
-    for (const id of vpsIds) pipeline.hmget(this.#key(`vps:${id}`), 'state', 'name', 'address');
+    for (const id of vpsIds) pipeline.hmget(this.#keys.vps(id), 'state', 'name', 'address');
     const replies = (await pipeline.exec()) ?? [];
     replies.forEach(([error, fields], i) => {
       if (error !== null) throw error;
@@ -140,11 +172,11 @@ export class StateStore {
 
   /** The registered VPS holding an address or a name, if any. */
   async holderOfAddress(address: string): Promise<string | undefined> {
-    return (await this.#redis.hget(this.#key('addresses'), address)) ?? undefined;
+    return (await this.#redis.hget(this.#keys.addresses, address)) ?? undefined;
   }
 
   async holderOfName(name: string): Promise<string | undefined> {
-    return (await this.#redis.hget(this.#key('names'), name)) ?? undefined;
+    return (await this.#redis.hget(this.#keys.names, name)) ?? undefined;
   }
 
   /**
@@ -153,7 +185,7 @@ export class StateStore {
    * events of that VPS still fail, and are dead-lettered after --max-attempts.
    */
   async registered(onCorrupt: (error: CorruptRecordError) => void = () => undefined): Promise<VpsRecord[]> {
-    const ids = await this.#redis.smembers(this.#key('registered'));
+    const ids = await this.#redis.smembers(this.#keys.registered);
     const records = await Promise.all(
       ids.map((id) =>
         this.get(id).catch((error: unknown) => {
@@ -166,15 +198,20 @@ export class StateStore {
     return records.filter((r): r is VpsRecord => r?.state === 'registered');
   }
 
-  /** Records the new state and acknowledges the event, atomically; 'stale' when a newer state is stored. */
-  async commit(record: VpsRecord): Promise<CommitResult> {
+  /**
+   * Records the new state and settles the event with `outcome`, atomically; 'stale' when a
+   * newer state is stored (the event then settles as superseded).
+   */
+  async commit(record: VpsRecord, outcome: OutcomeRecord): Promise<CommitResult> {
     const redis = this.#redis as Redis & { edgeRegistrarCommit(...args: string[]): Promise<string> };
     const result = await redis.edgeRegistrarCommit(
-      this.#key(`vps:${record.vpsId}`),
-      this.#key('addresses'),
-      this.#key('names'),
-      this.#key('registered'),
-      this.#stream,
+      this.#keys.vps(record.vpsId),
+      this.#keys.addresses,
+      this.#keys.names,
+      this.#keys.registered,
+      this.#keys.stream,
+      this.#keys.attempts,
+      this.#keys.outcomes,
       this.#group,
       record.streamId,
       record.vpsId,
@@ -185,6 +222,8 @@ export class StateStore {
       JSON.stringify(record.labels),
       record.updatedAt,
       String(this.#tombstoneTtlSeconds),
+      String(this.#outcomeMaxLength),
+      ...outcomeFields(outcome),
     );
     return result === 'stale' ? 'stale' : 'ok';
   }

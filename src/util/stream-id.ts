@@ -11,3 +11,17 @@ export function compareStreamIds(a: string, b: string): number {
 export function isStreamId(value: string): boolean {
   return /^\d+-\d+$/.test(value);
 }
+
+/**
+ * The same order in Lua, for the scripts that compare stream ids inside Redis: `newer(a, b)` is
+ * true when a comes after b. (Lua numbers are doubles: a stream id's milliseconds and sequence
+ * fit them exactly for any real clock.)
+ */
+export const NEWER_STREAM_ID_LUA = `
+local function newer(a, b)
+  local am, as = string.match(a, '^(%d+)-(%d+)$')
+  local bm, bs = string.match(b, '^(%d+)-(%d+)$')
+  am, as, bm, bs = tonumber(am), tonumber(as), tonumber(bm), tonumber(bs)
+  if am ~= bm then return am > bm end
+  return as > bs
+end`;

@@ -1,61 +1,98 @@
 /**
- * The stream consumer against a real redis-server, with a processor the test controls:
- * poison entries are found however other consumers' entries interleave with them, and a
- * consumer that stops making progress says so (the sync daemon's liveness). Also the
- * commands connection's deadline against a redis-server that stops answering (SIGSTOP).
+ * The stream consumer against a real redis-server, with a processor the test controls: poison
+ * means the daemon died while applying that event (not a delivery count), the read position
+ * survives cut reads, partitions and a deposed leader's late reads, and a consumer that stops
+ * making progress says so (the sync daemon's liveness). Also the commands connection's
+ * deadline against a redis-server that stops answering (SIGSTOP).
  */
 import { Redis } from 'ioredis';
 import { afterAll, afterEach, beforeAll, beforeEach, describe, expect, it } from 'vitest';
+import { BlockingReader } from '../../src/redis/blocking-reader.ts';
 import { createRedis, redisOptions } from '../../src/redis/connection.ts';
+import { settleWithoutChange } from '../../src/sync/acknowledge.ts';
+import { AttemptLog } from '../../src/sync/attempt-log.ts';
 import { StreamConsumer, type ConsumerOptions } from '../../src/sync/consumer.ts';
-import { deadLetter, dlqStream } from '../../src/sync/dead-letter.ts';
+import { deadLetter } from '../../src/sync/dead-letter.ts';
 import { TransientError } from '../../src/sync/entry-writer.ts';
 import type { EventProcessor, ProcessResult } from '../../src/sync/processor.ts';
-import { createLogger } from '../../src/telemetry/logger.ts';
+import type { Fence } from '../../src/sync/term.ts';
+import { createLogger } from '../../src/observability/logger.ts';
 import { KeyedQueue } from '../../src/util/keyed-queue.ts';
 import { ensureRedisServer, startRedis, type RunningRedis } from '../harness/redis-server.ts';
+import { startTcpProxy, type TcpProxy } from '../harness/tcp-proxy.ts';
 import { waitFor } from './support.ts';
 
 const STREAM = 'consumer-test';
 const GROUP = 'g';
+const ATTEMPTS = 'consumer-test:attempts';
+const DLQ = 'consumer-test:dlq';
+const OUTCOMES = 'consumer-test:outcomes';
+const KEYS = { stream: STREAM, group: GROUP, attempts: ATTEMPTS, outcomes: { key: OUTCOMES, maxLength: 1_000 }, deadLetters: DLQ, deadLetterMaxLength: 1_000 };
+const logger = createLogger('silent', 'consumer-test');
 let server: RunningRedis;
 let redis: Redis;
-let blocking: Redis;
 let consumers: StreamConsumer[] = [];
+let proxies: TcpProxy[] = [];
 
-type Process = (id: string, fields: Record<string, string> | null, poison?: { deliveries: number }) => Promise<ProcessResult>;
+type Process = (id: string, fields: Record<string, string> | null, fence: Fence) => Promise<ProcessResult>;
+
+/** Settles an event as the real processor does: acknowledged, its attempt count gone, its outcome recorded. */
+const settle = async (id: string): Promise<void> => { await settleWithoutChange(redis, KEYS, { source_id: id, outcome: 'applied', at: new Date().toISOString() }); };
 
 /** A processor that records what it is given and acknowledges, or does what `behave` says. */
-function processor(behave?: Process): { seen: [string, { deliveries: number } | undefined][]; processor: EventProcessor } {
-  const seen: [string, { deliveries: number } | undefined][] = [];
-  const process: Process = async (id, fields, poison) => {
-    seen.push([id, poison]);
-    if (behave !== undefined) return behave(id, fields, poison);
-    await redis.xack(STREAM, GROUP, id);
-    return { outcome: poison === undefined ? 'applied' : 'dead-lettered' };
+function processor(behave?: Process): { seen: string[]; poisoned: [string, number][]; processor: EventProcessor } {
+  const seen: string[] = [];
+  const poisoned: [string, number][] = [];
+  const process: Process = async (id, fields, fence) => {
+    seen.push(id);
+    if (behave !== undefined) return behave(id, fields, fence);
+    await settle(id);
+    return { outcome: 'applied' };
   };
-  return { seen, processor: { process, giveUp: () => Promise.resolve({ outcome: 'dead-lettered' }) } as unknown as EventProcessor };
+  const poison = async (id: string, fields: Record<string, string>, interrupted: number): Promise<ProcessResult> => {
+    poisoned.push([fields.vps_id ?? id, interrupted]);
+    await deadLetter(redis, KEYS, { sourceId: id, fields, rule: 'event.poison', reason: 'test' }, new Date(), { source_id: id });
+    return { outcome: 'dead-lettered' };
+  };
+  return { seen, poisoned, processor: { process, poison, giveUp: () => Promise.resolve({ outcome: 'dead-lettered' }) } as unknown as EventProcessor };
 }
 
-function consumer(name: string, p: EventProcessor, overrides: Partial<ConsumerOptions> = {}): StreamConsumer {
+/** The attempt log of a daemon that dies: once crashed, the ends of attempts never reach Redis. */
+class CrashingAttemptLog extends AttemptLog {
+  crashed = false;
+  override end(id: string, token: string): void {
+    if (!this.crashed) super.end(id, token);
+  }
+}
+
+interface TestConsumerOptions extends Partial<ConsumerOptions> {
+  /** Reach Redis for the blocking reads through this proxy (a network that can break). */
+  via?: TcpProxy;
+  attemptLog?: AttemptLog;
+}
+
+function consumer(name: string, p: EventProcessor, { via, attemptLog, ...overrides }: TestConsumerOptions = {}): StreamConsumer {
+  const batchSize = overrides.batchSize ?? 50;
+  const reader = new BlockingReader({ redisOptions: { host: '127.0.0.1', port: via?.port ?? server.port }, stream: STREAM, group: GROUP, consumer: name, batchSize, blockMs: 200, watchdogGraceMs: 1_000, logger });
   const c = new StreamConsumer({
-    blocking,
+    reader,
     commands: redis,
     processor: p,
+    attempts: attemptLog ?? new AttemptLog(redis, ATTEMPTS, logger),
+    settlement: KEYS,
     queue: new KeyedQueue(),
     stream: STREAM,
     group: GROUP,
     consumer: name,
-    batchSize: 50,
-    blockMs: 200,
+    batchSize,
     concurrency: 4,
-    claimIdleMs: 600_000,
+    strayCheckMs: 600_000,
     consumerRetentionMs: 3_600_000,
-    maxDeliveries: 3,
+    maxInterruptedAttempts: 3,
     maxAttempts: 3,
     retryBaseMs: 20,
     retryMaxMs: 100,
-    logger: createLogger('silent', 'consumer-test'),
+    logger,
     leadershipTerm: () => 1,
     holdings: () => Promise.resolve(new Map()),
     ...overrides,
@@ -64,15 +101,21 @@ function consumer(name: string, p: EventProcessor, overrides: Partial<ConsumerOp
   return c;
 }
 
+async function proxy(): Promise<TcpProxy> {
+  const p = await startTcpProxy({ host: '127.0.0.1', port: server.port });
+  proxies.push(p);
+  return p;
+}
+
+const sleep = (ms: number): Promise<void> => new Promise((r) => setTimeout(r, ms));
+
 beforeAll(async () => {
   server = await startRedis({ binary: await ensureRedisServer() });
   redis = new Redis(server.url, { maxRetriesPerRequest: null });
-  blocking = new Redis(server.url, { maxRetriesPerRequest: null });
 });
 
 afterAll(async () => {
   redis.disconnect();
-  blocking.disconnect();
   await server.stop();
 });
 
@@ -84,36 +127,251 @@ beforeEach(async () => {
 afterEach(async () => {
   await Promise.all(consumers.map((c) => c.stop()));
   consumers = [];
+  await Promise.all(proxies.map((p) => p.stop()));
+  proxies = [];
 });
 
-describe('poison entries', () => {
-  it("are found among entries claimed from a dead consumer, however densely a live consumer's entries interleave with them", async () => {
-    const { seen, processor: p } = processor();
-    consumer('survivor', p, { claimIdleMs: 400 }).start();
-    // A dead consumer was handed 10 entries, each followed by 5 a live consumer holds. One
-    // transaction, so the survivor's blocked read gets none of them as new.
-    const transaction = redis.multi();
-    for (let i = 0; i < 10; i++) {
-      transaction.xadd(STREAM, '*', 'event', 'register', 'vps_id', `dead-${i}`);
-      for (let j = 0; j < 5; j++) transaction.xadd(STREAM, '*', 'event', 'register', 'vps_id', `live-${i}-${j}`);
+describe('poison means the daemon died while applying that event', () => {
+  // Redis raises an entry's delivery count on every re-read of the pending list and every
+  // XAUTOCLAIM without JUSTID; an outage of the webhook retried for minutes, then a lease
+  // flap, once dead-lettered every valid event in flight as poison ("delivered 9 times").
+  it('valid events stay valid through a long outage of the webhook and a handover: applied, not poisoned', async () => {
+    let term: number | undefined = 1;
+    let webhookUp = false;
+    const applied: string[] = [];
+    const { poisoned, processor: p } = processor(async (id, fields) => {
+      if (!webhookUp) throw new TransientError('failed calling webhook: connection refused');
+      applied.push(fields?.vps_id ?? id);
+      await settle(id);
+      return { outcome: 'applied' };
+    });
+    const c = consumer('leader', p, { leadershipTerm: () => term, strayCheckMs: 300 });
+    c.start();
+    for (const v of ['v1', 'v2', 'v3']) await redis.xadd(STREAM, '*', 'event', 'register', 'vps_id', v);
+    await sleep(3_000);
+    // A lease flap: the events are left pending and read again from the pending list.
+    term = undefined;
+    await waitFor(() => Promise.resolve(c.inFlight === 0), 'the events to be left pending');
+    term = 2;
+    await sleep(500);
+    webhookUp = true;
+    await waitFor(() => Promise.resolve(applied.length === 3), 'all three to be applied', 20_000);
+    expect(applied.sort()).toEqual(['v1', 'v2', 'v3']);
+    expect(poisoned).toEqual([]);
+    expect(await redis.hlen(ATTEMPTS)).toBe(0);
+  });
+
+  it('an event that takes the daemon down is dead-lettered after maxInterruptedAttempts, alone; the valid events in flight with it are applied', async () => {
+    const ids = new Map<string, string>();
+    for (const v of ['v1', 'bad', 'v2']) ids.set(String(await redis.xadd(STREAM, '*', 'event', 'register', 'vps_id', v)), v);
+    const applied: string[] = [];
+    let poisonedBad: [string, number][] = [];
+    // Each "daemon" hangs on whatever it is applying when it dies: the first dies with all
+    // three in flight; after that an event interrupted before runs alone, and only bad hangs.
+    for (let life = 1; life <= 6 && applied.length < 2; life++) {
+      let die: () => void = () => undefined;
+      const death = new Promise<void>((resolve) => (die = resolve));
+      const inFlight = new Set<string>();
+      const { poisoned, processor: p } = processor(async (id, _fields, fence) => {
+        const vps = ids.get(id) ?? id;
+        inFlight.add(vps);
+        if (life === 1 || vps === 'bad') {
+          await death;
+          fence();
+        }
+        inFlight.delete(vps);
+        applied.push(vps);
+        await settle(id);
+        return { outcome: 'applied' };
+      });
+      // A crash: the attempt log never hears that the attempts in flight ended.
+      const log = new CrashingAttemptLog(redis, ATTEMPTS, logger);
+      const c = consumer(`daemon-${life}`, p, { attemptLog: log, leadershipTerm: () => (log.crashed ? undefined : life) });
+      c.start();
+      await waitFor(() => Promise.resolve(inFlight.size > 0 || applied.length >= 2 || poisoned.length > 0), `daemon ${life} to get going`);
+      if (life > 1) {
+        // Interrupted before: one event at a time, the bad one among them.
+        await waitFor(() => Promise.resolve(inFlight.has('bad') || poisoned.length > 0), `daemon ${life} to reach the bad event`, 10_000);
+        expect(inFlight.size).toBeLessThanOrEqual(1);
+      }
+      poisonedBad = poisoned;
+      if (poisoned.length > 0) break;
+      log.crashed = true;
+      die();
+      await c.stop();
     }
-    transaction.xreadgroup('GROUP', GROUP, 'dead', 'COUNT', 100, 'STREAMS', STREAM, '>');
-    const ids = ((await transaction.exec()) ?? []).slice(0, 60).map(([, id]) => String(id));
-    const deadIds = ids.filter((_, k) => k % 6 === 0);
-    const liveIds = ids.filter((_, k) => k % 6 !== 0);
-    await redis.xclaim(STREAM, GROUP, 'live', 0, ...liveIds, 'JUSTID');
-    // Three more deliveries of the dead consumer's entries (history reads count): 4 in all.
-    for (let k = 0; k < 3; k++) await redis.xreadgroup('GROUP', GROUP, 'dead', 'STREAMS', STREAM, '0');
-    // The live consumer keeps touching its entries, so only the dead one's become idle.
-    const touch = setInterval(() => void redis.xclaim(STREAM, GROUP, 'live', 0, ...liveIds, 'JUSTID'), 100);
+    expect(applied.sort()).toEqual(['v1', 'v2']);
+    expect(poisonedBad).toEqual([['bad', 3]]);
+    expect((await redis.xrange(DLQ, '-', '+')).length).toBe(1);
+    expect(await redis.hlen(ATTEMPTS)).toBe(0);
+  });
+});
+
+describe('the attempt log counts each attempt once', () => {
+  // ioredis's command timeout only rejects the promise: the command stays queued and runs when
+  // Redis answers again, and a reconnect re-sends what was never answered. A mark counted per
+  // send made a stall of a few seconds look like as many crashes as it had retries, and the
+  // next attempt dead-lettered a valid event as poison.
+  it('marks sent while Redis stalls, each timing out, count one attempt once Redis runs them; unmarks likewise', async () => {
+    const stalled = new Redis({ port: server.port, host: '127.0.0.1', commandTimeout: 200, maxRetriesPerRequest: null });
     try {
-      await waitFor(() => Promise.resolve(seen.length >= deadIds.length), "the dead consumer's entries to be claimed and processed", 10_000);
+      const log = new AttemptLog(stalled, ATTEMPTS, logger);
+      process.kill(server.process.pid ?? 0, 'SIGSTOP');
+      try {
+        for (let i = 0; i < 3; i++) await expect(log.begin('9-1', 'attempt-a')).rejects.toThrow(/timed out/);
+      } finally {
+        process.kill(server.process.pid ?? 0, 'SIGCONT');
+      }
+      // The three queued marks have run by the time this one is answered.
+      expect(await log.begin('9-1', 'attempt-a')).toBe(1);
+      expect(await log.begin('9-1', 'attempt-b')).toBe(2);
+      log.end('9-1', 'attempt-b');
+      await waitFor(() => Promise.resolve(log.owed === 0), 'the unmark to land');
+      log.end('9-1', 'attempt-b');
+      await waitFor(() => Promise.resolve(log.owed === 0), 'the repeated unmark to land');
+      // A late copy of attempt b's mark, after its unmark, counts nothing either.
+      expect(await log.begin('9-1', 'attempt-b')).toBe(1);
+      expect((await log.interrupted(['9-1'])).get('9-1')).toBe(1);
+      log.stop();
     } finally {
-      clearInterval(touch);
+      stalled.disconnect();
     }
-    expect(seen.map(([id]) => id)).toEqual(deadIds);
-    // Every one of them recognised as poison: 4 deliveries before, the claim is the 5th.
-    expect(seen.map(([, poison]) => poison?.deliveries)).toEqual(deadIds.map(() => 5));
+  });
+});
+
+describe('retries', () => {
+  // "Command timed out" on a connection that stays up counted as an unexpected failure, and
+  // the count never reset: scattered timeouts dead-lettered a valid event (retries-exhausted).
+  it('a Redis command that times out is retried for as long as it happens, never counted towards giving up', async () => {
+    let timeouts = 12;
+    const gaveUp: string[] = [];
+    const applied: string[] = [];
+    const { processor: p } = processor(async (id, fields) => {
+      if (timeouts-- > 0) throw new Error('Command timed out');
+      applied.push(fields?.vps_id ?? id);
+      await settle(id);
+      return { outcome: 'applied' };
+    });
+    (p as unknown as { giveUp: () => Promise<ProcessResult> }).giveUp = () => {
+      gaveUp.push('v1');
+      return Promise.resolve({ outcome: 'dead-lettered' });
+    };
+    consumer('leader', p, { maxAttempts: 3 }).start();
+    await redis.xadd(STREAM, '*', 'event', 'register', 'vps_id', 'v1');
+    await waitFor(() => Promise.resolve(applied.length + gaveUp.length > 0), 'the event to settle', 20_000);
+    expect([applied, gaveUp]).toEqual([['v1'], []]);
+  });
+});
+
+describe('giving up', () => {
+  // giveUp (dead-lettering after maxAttempts) ran without a term check: a deposed leader could
+  // dead-letter an event that the new leader then applied.
+  it('never dead-letters an event once its term has ended', async () => {
+    let term: number | undefined = 1;
+    let attempts = 0;
+    const gaveUp: string[] = [];
+    const { processor: p } = processor(() => {
+      attempts++;
+      // The Lease is lost during the last attempt before giving up.
+      if (attempts === 3) term = undefined;
+      return Promise.reject(new Error('the entry does not fit the schema in a way nobody foresaw'));
+    });
+    (p as unknown as { giveUp: () => Promise<ProcessResult> }).giveUp = () => {
+      gaveUp.push('v1');
+      return Promise.resolve({ outcome: 'dead-lettered' });
+    };
+    const c = consumer('leader', p, { maxAttempts: 3, leadershipTerm: () => term });
+    c.start();
+    await redis.xadd(STREAM, '*', 'event', 'register', 'vps_id', 'v1');
+    await waitFor(() => Promise.resolve(attempts >= 3 && c.inFlight === 0), 'the event to be left pending');
+    expect(gaveUp).toEqual([]);
+    expect(((await redis.xpending(STREAM, GROUP)) as [number])[0]).toBe(1);
+  });
+});
+
+describe('the read position', () => {
+  // The watchdog cut a read of the pending list and the empty answer was taken for its end:
+  // the next read was '>', and a newer event ran before an older pending one.
+  it('a pending-list read cut by the watchdog is read again before any new entry', async () => {
+    const via = await proxy();
+    await redis.xadd(STREAM, '*', 'event', 'retire', 'vps_id', 'A');
+    // Delivered to this consumer before it "restarted": pending, to be read first.
+    await redis.xreadgroup('GROUP', GROUP, 'leader', 'STREAMS', STREAM, '>');
+    const order: string[] = [];
+    const { processor: p } = processor(async (id, fields) => {
+      order.push(fields?.vps_id ?? id);
+      await settle(id);
+      return { outcome: 'applied' };
+    });
+    via.freeze();
+    const c = consumer('leader', p, { via });
+    c.start();
+    // The read of the pending list hangs (1.2 s of watchdog) and is cut; a newer event arrives.
+    await sleep(1_500);
+    await redis.xadd(STREAM, '*', 'event', 'register', 'vps_id', 'B');
+    via.thaw();
+    await waitFor(() => Promise.resolve(order.length >= 2), 'both to be applied', 20_000);
+    expect(order).toEqual(['A', 'B']);
+  });
+
+  // A leader cut off from Redis kept its blocked XREADGROUP '>' in ioredis's queue; ioredis
+  // re-sent it once the network healed, and Redis handed it new entries after its term had
+  // ended. The new leader then applied newer events without them.
+  it('a partitioned leader takes no deliveries after its term, and the new leader applies nothing past an older event', async () => {
+    const via = await proxy();
+    let oldTerm: number | undefined = 1;
+    const applied: string[] = [];
+    const a = consumer('a', processor(async (id, fields) => {
+      applied.push(`a:${fields?.vps_id}`);
+      await settle(id);
+      return { outcome: 'applied' };
+    }).processor, { via, leadershipTerm: () => oldTerm });
+    a.start();
+    await sleep(500);
+    // Partitioned: a's read is stuck; the broken connection is noticed; a's term ends.
+    via.freeze();
+    await sleep(300);
+    via.dropConnections();
+    await sleep(300);
+    oldTerm = undefined;
+    a.leadershipLost();
+    const newTerm = 1;
+    // b leads, and is busy: four events in flight (batch 1) keep it from reading.
+    let release: () => void = () => undefined;
+    const busy = new Promise<void>((r) => (release = r));
+    const b = consumer('b', processor(async (id, fields) => {
+      if (fields?.vps_id?.startsWith('E0') === true) await busy;
+      applied.push(fields?.vps_id ?? id);
+      await settle(id);
+      return { outcome: 'applied' };
+    }).processor, { leadershipTerm: () => newTerm, batchSize: 1, strayCheckMs: 300 });
+    b.start();
+    for (const v of ['E0a', 'E0b', 'E0c', 'E0d']) await redis.xadd(STREAM, '*', 'event', 'register', 'vps_id', v);
+    await waitFor(() => Promise.resolve(b.inFlight === 4), 'b to be busy');
+    // The partition heals; whatever a might still send reaches Redis now.
+    via.thaw();
+    await sleep(300);
+    for (const v of ['E1', 'E2', 'E3']) await redis.xadd(STREAM, '*', 'event', 'register', 'vps_id', v);
+    await sleep(500);
+    release();
+    await redis.xadd(STREAM, '*', 'event', 'register', 'vps_id', 'E4');
+    await waitFor(() => Promise.resolve(applied.length >= 8), 'eight applied', 10_000);
+    expect(applied).toEqual(['E0a', 'E0b', 'E0c', 'E0d', 'E1', 'E2', 'E3', 'E4']);
+  });
+
+  it("entries a deposed leader took late are claimed from its pending list and applied before newer ones", async () => {
+    const order: string[] = [];
+    const c = consumer('leader', processor(async (id, fields) => {
+      order.push(fields?.vps_id ?? id);
+      await settle(id);
+      return { outcome: 'applied' };
+    }).processor, { strayCheckMs: 600_000 });
+    c.start();
+    await waitFor(() => Promise.resolve(c.position.phase === 'new'), 'the leader to read new entries');
+    // A deposed leader's late read: two entries delivered to it after the takeover.
+    await redis.multi().xadd(STREAM, '*', 'event', 'register', 'vps_id', 'S1').xadd(STREAM, '*', 'event', 'register', 'vps_id', 'S2').xreadgroup('GROUP', GROUP, 'deposed', 'COUNT', 2, 'STREAMS', STREAM, '>').xadd(STREAM, '*', 'event', 'register', 'vps_id', 'N1').exec();
+    await waitFor(() => Promise.resolve(order.length >= 3), 'all three applied', 10_000);
+    expect(order).toEqual(['S1', 'S2', 'N1']);
   });
 });
 
@@ -121,7 +379,7 @@ describe('progress', () => {
   it('a consumer whose events stop making progress reports how long it has stalled; one that keeps failing and retrying does not', async () => {
     let release: () => void = () => undefined;
     const hanging = new Promise<void>((resolve) => { release = resolve; });
-    const hung = consumer('hung', processor(() => hanging.then(() => ({ outcome: 'noop' as const }))).processor);
+    const hung = consumer('hung', processor(() => hanging.then(() => ({ outcome: 'unchanged' as const }))).processor);
     hung.start();
     await redis.xadd(STREAM, '*', 'event', 'register', 'vps_id', 'v1');
     await waitFor(() => Promise.resolve(hung.inFlight === 1), 'the event to be in flight');
@@ -166,7 +424,7 @@ describe('leadership lost mid-flight', () => {
       // The retire of v3 meets an API server that is away: a transient failure, retried.
       if (fields?.vps_id === 'v3' && apiServerAway) throw new TransientError('the API server is away');
       order.push(fields?.vps_id ?? id);
-      await redis.xack(STREAM, GROUP, id);
+      await settle(id);
       return { outcome: 'applied' };
     });
     // v3 holds 45.76.0.12, which its retire frees and v486's register claims.
@@ -203,7 +461,7 @@ describe('leadership lost mid-flight', () => {
       if (what === 'v361 45.76.0.21') await hung;
       if (what === 'v43 45.76.1.56' && apiServerAway) throw new TransientError('the API server is away');
       order.push(what);
-      await redis.xack(STREAM, GROUP, id);
+      await settle(id);
       return { outcome: 'applied' };
     });
     const c = consumer('leader', p, {
@@ -236,11 +494,13 @@ describe('dead letters', () => {
     await redis.xreadgroup('GROUP', GROUP, 'c', 'STREAMS', STREAM, '>');
     const letter = { sourceId: id, fields: { event: 'register', vps_id: 'bad-1', labels: '{nope' }, rule: 'event.schema', reason: 'labels: not JSON' };
     // As the soak saw it: the first delivery dead-letters it while an idle claim hands the same entry out again.
-    const first = await deadLetter(redis, STREAM, GROUP, letter, new Date(), 1000);
-    const second = await deadLetter(redis, STREAM, GROUP, letter, new Date(), 1000);
+    const first = await deadLetter(redis, KEYS, letter, new Date(), { source_id: id });
+    const second = await deadLetter(redis, KEYS, letter, new Date(), { source_id: id });
     expect(first).toMatch(/^\d+-\d+$/);
     expect(second).toBeUndefined();
-    expect(await redis.xlen(dlqStream(STREAM))).toBe(1);
+    expect(await redis.xlen(DLQ)).toBe(1);
+    // One outcome too: the second delivery acknowledged nothing, and recorded nothing.
+    expect((await redis.xrange(OUTCOMES, '-', '+')).map(([, f]) => f[f.indexOf('outcome') + 1])).toEqual(['dead-lettered']);
     expect(((await redis.xpending(STREAM, GROUP)) as [number])[0]).toBe(0);
   });
 });

@@ -9,7 +9,7 @@ import * as k8s from '@kubernetes/client-node';
 import { afterAll, afterEach, beforeAll, describe, expect, inject, it } from 'vitest';
 import { loadKubeConfig, makeApiClient } from '../../src/kube/client.ts';
 import { LeaderElector, microTime } from '../../src/kube/lease.ts';
-import { createLogger } from '../../src/telemetry/logger.ts';
+import { createLogger } from '../../src/observability/logger.ts';
 import { kubeconfigFor } from '../harness/kube-cluster.ts';
 import { kubeconfigThroughProxy, type TcpProxy } from '../harness/tcp-proxy.ts';
 import { NAMESPACE, ensureBase, kubectl, waitFor } from './support.ts';

@@ -13,8 +13,8 @@ import { inject } from 'vitest';
 import { loadKubeConfig } from '../../src/kube/client.ts';
 import { createCertificateAuthority, createServingCertificate } from '../../src/certs/authority.ts';
 import { writeCertificateFiles } from '../../src/certs/files.ts';
-import { webhookConfig } from '../../src/config.ts';
-import { createLogger } from '../../src/telemetry/logger.ts';
+import { webhookConfig } from '../../src/config/webhook.ts';
+import { createLogger } from '../../src/observability/logger.ts';
 import { runWebhook, type RunningWebhook, type WebhookOverrides } from '../../src/webhook/run.ts';
 import { kubeconfigFor, runKubectl, type ClusterState, type ClusterUser, type KubectlResult } from '../harness/kube-cluster.ts';
 import { localWebhookManifests } from '../harness/webhook-registration.ts';
@@ -150,4 +150,14 @@ export async function deleteAllEntries(): Promise<void> {
   const api = loadKubeConfig(kubeconfigFor(inject('cluster'), 'sync')).makeApiClient(k8s.CustomObjectsApi);
   await api.deleteCollectionNamespacedCustomObject({ group: 'networking.istio.io', version: 'v1', namespace: NAMESPACE, plural: 'workloadentries' });
   await waitFor(async () => (await kubectl('admin', ['-n', NAMESPACE, 'get', 'workloadentries', '-o', 'name'])).stdout.trim() === '', 'every WorkloadEntry to be gone', 120_000);
+}
+
+/** An entry a plain kubectl user (alice) wrote, not managed by edge-registrar, holding `address` in the namespace. */
+export async function applyUnmanagedEntry(name: string, address: string): Promise<void> {
+  await mustKubectl('alice', ['apply', '-f', '-'], {
+    apiVersion: 'networking.istio.io/v1',
+    kind: 'WorkloadEntry',
+    metadata: { name, namespace: NAMESPACE, labels: { app: 'xrayr', country: 'jp' } },
+    spec: { address, labels: { app: 'xrayr', country: 'jp' } },
+  });
 }

@@ -3,6 +3,7 @@
  * backoffs), producers for the two event types, and "everything consumed" as the group
  * reports it.
  */
+import { deadLetterStream } from '../../src/redis/keys.ts';
 import { mkdtemp, rm } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
@@ -10,10 +11,10 @@ import { Redis } from 'ioredis';
 import { ensureRedisServer, startRedis, type RunningRedis } from '../harness/redis-server.ts';
 import { unacknowledgedEvents } from '../harness/stream-group.ts';
 import { FAST_SYNC_TIMINGS } from '../harness/sync-timings.ts';
-import { syncConfig, type SyncConfig } from '../../src/config.ts';
+import { syncConfig, type SyncConfig } from '../../src/config/sync.ts';
 import { eventFields, publish } from '../../src/sync/publisher.ts';
 import { runSync, type RunningSync } from '../../src/sync/run.ts';
-import { createLogger } from '../../src/telemetry/logger.ts';
+import { createLogger } from '../../src/observability/logger.ts';
 import type { K8sObject } from './helm-support.ts';
 import { deleteAllEntries, ensureBase, kubectl, startRegisteredWebhook, waitFor, type E2EWebhook } from './support.ts';
 
@@ -29,7 +30,7 @@ export function testSyncConfig(kubeconfig: string, redisUrl: string, overrides: 
 }
 
 export function startTestSync(config: SyncConfig): Promise<RunningSync> {
-  return runSync(config, createLogger(process.env.E2E_LOG_LEVEL === undefined ? 'silent' : 'info', `sync-${config.consumer}`));
+  return runSync(config, createLogger(process.env.E2E_LOG_LEVEL === undefined ? 'silent' : process.env.E2E_LOG_LEVEL === 'debug' ? 'debug' : 'info', `sync-${config.consumer}`));
 }
 
 export function publishRegister(redis: Redis, vpsId: string, name: string, address: string, country = 'jp', extra: Record<string, string> = {}): Promise<string> {
@@ -68,7 +69,7 @@ export async function settled(redis: Redis, timeoutMs = 60_000): Promise<void> {
 }
 
 export async function deadLetters(redis: Redis): Promise<Record<string, string>[]> {
-  const rows = (await redis.xrange(`${STREAM}:dlq`, '-', '+')) as [string, string[]][];
+  const rows = (await redis.xrange(deadLetterStream(STREAM), '-', '+')) as [string, string[]][];
   return rows.map(([, f]) => Object.fromEntries(f.flatMap((_, i) => (i % 2 === 0 ? [[f[i], f[i + 1]]] : []))) as Record<string, string>);
 }
 

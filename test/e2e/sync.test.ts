@@ -8,7 +8,7 @@ import { fileURLToPath } from 'node:url';
 import { Redis } from 'ioredis';
 import { afterAll, afterEach, beforeAll, beforeEach, describe, expect, it } from 'vitest';
 import { inject } from 'vitest';
-import type { SyncConfig } from '../../src/config.ts';
+import type { SyncConfig } from '../../src/config/sync.ts';
 import { loadKubeConfig } from '../../src/kube/client.ts';
 import { DEFAULT_POLICY } from '../../src/policy/policy-file.ts';
 import { planBackfill } from '../../src/sync/backfill.ts';
@@ -19,17 +19,20 @@ import { orderingKeys } from '../../src/sync/ordering.ts';
 import { Resyncer } from '../../src/sync/resync.ts';
 import { KeyedQueue } from '../../src/util/keyed-queue.ts';
 import { publish, publishMany } from '../../src/sync/publisher.ts';
-import { stateKeyPrefix, type RunningSync } from '../../src/sync/run.ts';
+import { daemonKeys, deadLetterStream } from '../../src/redis/keys.ts';
+import { runSync, type RunningSync } from '../../src/sync/run.ts';
 import { StateStore } from '../../src/sync/state-store.ts';
-import { createLogger } from '../../src/telemetry/logger.ts';
+import { createLogger } from '../../src/observability/logger.ts';
 import { kubeconfigFor } from '../harness/kube-cluster.ts';
 import { ensureRedisServer, startRedis, type RunningRedis } from '../harness/redis-server.ts';
 import { kubeconfigThroughProxy } from '../harness/tcp-proxy.ts';
 import { STREAM, deadLetters, pendingCount, publishRegister, publishRetire, settled as settledStream, startSyncTestBed, startTestSync, stopSyncTestBed, testSyncConfig, unacknowledged } from './sync-support.ts';
-import { NAMESPACE, deleteAllEntries, kubectl, mustKubectl, startRegisteredWebhook, waitFor, type E2EWebhook } from './support.ts';
+import { NAMESPACE, applyUnmanagedEntry, deleteAllEntries, kubectl, mustKubectl, startRegisteredWebhook, waitFor, type E2EWebhook } from './support.ts';
 import { defaultedSpecLabels } from '../fixtures/entries.ts';
 
 const ROOT = fileURLToPath(new URL('../../', import.meta.url));
+/** The daemon's keys for the test stream and namespace. */
+const KEYS = daemonKeys(STREAM, NAMESPACE);
 let redisServer: RunningRedis;
 let redis: Redis;
 let hook: E2EWebhook;
@@ -125,7 +128,7 @@ describe('register, re-register, retire', () => {
 /** The daemon's parts, built in the test process against the real servers, so a test can drive the timing. */
 function daemonParts(): { kubeConfig: ReturnType<typeof loadKubeConfig>; storeOptions: ConstructorParameters<typeof StateStore>[1]; processor: EventProcessor } {
   const kubeConfig = loadKubeConfig(kubeconfigFor(inject('cluster'), 'sync'));
-  const storeOptions = { prefix: stateKeyPrefix(NAMESPACE), stream: STREAM, group: 'edge-registrar', tombstoneTtlSeconds: 60 };
+  const storeOptions = { keys: KEYS, group: 'edge-registrar', tombstoneTtlSeconds: 60, outcomeMaxLength: 1_000 };
   const processor = new EventProcessor({
     redis,
     store: new StateStore(redis, storeOptions),
@@ -133,8 +136,6 @@ function daemonParts(): { kubeConfig: ReturnType<typeof loadKubeConfig>; storeOp
     policy: () => DEFAULT_POLICY,
     namespace: NAMESPACE,
     istioApiVersion: 'v1',
-    stream: STREAM,
-    group: 'edge-registrar',
     deadLetterMaxLength: 1_000,
     logger: createLogger('silent', 't'),
   });
@@ -176,10 +177,10 @@ describe('order per VPS', () => {
     const first = { event: 'register', vps_id: 'v9', name: 'vps-jp-09', address: '103.21.244.9', country: 'jp' };
     const second = { ...first, address: '103.21.244.99' };
     expect((await processor.process('100-0', second)).outcome).toBe('applied');
-    expect((await processor.process('99-0', first)).outcome).toBe('stale');
+    expect((await processor.process('99-0', first)).outcome).toBe('superseded');
     expect((await entries()).get('vps-jp-09').spec.address).toBe('103.21.244.99');
     expect((await processor.process('101-0', { event: 'retire', vps_id: 'v9' })).outcome).toBe('deleted');
-    expect((await processor.process('100-5', second)).outcome).toBe('stale');
+    expect((await processor.process('100-5', second)).outcome).toBe('superseded');
     expect((await entries()).has('vps-jp-09')).toBe(false);
     // A genuinely newer register (the VPS came back) is applied.
     expect((await processor.process('102-0', first)).outcome).toBe('applied');
@@ -190,7 +191,7 @@ describe('a deposed leader', () => {
   it("cannot land a late write of an older event over the entry's newer state: the webhook fences it, and the event is dropped as stale", async () => {
     const processor = await newLeaderWroteOver200();
     // The old leader's late event 250-0: Redis alone (still at 200-0) would let it through.
-    expect((await processor.process('250-0', { ...V9, address: '103.21.244.25' })).outcome).toBe('stale');
+    expect((await processor.process('250-0', { ...V9, address: '103.21.244.25' })).outcome).toBe('superseded');
     await expectEntryAt300();
     expect(await dlq()).toEqual([]);
   });
@@ -198,7 +199,7 @@ describe('a deposed leader', () => {
   it("cannot delete an entry a newer event re-registered: the delete is fenced by the entry's stream id", async () => {
     const processor = await newLeaderWroteOver200();
     // The old leader's late retire 250-0.
-    expect((await processor.process('250-0', { event: 'retire', vps_id: 'v9' })).outcome).toBe('stale');
+    expect((await processor.process('250-0', { event: 'retire', vps_id: 'v9' })).outcome).toBe('superseded');
     await expectEntryAt300();
   });
 
@@ -259,12 +260,7 @@ describe('bad events go to the dead-letter stream with the reason, and are ackno
   });
 
   it('the webhook refusing a write (an unmanaged entry holds the address) dead-letters with its message', async () => {
-    await mustKubectl('alice', ['apply', '-f', '-'], {
-      apiVersion: 'networking.istio.io/v1',
-      kind: 'WorkloadEntry',
-      metadata: { name: 'vps-jp-50', namespace: NAMESPACE, labels: { app: 'xrayr', country: 'jp' } },
-      spec: { address: '103.21.244.50', labels: { app: 'xrayr', country: 'jp' } },
-    });
+    await applyUnmanagedEntry('vps-jp-50', '103.21.244.50');
     await startSync();
     await register('v51', 'vps-jp-51', '103.21.244.50');
     await settled();
@@ -289,7 +285,7 @@ describe('bad events go to the dead-letter stream with the reason, and are ackno
     const sync = await startSync({ deadLetterMaxLength: 100, metricsRefreshMs: 200 });
     await publishMany(redis, STREAM, Array.from({ length: 1_000 }, (_, i) => ['event', 'reboot', 'vps_id', `v${i}`]));
     await settled();
-    const length = await redis.xlen(`${STREAM}:dlq`);
+    const length = await redis.xlen(deadLetterStream(STREAM));
     // MAXLEN ~ trims whole stream nodes (100 entries each by default): about the cap, never the 1,000.
     expect(length).toBeGreaterThanOrEqual(100);
     expect(length).toBeLessThan(300);
@@ -297,8 +293,8 @@ describe('bad events go to the dead-letter stream with the reason, and are ackno
   });
 
   it('an event that fails for no transient reason (a corrupt state record) is dead-lettered after --max-attempts with the error, not retried for ever', async () => {
-    await redis.hset(`${stateKeyPrefix(NAMESPACE)}vps:v1`, 'state', 'registered', 'name', 'vps-jp-01', 'address', '103.21.244.1', 'labels', '{not json', 'stream_id', '1-0');
-    await redis.sadd(`${stateKeyPrefix(NAMESPACE)}registered`, 'v1');
+    await redis.hset(KEYS.vps('v1'), 'state', 'registered', 'name', 'vps-jp-01', 'address', '103.21.244.1', 'labels', '{not json', 'stream_id', '1-0');
+    await redis.sadd(KEYS.registered, 'v1');
     const sync = await startSync({ maxAttempts: 3, retryMaxMs: 100, resyncIntervalMs: 300, orphanGraceMs: 0 });
     await register('v1', 'vps-jp-01', '103.21.244.10');
     await register('v2', 'vps-jp-02', '103.21.244.20');
@@ -329,7 +325,7 @@ describe('bad events go to the dead-letter stream with the reason, and are ackno
 describe('failures', () => {
   it('webhook unavailable: retried with backoff, not acknowledged, not dead-lettered; applied when it is back', async () => {
     await startSync();
-    await hook.webhook.stop();
+    await hook.stop();
     await register('v1', 'vps-jp-01', '103.21.244.10');
     await new Promise((r) => setTimeout(r, 1500));
     expect(await pending()).toBe(1);
@@ -463,8 +459,8 @@ describe('a new leader continues where the old one stopped', () => {
     // Newer events: another VPS wants v1's address.
     await register('v3', 'vps-jp-03', '103.21.244.10');
     await retire('v2');
-    // Claim-idle is far away: only the takeover can pick the old leader's events up first.
-    await startSync({ consumer: 'new-leader', claimIdleMs: 600_000 });
+    // Stray checks are far away: only the takeover can pick the old leader's events up first.
+    await startSync({ consumer: 'new-leader', strayCheckMs: 600_000 });
     await settled(20_000);
     expect(new Map([...(await entries())].map(([name, e]) => [name, e.spec.address]))).toEqual(new Map([['vps-jp-01', '103.21.244.10']]));
     const letters = await dlq();
@@ -481,8 +477,8 @@ describe('a restarted consumer', () => {
     await redis.xreadgroup('GROUP', 'edge-registrar', 'restarted', 'COUNT', 10, 'STREAMS', STREAM, '>');
     // A newer event wants v5's address.
     await register('v6', 'vps-jp-06', '103.21.244.50');
-    // Claim-idle is far away: the pending pages must be read, not claimed later.
-    await startSync({ consumer: 'restarted', batchSize: 2, claimIdleMs: 600_000 });
+    // Stray checks are far away: the pending pages must be read, not claimed later.
+    await startSync({ consumer: 'restarted', batchSize: 2, strayCheckMs: 600_000 });
     await settled(20_000);
     expect((await entries()).get('vps-jp-05')?.spec.address).toBe('103.21.244.50');
     expect((await entries()).has('vps-jp-06')).toBe(false);
@@ -497,7 +493,7 @@ describe('the consumer group', () => {
     // Two earlier pods: one died holding an event, one never read anything.
     await redis.xreadgroup('GROUP', 'edge-registrar', 'sync-7d9f-old', 'COUNT', 10, 'STREAMS', STREAM, '>');
     await redis.xgroup('CREATECONSUMER', STREAM, 'edge-registrar', 'sync-7d9f-older');
-    await startSync({ consumer: 'sync-5b2c-new', claimIdleMs: 1_000, consumerRetentionMs: 300 });
+    await startSync({ consumer: 'sync-5b2c-new', strayCheckMs: 1_000, consumerRetentionMs: 300 });
     await settled();
     expect((await entries()).has('vps-jp-01')).toBe(true);
     const names = async (): Promise<string[]> => ((await redis.xinfo('CONSUMERS', STREAM, 'edge-registrar')) as unknown[][]).map((c) => String(c[1]));
@@ -589,6 +585,25 @@ describe('drift repair', () => {
     expect([actual.has('vps-jp-01'), actual.get('vps-jp-02')?.spec.address]).toEqual([false, '103.21.244.11']);
   });
 
+  // Under upsert-only the resync skipped even an orphan a tombstone says is gone (a deposed
+  // leader's create after the VPS's retire): it stayed for good, routing to an address that
+  // may since have gone to someone else.
+  it('upsert-only still removes an entry its tombstone says is gone', async () => {
+    const tombstoned = (await register('v79', 'vps-jp-79', '103.21.244.79'));
+    await startSync({ resyncIntervalMs: 300, orphanGraceMs: 3_600_000, orphanPolicy: 'upsert-only' });
+    await settled();
+    await retire('v79');
+    await settled();
+    // A deposed leader's late create of the entry, after the retire (its stream id is older).
+    await mustKubectl('sync', ['apply', '-f', '-'], {
+      apiVersion: 'networking.istio.io/v1',
+      kind: 'WorkloadEntry',
+      metadata: { name: 'vps-jp-79', namespace: NAMESPACE, labels: { app: 'xrayr', country: 'jp', 'app.kubernetes.io/managed-by': 'edge-registrar' }, annotations: { 'edge-registrar.io/vps-id': 'v79', 'edge-registrar.io/stream-id': tombstoned } },
+      spec: { address: '103.21.244.79', labels: { app: 'xrayr', country: 'jp' } },
+    });
+    await waitFor(async () => !(await entries()).has('vps-jp-79'), 'the tombstoned stray to be removed', 20_000);
+  });
+
   it('upsert-only never removes orphans', async () => {
     await mustKubectl('sync', ['apply', '-f', '-'], {
       apiVersion: 'networking.istio.io/v1',
@@ -598,10 +613,36 @@ describe('drift repair', () => {
     });
     const sync = await startSync({ resyncIntervalMs: 300, orphanGraceMs: 0, orphanPolicy: 'upsert-only' });
     // Several resyncs have compared the cluster with the desired state and seen the orphan...
-    await waitFor(async () => (await metric(sync.port, 'edge_registrar_sync_resyncs_total')) >= 3, 'three resyncs to run');
+    await waitFor(async () => (await metric(sync.port, 'edge_registrar_sync_resyncs_total{outcome="completed"}')) >= 3, 'three resyncs to run');
     // ...and the orphan is still there, and no resync counted a deletion.
     expect((await entries()).has('vps-jp-78')).toBe(true);
     expect(await metric(sync.port, 'edge_registrar_sync_resync_changes_total{action="orphan_deleted"}')).toBe(0);
+  });
+});
+
+describe('a failing resync', () => {
+  // A failed resync was tried again every second: SMEMBERS, one HGETALL per VPS and a full
+  // LIST each time, against a Redis or an API server that is already struggling.
+  it('is tried again with back-off, not every second', async () => {
+    // The registered set is not a set: every resync fails (WRONGTYPE) while the Lease is fine.
+    await redis.set(KEYS.registered, 'not a set');
+    const failures: number[] = [];
+    const destination = { write: (line: string): void => { if (line.includes('resync failed; will try again')) failures.push(Date.now()); } };
+    const sync = await runSync({ ...testSyncConfig(kubeconfigFor(inject('cluster'), 'sync'), redisServer.url, { resyncRetryBaseMs: 500, resyncIntervalMs: 60_000 }) }, createLogger('warn', 'sync-failing-resync', destination));
+    running.push(sync);
+    await waitFor(() => Promise.resolve(failures.length >= 1), 'the first resync to fail');
+    const first = failures[0] ?? 0;
+    await new Promise((r) => setTimeout(r, 8_000));
+    const within = failures.filter((t) => t - first <= 8_000).length;
+    console.error(`[resync] ${within} failed resyncs in the 8 s after the first: ${failures.map((t) => t - first).join(', ')} ms`);
+    // Back-off from 0.5 s, doubling, checked once a second: at most 6 in 8 s (0, 1, 2, 3, 5, 7 s at the
+    // shortest jitter); one a second would be 9.
+    expect(within).toBeLessThanOrEqual(6);
+    // The counter agrees with the log: read after the window, it has every failure logged up to then
+    // (one more may have come since the window closed, so it is bounded by what is logged after reading).
+    const counted = await metric(sync.port, 'edge_registrar_sync_resyncs_total{outcome="failed"}');
+    expect(counted).toBeGreaterThanOrEqual(within);
+    expect(counted).toBeLessThanOrEqual(failures.length);
   });
 });
 

@@ -3,15 +3,16 @@
  * Lease handover, a claim of a dead replica's entries or a retry takes seconds, not
  * minutes. The ratios between them keep client-go's rules (retry < renew deadline < lease).
  */
-import type { SyncConfig } from '../../src/config.ts';
+import type { SyncConfig } from '../../src/config/sync.ts';
 
 export const FAST_SYNC_TIMINGS = {
-  blockMs: 500,
+  blockMs: 200,
+  watchdogGraceMs: 2_000,
   leaseRenewMs: 300,
   leaseDurationMs: 2_000,
   leaseRenewDeadlineMs: 1_500,
   retryBaseMs: 50,
   retryMaxMs: 1_000,
-  claimIdleMs: 2_000,
+  strayCheckMs: 2_000,
   resyncIntervalMs: 3_600_000,
 } satisfies Partial<SyncConfig>;

@@ -14,6 +14,8 @@ export interface TcpProxy {
   readonly accepted: number;
   freeze(): void;
   thaw(): void;
+  /** Closes every connection now (a network that broke): clients see it close and reconnect. */
+  dropConnections(): void;
   stop(): Promise<void>;
 }
 
@@ -63,6 +65,12 @@ export async function startTcpProxy(target: { host: string; port: number }): Pro
         // pipe() resumes a paused source on 'drain'; unpipe so nothing moves until thawed.
         a.unpipe(b);
         b.unpipe(a);
+      }
+    },
+    dropConnections: () => {
+      for (const [a, b] of pairs) {
+        a.destroy();
+        b.destroy();
       }
     },
     thaw: () => {

@@ -53,3 +53,19 @@ describe('HoldingsLedger: a freeing event and a later claim share a key', () => 
     expect([ledger.unknown(['a']), ledger.size]).toEqual([['a'], 0]);
   });
 });
+
+describe('HoldingsLedger after a dispatch that failed', () => {
+  // The holdings of a batch are read in rounds; when a later round failed, VPSs seeded by an
+  // earlier one stayed in the ledger with no event, for good: their holdings were never read
+  // again, and a claim could overtake a release of what they hold now.
+  it('forgets VPSs it seeded and never gave an event, so their holdings are read again', () => {
+    const ledger = new HoldingsLedger();
+    ledger.seed('a', { name: 'vps-jp-1', address: '45.76.0.1' });
+    ledger.seed('b', { name: 'vps-jp-2', address: '45.76.0.2' });
+    ledger.dispatch({ vpsId: 'b' });
+    ledger.forgetIdle(['a', 'b']);
+    expect(ledger.unknown(['a', 'b'])).toEqual(['a']);
+    ledger.clear();
+    expect(ledger.size).toBe(0);
+  });
+});

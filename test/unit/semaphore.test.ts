@@ -25,3 +25,24 @@ describe('Semaphore', () => {
     await slots.acquire();
   });
 });
+
+describe('Semaphore with several permits', () => {
+  it('runs a holder of every permit alone, after those before it and before those after it', async () => {
+    const slots = new Semaphore(3);
+    const order: string[] = [];
+    await slots.acquire();
+    await slots.acquire();
+    const alone = slots.acquire(3).then(() => order.push('alone'));
+    const later = slots.acquire().then(() => order.push('later'));
+    await Promise.resolve();
+    // One permit is free, but the holder of all waits first, and the later one waits behind it.
+    expect(order).toEqual([]);
+    slots.release();
+    slots.release();
+    await alone;
+    expect(order).toEqual(['alone']);
+    slots.release(3);
+    await later;
+    expect(order).toEqual(['alone', 'later']);
+  });
+});

@@ -1,3 +1,4 @@
+import { outcomeFields, outcomeJsonSchema, outcomeRecordSchema } from '../../src/sync/outcome.ts';
 import { readFile } from 'node:fs/promises';
 import { describe, expect, it } from 'vitest';
 import { DEFAULT_POLICY } from '../../src/policy/policy-file.ts';
@@ -36,6 +37,19 @@ describe('the event contract', () => {
   it('docs/vps-event.schema.json is the schema the code uses (regenerate with npm run schema)', async () => {
     const committed = JSON.parse(await readFile(new URL('../../docs/vps-event.schema.json', import.meta.url), 'utf8')) as unknown;
     expect(committed).toEqual(eventJsonSchema());
+  });
+
+  it('docs/vps-event-outcome.schema.json is the schema of the outcome records the code writes (npm run schema)', async () => {
+    const committed = JSON.parse(await readFile(new URL('../../docs/vps-event-outcome.schema.json', import.meta.url), 'utf8')) as unknown;
+    expect(committed).toEqual(outcomeJsonSchema());
+  });
+
+  it("bounds what an outcome record echoes of an event's fields", () => {
+    const fields = outcomeFields({ source_id: '1-0', vps_id: 'v'.repeat(10_000), event: 'register', outcome: 'dead-lettered', rule: 'event.schema', reason: 'r'.repeat(5_000), at: '2026-12-04T00:00:00.000Z' });
+    const record = Object.fromEntries(fields.flatMap((_, i) => (i % 2 === 0 ? [[fields[i], fields[i + 1]]] : [])));
+    expect(outcomeRecordSchema.parse(record)).toMatchObject({ outcome: 'dead-lettered' });
+    expect(record.vps_id).toHaveLength(256);
+    expect(record.reason).toHaveLength(1024);
   });
 });
 

@@ -1,0 +1,210 @@
+/**
+ * The outcome stream, as sigma-api reads it, against the real stack (redis-server, the API
+ * server with Istio's CRDs, the registered webhook, the sync daemon): one record per
+ * acknowledged event, of each kind; exactly one across a daemon that dies between its
+ * Kubernetes write and its acknowledgement, and across a dead-letter replay; and the cap.
+ */
+import { afterAll, afterEach, beforeAll, beforeEach, describe, expect, inject, it } from 'vitest';
+import { loadKubeConfig } from '../../src/kube/client.ts';
+import { DEFAULT_POLICY } from '../../src/policy/policy-file.ts';
+import { daemonKeys } from '../../src/redis/keys.ts';
+import { attemptCount } from '../../src/sync/attempt-log.ts';
+import { EntryWriter } from '../../src/sync/entry-writer.ts';
+import { fieldsToRecord } from '../../src/sync/event.ts';
+import { outcomeRecordSchema } from '../../src/sync/outcome.ts';
+import { EventProcessor } from '../../src/sync/processor.ts';
+import type { RunningSync } from '../../src/sync/run.ts';
+import { StateStore } from '../../src/sync/state-store.ts';
+import { createLogger } from '../../src/observability/logger.ts';
+import { kubeconfigFor } from '../harness/kube-cluster.ts';
+import { GROUP, STREAM, publishRegister, publishRetire, settled, startSyncTestBed, startTestSync, stopSyncTestBed, testSyncConfig, type SyncTestBed } from './sync-support.ts';
+import { NAMESPACE, deleteAllEntries, kubectl, waitFor } from './support.ts';
+import { capture } from '../harness/capture.ts';
+import { fileURLToPath } from 'node:url';
+
+const KEYS = daemonKeys(STREAM, NAMESPACE);
+const CLI = fileURLToPath(new URL('../../src/cli.ts', import.meta.url));
+let bed: SyncTestBed;
+let running: RunningSync[] = [];
+
+beforeAll(async () => {
+  bed = await startSyncTestBed('outcomes');
+});
+
+afterAll(async () => {
+  await stopSyncTestBed(bed);
+});
+
+beforeEach(async () => {
+  await bed.redis.flushall();
+  await deleteAllEntries();
+});
+
+afterEach(async () => {
+  await Promise.all(running.map((s) => s.stop()));
+  running = [];
+});
+
+async function startSync(overrides: Parameters<typeof testSyncConfig>[2] = {}): Promise<RunningSync> {
+  const sync = await startTestSync(testSyncConfig(kubeconfigFor(inject('cluster'), 'sync'), bed.redisServer.url, overrides));
+  running.push(sync);
+  return sync;
+}
+
+/** Every outcome record, parsed with the published schema (a record that does not fit fails the test). */
+async function outcomes(): Promise<ReturnType<typeof outcomeRecordSchema.parse>[]> {
+  const rows = (await bed.redis.xrange(KEYS.outcomes, '-', '+')) as [string, string[]][];
+  return rows.map(([, fields]) => outcomeRecordSchema.parse(fieldsToRecord(fields)));
+}
+
+describe('an outcome for every event', () => {
+  it('records each kind, once, keyed by the source id: applied, deleted, unchanged, superseded, dead-lettered, trimmed', async () => {
+    // trimmed: an entry a dead replica held, deleted from the stream before anyone applied it.
+    await bed.redis.xgroup('CREATE', STREAM, GROUP, '0', 'MKSTREAM');
+    const trimmed = String(await bed.redis.xadd(STREAM, '*', 'event', 'register', 'vps_id', 'v9', 'name', 'vps-jp-09', 'address', '103.21.244.9', 'country', 'jp'));
+    await bed.redis.xreadgroup('GROUP', GROUP, 'dead-replica', 'COUNT', 10, 'STREAMS', STREAM, '>');
+    await bed.redis.xdel(STREAM, trimmed);
+    // superseded: the VPS's state is from a newer event than this one.
+    await bed.redis.hset(KEYS.vps('v7'), 'state', 'retired', 'name', 'vps-jp-07', 'address', '', 'country', 'jp', 'labels', '{}', 'stream_id', '99999999999999-0');
+    await startSync();
+    const applied = await publishRegister(bed.redis, 'v1', 'vps-jp-01', '103.21.244.10');
+    await settled(bed.redis);
+    const deleted = await publishRetire(bed.redis, 'v1');
+    const unchanged = await publishRetire(bed.redis, 'v2');
+    const superseded = await publishRegister(bed.redis, 'v7', 'vps-jp-07', '103.21.244.70');
+    const deadLettered = await publishRegister(bed.redis, 'v3', 'vps-jp-03', '10.0.0.3');
+    await settled(bed.redis);
+    await waitFor(async () => (await outcomes()).length >= 6, 'six outcomes').catch(async (error: unknown) => {
+      throw new Error(`${String(error)}: ${JSON.stringify(await outcomes())}`);
+    });
+    const byId = new Map((await outcomes()).map((o) => [o.source_id, o]));
+    expect(byId.size).toBe(6);
+    expect(byId.get(applied)).toMatchObject({ outcome: 'applied', vps_id: 'v1', event: 'register', name: 'vps-jp-01' });
+    expect(byId.get(deleted)).toMatchObject({ outcome: 'deleted', vps_id: 'v1', event: 'retire', name: 'vps-jp-01' });
+    expect(byId.get(unchanged)).toMatchObject({ outcome: 'unchanged', vps_id: 'v2', event: 'retire', reason: 'no entry of VPS v2 to remove' });
+    expect(byId.get(superseded)).toMatchObject({ outcome: 'superseded', vps_id: 'v7', reason: 'the state of a newer event (99999999999999-0) is applied' });
+    expect(byId.get(deadLettered)).toMatchObject({ outcome: 'dead-lettered', vps_id: 'v3', rule: 'address.public-unicast', reason: expect.stringContaining('"10.0.0.3" is in the private (RFC 1918) range 10.0.0.0/8') });
+    expect(byId.get(trimmed)).toMatchObject({ outcome: 'trimmed' });
+    for (const record of byId.values()) expect(Date.parse(record.at)).toBeGreaterThan(Date.now() - 120_000);
+  });
+
+  // The outcome is written by the script that acknowledges, and only when that XACK
+  // acknowledged: a daemon that dies after its Kubernetes write and before the commit leaves
+  // the event pending with no outcome, and the next leader's commit records exactly one.
+  it('exactly one outcome for an event whose daemon died between the write and the acknowledgement', async () => {
+    await bed.redis.xgroup('CREATE', STREAM, GROUP, '0', 'MKSTREAM');
+    const id = await publishRegister(bed.redis, 'v4', 'vps-jp-04', '103.21.244.40');
+    await bed.redis.xreadgroup('GROUP', GROUP, 'dying', 'COUNT', 10, 'STREAMS', STREAM, '>');
+    // The dying daemon: writes the entry, and dies before it commits (the commit never runs).
+    const kubeConfig = loadKubeConfig(kubeconfigFor(inject('cluster'), 'sync'));
+    const dies = new Error('SIGKILL');
+    class DyingStore extends StateStore {
+      override commit(): Promise<never> {
+        return Promise.reject(dies);
+      }
+    }
+    const store = new DyingStore(bed.redis, { keys: KEYS, group: GROUP, tombstoneTtlSeconds: 60, outcomeMaxLength: 1_000 });
+    const writer = new EntryWriter(kubeConfig, NAMESPACE, 'v1');
+    const dying = new EventProcessor({ redis: bed.redis, store, writer, policy: () => DEFAULT_POLICY, namespace: NAMESPACE, istioApiVersion: 'v1', deadLetterMaxLength: 1_000, logger: createLogger('silent', 't') });
+    const [, fields] = ((await bed.redis.xrange(STREAM, id, id)) as [string, string[]][])[0] ?? ['', []];
+    await expect(dying.process(id, fieldsToRecord(fields))).rejects.toBe(dies);
+    expect((await kubectl('admin', ['-n', NAMESPACE, 'get', 'workloadentry', 'vps-jp-04'])).code).toBe(0);
+    expect(await outcomes()).toEqual([]);
+    // The next leader takes it over and applies it again (idempotent): one outcome.
+    await startSync();
+    await settled(bed.redis);
+    await waitFor(async () => (await outcomes()).length > 0, 'the outcome');
+    const records = (await outcomes()).filter((o) => o.source_id === id);
+    expect(records.map((o) => o.outcome)).toEqual(['applied']);
+  });
+
+  it('exactly one outcome per event across a dead-letter replay: the original dead-lettered, the replay applied', async () => {
+    // Invalid as published (no country); replayed after the producer is fixed, here by hand.
+    const original = String(await bed.redis.xadd(STREAM, '*', 'event', 'register', 'vps_id', 'v5', 'name', 'vps-jp-05', 'address', '103.21.244.50'));
+    await startSync();
+    await settled(bed.redis);
+    const [[letterId, letter] = ['', []]] = (await bed.redis.xrange(KEYS.deadLetters, '-', '+')) as [string, string[]][];
+    expect(fieldsToRecord(letter).dlq_rule).toBe('event.schema');
+    await bed.redis.multi().xadd(KEYS.deadLetters, '*', ...letter, 'country', 'jp').xdel(KEYS.deadLetters, letterId).exec();
+    const replay = await capture(process.execPath, [CLI, 'dlq', 'replay', '--all', '--redis-url', bed.redisServer.url]);
+    expect(replay.code).toBe(0);
+    await settled(bed.redis);
+    await waitFor(async () => (await outcomes()).length >= 2, 'two outcomes');
+    const all = await outcomes();
+    expect(all.map((o) => [o.source_id === original ? 'original' : 'replay', o.outcome])).toEqual([['original', 'dead-lettered'], ['replay', 'applied']]);
+  });
+
+  it('is capped near --outcome-max-length, and its length is exported', async () => {
+    const sync = await startSync({ outcomeMaxLength: 100, metricsRefreshMs: 200 });
+    const pipeline = bed.redis.pipeline();
+    for (let i = 0; i < 1_000; i++) pipeline.xadd(STREAM, '*', 'event', 'retire', 'vps_id', `gone-${i}`);
+    await pipeline.exec();
+    await settled(bed.redis, 120_000);
+    const length = await bed.redis.xlen(KEYS.outcomes);
+    // MAXLEN ~ trims whole stream nodes (100 entries each by default): at most one node over.
+    expect(length).toBeGreaterThanOrEqual(100);
+    expect(length).toBeLessThanOrEqual(200);
+    await waitFor(async () => (await (await fetch(`http://127.0.0.1:${sync.port}/metrics`)).text()).includes(`edge_registrar_sync_outcome_entries ${length}`), 'the exported length to match XLEN');
+  });
+
+  it('edge-registrar status shows one VPS: desired state, entry, last outcome with its stream id, and whether the Telemetry attributes it', async () => {
+    const sync = await startSync({ telemetry: { ...testSyncConfig('', '').telemetry, enabled: true, coalesceMs: 100 } });
+    const id = await publishRegister(bed.redis, 'v6', 'vps-jp-06', '103.21.244.60');
+    await settled(bed.redis);
+    await waitFor(async () => (await (await fetch(`http://127.0.0.1:${sync.port}/metrics`)).text()).includes('edge_registrar_telemetry_vps 1'), 'the Telemetry to map the VPS');
+    const args = [CLI, 'status', 'v6', '--redis-url', bed.redisServer.url, '--kubeconfig', kubeconfigFor(inject('cluster'), 'admin'), '--telemetry'];
+    const json = await capture(process.execPath, [...args, '--output', 'json']);
+    expect(json.code).toBe(0);
+    expect(JSON.parse(json.stdout)).toMatchObject({
+      vpsId: 'v6',
+      desired: { state: 'registered', name: 'vps-jp-06', address: '103.21.244.60', streamId: id },
+      entry: { exists: true, name: 'vps-jp-06', address: '103.21.244.60', managed: true, streamId: id, inStep: true },
+      lastOutcome: { source_id: id, outcome: 'applied' },
+      telemetry: { checked: true, attributed: true, name: 'istio-system/edge-registrar-vps' },
+    });
+    const text = await capture(process.execPath, args);
+    expect(text.stdout).toContain(`outcome:   applied (event ${id}, register`);
+    expect(text.stdout).toContain('telemetry: attributed in istio-system/edge-registrar-vps: tag vps maps 103.21.244.60 to vps-jp-06');
+    // A VPS nobody has heard of: said so, exit 1.
+    const unknown = await capture(process.execPath, [CLI, 'status', 'v-none', '--redis-url', bed.redisServer.url, '--kubeconfig', kubeconfigFor(inject('cluster'), 'admin')]);
+    expect([unknown.code, unknown.stdout]).toEqual([1, expect.stringContaining('desired:   unknown to edge-registrar')]);
+    await kubectl('admin', ['-n', 'istio-system', 'delete', 'telemetry', 'edge-registrar-vps', '--ignore-not-found']);
+  });
+});
+
+describe('keys moved into the stream\'s hash slot', () => {
+  // Before, the state lived under edge-registrar:<namespace>: and the dead letters in
+  // <stream>:dlq: names Redis Cluster cannot serve from one script.
+  it('an install with its keys under the old names comes up with nothing lost: registered VPSs, tombstones (with their time to live), attempt counts, dead letters', async () => {
+    const old = (suffix: string): string => `edge-registrar:${NAMESPACE}:${suffix}`;
+    await bed.redis.xgroup('CREATE', STREAM, GROUP, '0', 'MKSTREAM');
+    // What an older daemon left: v1 registered (its entry in the cluster), v2 retired (a tombstone), a dead letter.
+    const registered = await publishRegister(bed.redis, 'v1', 'vps-jp-01', '103.21.244.10');
+    await bed.redis.hset(old('vps:v1'), 'state', 'registered', 'name', 'vps-jp-01', 'address', '103.21.244.10', 'country', 'jp', 'labels', '{}', 'stream_id', registered, 'updated_at', new Date().toISOString());
+    await bed.redis.hset(old('addresses'), '103.21.244.10', 'v1');
+    await bed.redis.hset(old('names'), 'vps-jp-01', 'v1');
+    await bed.redis.sadd(old('registered'), 'v1');
+    await bed.redis.hset(old('vps:v2'), 'state', 'retired', 'name', 'vps-jp-02', 'address', '103.21.244.20', 'country', 'jp', 'labels', '{}', 'stream_id', '1-0');
+    await bed.redis.expire(old('vps:v2'), 3600);
+    await bed.redis.hset(old('attempts'), '1-5', '2');
+    await bed.redis.xadd(`${STREAM}:dlq`, '*', 'event', 'register', 'vps_id', 'bad', 'dlq_rule', 'event.schema', 'dlq_reason', 'country: is missing');
+    // One letter already under the new name (a newer daemon ran once): the old ones join it, once each.
+    await bed.redis.xadd(KEYS.deadLetters, '*', 'event', 'reboot', 'vps_id', 'already-moved', 'dlq_rule', 'event.type', 'dlq_reason', 'unknown event type');
+    await bed.redis.xgroup('SETID', STREAM, GROUP, '$');
+    await startSync();
+    await waitFor(async () => (await bed.redis.exists(old('vps:v1'), old('vps:v2'), old('attempts'), `${STREAM}:dlq`)) === 0, 'the old keys to be gone');
+    expect(await bed.redis.hgetall(KEYS.vps('v1'))).toMatchObject({ state: 'registered', stream_id: registered });
+    expect(await bed.redis.smembers(KEYS.registered)).toEqual(['v1']);
+    expect(await bed.redis.hget(KEYS.addresses, '103.21.244.10')).toBe('v1');
+    expect(await bed.redis.hget(KEYS.vps('v2'), 'state')).toBe('retired');
+    expect(await bed.redis.ttl(KEYS.vps('v2'))).toBeGreaterThan(3500);
+    expect(attemptCount(await bed.redis.hget(KEYS.attempts, '1-5'))).toBe(2);
+    expect((await bed.redis.xrange(KEYS.deadLetters, '-', '+')).map(([, f]) => fieldsToRecord(f).vps_id)).toEqual(['already-moved', 'bad']);
+    // The daemon works from them: a late register of the retired VPS stays retired; the registered one moves.
+    await publishRegister(bed.redis, 'v1', 'vps-jp-01', '103.21.244.11');
+    await settled(bed.redis);
+    await waitFor(async () => (await kubectl('admin', ['-n', NAMESPACE, 'get', 'workloadentry', 'vps-jp-01', '-o', 'jsonpath={.spec.address}'])).stdout === '103.21.244.11', 'the moved entry');
+    expect(await bed.redis.hget(KEYS.addresses, '103.21.244.11')).toBe('v1');
+    expect(await bed.redis.hget(KEYS.addresses, '103.21.244.10')).toBeNull();
+  });
+});
