@@ -5,7 +5,8 @@
  * ingress gateway for it (the HTTP listener's serialized size, from Istio's own config
  * generation via meshview), beside the same gateway without the Telemetry in the same run.
  * Rows marked "+ source identity" have the Kiali option on (six more unsharded tags), at
- * sizes it holds.
+ * sizes it holds. Then the largest fleet one Telemetry attributes with the chart's defaults,
+ * by metrics tagged and fleet shape, and the limit that stops it.
  */
 import { performance } from 'node:perf_hooks';
 import { stringify } from 'yaml';
@@ -78,6 +79,41 @@ async function main(): Promise<void> {
     ]);
   }
   printTable(['VPSs', 'render (median of 5)', 'Telemetry object', 'tags (vps + country + source)', 'longest expression (codepoints)', 'gateway HTTP listener without', 'with the Telemetry'], rows);
+
+  // The largest fleet one Telemetry attributes with the chart's defaults (40,000-codepoint
+  // expressions, 1,400,000-byte object), by the number of metrics tagged and the fleet's shape,
+  // and which limit stops it there.
+  console.log('');
+  const largest: string[][] = [];
+  for (const ipv6 of [false, true]) {
+    for (const metrics of [['REQUEST_COUNT'], ['REQUEST_COUNT', 'REQUEST_DURATION'], ['REQUEST_COUNT', 'REQUEST_DURATION', 'REQUEST_SIZE']] as const) {
+      const found = largestFleet({ ...OPTIONS, metrics: [...metrics] }, (n) => sampleFleet(n, { ipv6 }));
+      largest.push([ipv6 ? 'a fifth on IPv6' : 'IPv4 only', `${metrics.length}${metrics.length === 2 ? ' (default)' : ''}`, found.vps.toLocaleString('en'), kib(found.bytes), found.stoppedBy]);
+    }
+  }
+  printTable(['fleet', 'metrics tagged', 'largest fleet written', 'object at that size', 'what refuses one more (+100 VPSs)'], largest);
+}
+
+/** The largest fleet (to 100 VPSs) whose Telemetry renders within both limits, found by bisection. */
+function largestFleet(options: typeof OPTIONS, fleetOf: (n: number) => ReturnType<typeof sampleFleet>): { vps: number; bytes: number; stoppedBy: string } {
+  const attempt = (n: number): { ok: true; bytes: number } | { ok: false; why: string } => {
+    try {
+      const bytes = Buffer.byteLength(JSON.stringify(renderTelemetry(options, fleetOf(n)).object));
+      return bytes <= options.maxObjectBytes ? { ok: true, bytes } : { ok: false, why: `object ${kib(bytes)} > ${kib(options.maxObjectBytes)}` };
+    } catch (error) {
+      return { ok: false, why: `expression budget (${(error as Error).message.replace(/^tag (\S+): .*need an expression of (\d+) codepoints.*$/, '$1: $2 codepoints')})` };
+    }
+  };
+  let low = 1_000;
+  let high = 40_000;
+  while (high - low > 100) {
+    const middle = Math.round((low + high) / 200) * 100;
+    if (attempt(middle).ok) low = middle;
+    else high = middle;
+  }
+  const fits = attempt(low);
+  const next = attempt(low + 100);
+  return { vps: low, bytes: fits.ok ? fits.bytes : 0, stoppedBy: next.ok ? 'nothing within 40,000' : next.why };
 }
 
 await main();

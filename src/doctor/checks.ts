@@ -4,6 +4,7 @@
  * it reads a ClusterState that gather.ts fetched (each part either a value or the error that
  * kept it from being read) and returns the checks, in the order an operator fixes them.
  */
+import { cidrContains, parseAddress } from '../policy/address.ts';
 import type { Policy } from '../policy/policy-file.ts';
 import { FLEET_DIGEST_ANNOTATION, VPS_COUNT_ANNOTATION, fleetDigest, isManagedTelemetry, type StoredTelemetry } from '../mesh-telemetry/telemetry-object.ts';
 
@@ -48,6 +49,11 @@ export interface MeshConfig {
   defaultConfig?: { gatewayTopology?: GatewayTopology; proxyMetadata?: Record<string, string> };
 }
 
+/** The parts of Istio's mesh networks (ConfigMap istio, key meshNetworks) doctor reads. */
+export interface MeshNetworks {
+  networks?: Record<string, { endpoints?: { fromCidr?: string }[] } | null>;
+}
+
 export interface WebhookConfiguration {
   metadata?: { name?: string };
   webhooks?: { name?: string; failurePolicy?: string; clientConfig?: { caBundle?: string } }[];
@@ -73,6 +79,7 @@ export interface ClusterState {
   servingCertificate?: Read<{ caBundle: string; notAfter: Date } | undefined>;
   gatewayPods: Read<Obj[]>;
   meshConfig: Read<MeshConfig | undefined>;
+  meshNetworks: Read<MeshNetworks | undefined>;
   istiodEnv: Read<Record<string, string> | undefined>;
   telemetry?: Read<StoredTelemetry | undefined>;
   managedEntries: Read<{ name: string; address: string; vpsId: string }[]>;
@@ -225,6 +232,31 @@ function gatewayCheck(state: ClusterState, expect: Expectations): Check {
   return { id, title, status: 'pass', detail: `${state.gatewayPods.value.length} gateway pod(s)` };
 }
 
+/**
+ * Envoy counts a request as internal when its peer is inside the connection manager's
+ * internal addresses, which istiod fills from meshNetworks' fromCidr ranges; on such a request
+ * the client's own x-envoy-external-address is kept, and edge-registrar's expressions
+ * attribute it to no VPS (`none`). A VPS inside such a range is never attributed.
+ */
+function internalAddressesCheck(state: ClusterState, expect: Expectations): Check {
+  const id = 'gateway.internal-addresses';
+  const title = 'no registered VPS is an internal address to the gateway (meshNetworks fromCidr)';
+  if (expect.telemetry === undefined) return { id, title, status: 'skip', detail: 'per-VPS metrics are off (--telemetry)' };
+  if (!state.meshNetworks.ok) return unread(id, title, state.meshNetworks.error);
+  const ranges = Object.values(state.meshNetworks.value?.networks ?? {}).flatMap((n) => (n?.endpoints ?? []).flatMap((e) => (e.fromCidr === undefined ? [] : [e.fromCidr])));
+  if (ranges.length === 0) return { id, title, status: 'pass', detail: 'no meshNetworks fromCidr: the gateway counts every request as external and writes x-envoy-external-address itself' };
+  const registered = state.redis?.ok === true ? state.redis.value.registered : [];
+  const inside = registered.flatMap((vps) => {
+    const parsed = parseAddress(vps.address);
+    const range = parsed.ok ? ranges.find((r) => { try { return cidrContains(r, parsed.ip); } catch { return false; } }) : undefined;
+    return range === undefined ? [] : [`${vps.name} (${vps.address} in ${range})`];
+  });
+  if (inside.length > 0) {
+    return { id, title, status: 'fail', detail: `the gateway counts these VPSs' requests as internal, so they are attributed to none: ${inside.slice(0, 10).join(', ')}${inside.length > 10 ? ` and ${inside.length - 10} more` : ''}`, fix: "take the VPSs' public addresses out of meshNetworks fromCidr (ConfigMap istio in istio-system, key meshNetworks)" };
+  }
+  return { id, title, status: 'pass', detail: `requests from ${ranges.join(', ')} count as internal at the gateway and are attributed to none; no registered VPS is in them` };
+}
+
 function telemetryCheck(state: ClusterState, expect: Expectations): Check {
   const id = 'telemetry.in-step';
   const title = 'the managed Telemetry exists and maps exactly the registered VPSs';
@@ -294,7 +326,7 @@ function fleetChecks(state: ClusterState): Check[] {
 }
 
 export function diagnose(state: ClusterState, expect: Expectations): Check[] {
-  return [...crdChecks(state, expect), injectionCheck(state), ...seedChecks(state, expect), ...webhookChecks(state, expect), gatewayCheck(state, expect), telemetryCheck(state, expect), directAttributionCheck(state), ...fleetChecks(state)];
+  return [...crdChecks(state, expect), injectionCheck(state), ...seedChecks(state, expect), ...webhookChecks(state, expect), gatewayCheck(state, expect), internalAddressesCheck(state, expect), telemetryCheck(state, expect), directAttributionCheck(state), ...fleetChecks(state)];
 }
 
 const MARK: Record<Status, string> = { pass: '✓', fail: '✗', warn: '!', skip: '-' };

@@ -5,16 +5,16 @@
  */
 import { X509Certificate } from 'node:crypto';
 import * as k8s from '@kubernetes/client-node';
-import type { DoctorConfig } from '../config.ts';
+import type { DoctorConfig } from '../config/doctor.ts';
 import { WORKLOAD_ENTRY_GROUP, WORKLOAD_ENTRY_PLURAL, makeApiClient } from '../kube/client.ts';
 import { MANAGED_SELECTOR, VPS_ID_ANNOTATION } from '../policy/markers.ts';
-import { createRedis } from '../redis/connection.ts';
+import { withRedis } from '../redis/connection.ts';
 import { consumerGroupInfo, undeliveredEntries } from '../redis/consumer-group.ts';
-import { dlqStream } from '../sync/dead-letter.ts';
-import { StateStore, stateKeyPrefix } from '../sync/state-store.ts';
+import { daemonKeys } from '../redis/keys.ts';
+import { StateStore } from '../sync/state-store.ts';
 import { TELEMETRY_COORDINATES, type StoredTelemetry } from '../mesh-telemetry/telemetry-object.ts';
 import type { Policy } from '../policy/policy-file.ts';
-import type { ClusterState, MeshConfig, Obj, Read, RegisteredVps, WebhookConfiguration } from './checks.ts';
+import type { ClusterState, MeshConfig, MeshNetworks, Obj, Read, RegisteredVps, WebhookConfiguration } from './checks.ts';
 
 async function read<T>(get: () => Promise<T>): Promise<Read<T>> {
   try {
@@ -46,27 +46,24 @@ async function optional<T>(get: () => Promise<T>): Promise<T | undefined> {
 
 async function redisState(config: DoctorConfig): Promise<ClusterState['redis']> {
   if (config.redis === undefined) return undefined;
-  const redis = createRedis(config.redis, 'commands', { commandTimeoutMs: 5_000 });
-  redis.on('error', () => undefined); // reported by the command that fails
-  try {
-    return await read(async () => {
-      await redis.connect();
+  const redisConfig = config.redis;
+  return read(() =>
+    withRedis(redisConfig, { commandTimeoutMs: 5_000 }, async (redis) => {
       // No stream yet reads as no group: no daemon has started.
       const group = await consumerGroupInfo(redis, config.stream, config.group).catch(() => undefined);
       const lag = group === undefined ? null : await undeliveredEntries(redis, config.stream, group);
-      const store = new StateStore(redis, { prefix: stateKeyPrefix(config.namespace), stream: config.stream, group: config.group, tombstoneTtlSeconds: 1 });
+      const keys = daemonKeys(config.stream, config.namespace, config.outcomeStream);
+      const store = new StateStore(redis, { keys, group: config.group, tombstoneTtlSeconds: 1, outcomeMaxLength: 1 });
       const registered: RegisteredVps[] = (await store.registered()).map((r) => ({ vpsId: r.vpsId, name: r.name, address: r.address, country: r.country }));
       return {
         groupExists: group !== undefined,
         lag,
         pending: Number(group?.get('pending') ?? 0),
-        deadLetters: await redis.xlen(dlqStream(config.stream)),
+        deadLetters: await redis.xlen(keys.deadLetters),
         registered,
       };
-    });
-  } finally {
-    redis.disconnect();
-  }
+    }),
+  );
 }
 
 export async function gatherClusterState(kubeConfig: k8s.KubeConfig, config: DoctorConfig, policy: Policy): Promise<ClusterState> {
@@ -80,7 +77,7 @@ export async function gatherClusterState(kubeConfig: k8s.KubeConfig, config: Doc
   const telemetry = config.telemetry;
   const selector = Object.entries(telemetry.selector).map(([k, v]) => `${k}=${v}`).join(',');
 
-  const [crds, namespaceObject, serviceAccount, workloadGroups, serviceEntries, mutating, validating, gatewayPods, meshConfig, istiodEnv, managedEntries] = await Promise.all([
+  const [crds, namespaceObject, serviceAccount, workloadGroups, serviceEntries, mutating, validating, gatewayPods, istioConfigMap, istiodEnv, managedEntries] = await Promise.all([
     read(async () => {
       const list = await extensions.listCustomResourceDefinition({});
       return Object.fromEntries(list.items.filter((c) => c.spec.group.endsWith('istio.io')).map((c) => [c.metadata?.name ?? '', c.spec.versions.filter((v) => v.served).map((v) => v.name)]));
@@ -92,13 +89,7 @@ export async function gatherClusterState(kubeConfig: k8s.KubeConfig, config: Doc
     read(() => optional(() => admission.readMutatingWebhookConfiguration({ name: config.webhookName }) as Promise<WebhookConfiguration>)),
     read(() => optional(() => admission.readValidatingWebhookConfiguration({ name: config.webhookName }) as Promise<WebhookConfiguration>)),
     read(async () => (await core.listNamespacedPod({ namespace: telemetry.namespace, labelSelector: selector })).items as Obj[]),
-    read(async () => {
-      const map = await optional(() => core.readNamespacedConfigMap({ name: 'istio', namespace: config.istiodNamespace }));
-      const text = map?.data?.mesh;
-      if (text === undefined) return undefined;
-      const { parse } = await import('yaml');
-      return parse(text) as MeshConfig;
-    }),
+    read(async () => (await optional(() => core.readNamespacedConfigMap({ name: 'istio', namespace: config.istiodNamespace })))?.data),
     read(async () => {
       const istiod = await optional(() => apps.readNamespacedDeployment({ name: 'istiod', namespace: config.istiodNamespace }));
       const env = istiod?.spec?.template.spec?.containers.find((c) => c.name === 'discovery')?.env ?? [];
@@ -110,6 +101,18 @@ export async function gatherClusterState(kubeConfig: k8s.KubeConfig, config: Doc
     }),
   ]);
 
+  // Istio's ConfigMap: the mesh config (key mesh) and the mesh networks (key meshNetworks), both YAML.
+  const { parse } = await import('yaml');
+  const fromIstioConfigMap = <T>(key: string): Read<T | undefined> => {
+    if (!istioConfigMap.ok) return istioConfigMap;
+    const text = istioConfigMap.value?.[key];
+    if (text === undefined) return { ok: true, value: undefined };
+    try {
+      return { ok: true, value: parse(text) as T };
+    } catch (error) {
+      return { ok: false, error: `ConfigMap istio, key ${key}: not YAML: ${(error as Error).message}` };
+    }
+  };
   const state: ClusterState = {
     namespace: ns,
     crds,
@@ -119,7 +122,8 @@ export async function gatherClusterState(kubeConfig: k8s.KubeConfig, config: Doc
     serviceEntries,
     webhooks: { mutating, validating },
     gatewayPods,
-    meshConfig,
+    meshConfig: fromIstioConfigMap<MeshConfig>('mesh'),
+    meshNetworks: fromIstioConfigMap<MeshNetworks>('meshNetworks'),
     istiodEnv,
     managedEntries,
     redis: await redisState(config),

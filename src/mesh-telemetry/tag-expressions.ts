@@ -1,8 +1,15 @@
 /**
  * The CEL expressions behind the per-VPS metric tags: each maps the trusted client address
  * the ingress gateway puts in `x-envoy-external-address` to a registered VPS's name (or
- * country), `unregistered` for any other caller and `none` when the header is absent, so a
- * tag has one value per VPS plus two.
+ * country), `unregistered` for any other caller and `none` when the gateway established no
+ * client address, so a tag has one value per VPS plus two.
+ *
+ * Only an address Envoy wrote itself counts. Envoy writes `x-envoy-external-address` on an
+ * external request (overwriting whatever the client sent) and leaves a client's value in
+ * place on an internal one, which it marks `x-envoy-internal: true`; it removes a client's
+ * own `x-envoy-internal` from every request (Envoy 1.39, conn_manager_utility.cc; see
+ * docs/attribution.md). So a request carrying `x-envoy-internal` is never attributed: a pod
+ * the gateway counts as internal cannot name a VPS by sending its address.
  *
  * The limits that shape them (Envoy's istio.stats filter parses each expression with cel-cpp's
  * default ParserOptions and evaluates every one of them on every request, without constant
@@ -21,6 +28,8 @@ import { parseAddress } from '../policy/address.ts';
 
 /** The header the gateway derives from the PROXY protocol when numTrustedProxies is 0. */
 export const CLIENT_ADDRESS_HEADER = 'x-envoy-external-address';
+/** The header Envoy sets on a request it counts as internal, whose client address header is then the client's own. */
+export const INTERNAL_REQUEST_HEADER = 'x-envoy-internal';
 /** Values a tag takes besides the VPS names. */
 export const UNREGISTERED = 'unregistered';
 export const NO_HEADER = 'none';
@@ -112,7 +121,8 @@ function shardExpression(buckets: readonly string[], lookups: ReadonlyMap<string
     if (lookup !== undefined) chain = `${lookup}${chain}`;
   }
   const header = celString(CLIENT_ADDRESS_HEADER);
-  return `${header} in request.headers?[request.headers[${header}]].map(a,${chain})[0]:${absent}`;
+  const internal = celString(INTERNAL_REQUEST_HEADER);
+  return `${header} in request.headers&&!(${internal} in request.headers)?[request.headers[${header}]].map(a,${chain})[0]:${absent}`;
 }
 
 /**
@@ -180,7 +190,7 @@ export function renderTagExpressions(tag: string, fleet: readonly MappedVps[], v
     const expression = shardExpression(buckets, lookups, shardFallback(index, buckets, shards), index === 0 ? celString(NO_HEADER) : "''");
     const size = codepoints(expression);
     if (size > maxCodepoints) {
-      throw new TagRenderError(`tag ${tag}: the addresses ending in "${buckets.join('')}" need an expression of ${size} codepoints, over the limit of ${maxCodepoints}; raise it (Envoy's is 100,000) or shrink the fleet`);
+      throw new TagRenderError(`tag ${tag}: the addresses ending in "${buckets.join('')}" need an expression of ${size} codepoints, over the limit of ${maxCodepoints}; raise --telemetry-max-expression-codepoints (perVpsMetrics.telemetry.maxExpressionCodepoints; at most 95,000: Envoy parses up to 100,000) or shrink the fleet`);
     }
     return { tag: index === 0 ? tag : `${tag}_${index}`, expression, entries: buckets.reduce((n, b) => n + (byBucket.get(b)?.length ?? 0), 0) };
   });

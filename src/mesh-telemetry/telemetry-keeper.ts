@@ -10,14 +10,19 @@
 import * as k8s from '@kubernetes/client-node';
 import type { Logger } from 'pino';
 import { makeApiClient } from '../kube/client.ts';
-import type { TelemetryMetrics } from '../telemetry/metrics.ts';
+import type { TelemetryMetrics } from '../observability/metrics.ts';
+import { backoffDelay } from '../util/backoff.ts';
 import type { SourceIdentity } from './source-identity.ts';
-import { isShardTagOf, type MappedVps } from './tag-expressions.ts';
+import { TagRenderError, isShardTagOf, type MappedVps } from './tag-expressions.ts';
 import { FLEET_DIGEST_ANNOTATION, TELEMETRY_COORDINATES, isManagedTelemetry, renderTelemetry, type RenderedTelemetry, type StoredTelemetry, type TelemetryObject, type TelemetryOptions } from './telemetry-object.ts';
 
 export const TELEMETRY_FIELD_MANAGER = 'edge-registrar-telemetry';
-/** A failed pass is tried again this much later. */
-const RETRY_MS = 5_000;
+/** A failed write is tried again after this, doubling (with jitter) up to the repair interval. */
+const RETRY_BASE_MS = 5_000;
+
+/** Why the Telemetry is not written: each is decided by the fleet and the cluster, so retrying on a timer would only repeat it. */
+export type RefusalReason = 'not-ours' | 'object-too-large' | 'expression-too-large';
+const REFUSAL_REASONS: readonly RefusalReason[] = ['not-ours', 'object-too-large', 'expression-too-large'];
 
 export type KeeperOutcome = 'applied' | 'unchanged' | 'refused' | 'failed';
 
@@ -65,7 +70,9 @@ export class TelemetryKeeper {
   #timer: NodeJS.Timeout | undefined;
   #running: Promise<KeeperOutcome> | undefined;
   #stopped = false;
-  #lastRefusalLogged = 0;
+  /** The refusal in force, logged once when it began (not once a pass). */
+  #refusal: RefusalReason | undefined;
+  #failures = 0;
   #sourceIdentityState: string | undefined;
 
   constructor(deps: TelemetryKeeperDeps) {
@@ -118,22 +125,32 @@ export class TelemetryKeeper {
     this.#lastPass = Date.now();
     try {
       const started = performance.now();
-      const rendered = renderTelemetry({ ...options, sourceIdentity: this.#deps.sourceIdentity?.() ?? options.sourceIdentity }, this.#deps.fleet());
+      const fleet = this.#deps.fleet();
+      let rendered: RenderedTelemetry;
+      try {
+        rendered = renderTelemetry({ ...options, sourceIdentity: this.#deps.sourceIdentity?.() ?? options.sourceIdentity }, fleet);
+      } catch (error) {
+        if (!(error instanceof TagRenderError)) throw error;
+        return this.#refuse('expression-too-large', { vps: fleet.length, maxExpressionCodepoints: options.maxExpressionCodepoints, reason: error.message }, 'the Telemetry is not written: an expression would pass its codepoint budget (--telemetry-max-expression-codepoints; Envoy drops a tag whose expression passes 100,000)');
+      }
       metrics.renderDuration.observe((performance.now() - started) / 1000);
       this.#reportSourceIdentity(rendered.sourceIdentity);
-      const existing = await this.#get();
-      if (existing !== undefined && !isManagedTelemetry(existing)) {
-        metrics.writes.inc({ outcome: 'refused' });
-        if (Date.now() - this.#lastRefusalLogged > 60_000) {
-          this.#lastRefusalLogged = Date.now();
-          logger.error({ telemetry: where, managedBy: existing.metadata?.labels?.['app.kubernetes.io/managed-by'] ?? null }, 'a Telemetry of this name exists and is not managed by edge-registrar; left alone (rename ours with --telemetry-name, or delete theirs)');
-        }
-        return 'refused';
-      }
       const body = JSON.stringify(rendered.object);
-      metrics.objectBytes.set(Buffer.byteLength(body));
+      const bytes = Buffer.byteLength(body);
+      metrics.objectBytes.set(bytes);
       metrics.shardTags.set(rendered.tags.filter((t) => isShardTagOf(t.tag, options.vpsTag)).length);
       metrics.largestExpression.set(Math.max(...rendered.tags.map((t) => t.expression.length)));
+      if (bytes > options.maxObjectBytes) {
+        return this.#refuse(
+          'object-too-large',
+          { vps: rendered.vpsCount, bytes, maxObjectBytes: options.maxObjectBytes, metrics: options.metrics },
+          `the Telemetry is not written: ${bytes} bytes for ${rendered.vpsCount} VPSs, over ${options.maxObjectBytes} (etcd refuses an object over 1.5 MiB); its tags are written once per metric (${options.metrics.length}): fewer metrics (--telemetry-metrics) fit a larger fleet`,
+        );
+      }
+      const existing = await this.#get();
+      if (existing !== undefined && !isManagedTelemetry(existing)) {
+        return this.#refuse('not-ours', { telemetry: where, managedBy: existing.metadata?.labels?.['app.kubernetes.io/managed-by'] ?? null }, 'a Telemetry of this name exists and is not managed by edge-registrar; left alone (rename ours with --telemetry-name, or delete theirs)');
+      }
       let outcome: KeeperOutcome = 'unchanged';
       if (existing === undefined || ourPart(existing, rendered.object) !== ourPart(rendered.object, rendered.object)) {
         await this.#api.patchNamespacedCustomObject(
@@ -143,18 +160,43 @@ export class TelemetryKeeper {
         outcome = 'applied';
         const previousDigest = existing?.metadata?.annotations?.[FLEET_DIGEST_ANNOTATION] ?? null;
         // The same digest as before means the object drifted from what we wrote: a repair.
-        logger.info({ telemetry: where, vps: rendered.vpsCount, digest: rendered.digest, previousDigest, repair: previousDigest === rendered.digest, tags: rendered.tags.map((t) => t.tag), bytes: Buffer.byteLength(body) }, 'managed Telemetry applied');
+        logger.info({ telemetry: where, vps: rendered.vpsCount, digest: rendered.digest, previousDigest, repair: previousDigest === rendered.digest, tags: rendered.tags.map((t) => t.tag), bytes }, 'managed Telemetry applied');
       }
+      this.#clearRefusal();
+      this.#failures = 0;
       metrics.writes.inc({ outcome });
       metrics.vps.set(rendered.vpsCount);
       metrics.lastApplied.set(Date.now() / 1000);
       return outcome;
     } catch (err) {
+      this.#failures++;
+      const delay = backoffDelay(this.#failures, { baseMs: RETRY_BASE_MS, maxMs: Math.max(RETRY_BASE_MS, this.#deps.repairIntervalMs) });
       metrics.writes.inc({ outcome: 'failed' });
-      logger.warn({ telemetry: where, err }, 'managed Telemetry not written; will try again');
-      this.#dueAt = Date.now() + RETRY_MS;
+      logger.warn({ telemetry: where, err, failures: this.#failures, retryInMs: delay }, 'managed Telemetry not written; will try again');
+      this.#dueAt = Date.now() + delay;
       return 'failed';
     }
+  }
+
+  /**
+   * Not written, for a reason the same fleet and cluster would give again: counted, the gauge
+   * set, one log line when the reason starts (not one a pass), and no retry on a timer: the
+   * next change to the fleet, or the next repair pass, tries again.
+   */
+  #refuse(reason: RefusalReason, detail: Record<string, unknown>, message: string): KeeperOutcome {
+    const { metrics, logger } = this.#deps;
+    metrics.writes.inc({ outcome: 'refused' });
+    for (const r of REFUSAL_REASONS) metrics.refused.set({ reason: r }, r === reason ? 1 : 0);
+    if (this.#refusal !== reason) logger.error({ ...detail, refusal: reason }, message);
+    this.#refusal = reason;
+    return 'refused';
+  }
+
+  #clearRefusal(): void {
+    if (this.#refusal === undefined) return;
+    for (const r of REFUSAL_REASONS) this.#deps.metrics.refused.set({ reason: r }, 0);
+    this.#deps.logger.info({ previousRefusal: this.#refusal }, 'managed Telemetry written again');
+    this.#refusal = undefined;
   }
 
   /** The source identity's state as a gauge, and a log line whenever it changes (a refusal says why). */

@@ -38,6 +38,12 @@ export interface TelemetryOptions {
   provider: string;
   maxExpressionCodepoints: number;
   /**
+   * The largest object written (its JSON). etcd refuses an object over 1.5 MiB (its
+   * --max-request-bytes); the API server adds metadata (managedFields, resourceVersion) to
+   * what is sent, so the default leaves room for it.
+   */
+  maxObjectBytes: number;
+  /**
    * When set, Istio's source tags name a registered VPS's WorkloadEntry (so Kiali draws each
    * VPS → Xboard); undefined leaves them alone (the default).
    */
@@ -52,6 +58,7 @@ export const DEFAULT_TELEMETRY_OPTIONS: Omit<TelemetryOptions, 'name' | 'namespa
   countryTag: 'vps_country',
   provider: 'prometheus',
   maxExpressionCodepoints: 40_000,
+  maxObjectBytes: 1_400_000,
 };
 
 /** The Telemetry as written. */

@@ -44,7 +44,16 @@ export interface MeshFilterChain {
   prefixRanges?: string[];
   serverNames?: string[];
   transportProtocol?: string;
-  filters: { name: string; cluster?: string; routeConfig?: string; httpFilters?: { name: string; typeUrl: string; config: unknown }[] }[];
+  filters: { name: string; cluster?: string; routeConfig?: string; httpFilters?: { name: string; typeUrl: string; config: unknown }[]; manager?: MeshConnectionManager }[];
+}
+
+/** An HTTP connection manager's settings for the client's address (Envoy's HttpConnectionManager fields). */
+export interface MeshConnectionManager {
+  useRemoteAddress: boolean;
+  xffNumTrustedHops: number;
+  skipXffAppend: boolean;
+  /** Peers Envoy counts as internal (null: none, Envoy's default since 1.33). */
+  internalAddressConfig: { cidrRanges?: { addressPrefix: string; prefixLen?: number }[]; unixSockets?: boolean } | null;
 }
 
 export interface MeshView {
@@ -52,7 +61,7 @@ export interface MeshView {
   clusters: { name: string; type: string; transport: string; transportSocketMatches: { name: string; match: Record<string, string>; transport: string }[] }[];
   endpoints: { cluster: string; endpoints: MeshEndpoint[] }[];
   /** bytes: the listener's serialized size, what an LDS push carries for it. */
-  listeners: { name: string; bytes: number; address: string; port: number; filterChains: MeshFilterChain[] }[];
+  listeners: { name: string; bytes: number; address: string; port: number; listenerFilters: string[]; filterChains: MeshFilterChain[] }[];
 }
 
 /**
@@ -65,9 +74,9 @@ function asWritten(object: K8sObject): K8sObject {
   return { ...rest, metadata: { name, ...(namespace === undefined ? {} : { namespace }), ...(labels === undefined ? {} : { labels }), ...(annotations === undefined ? {} : { annotations }) } };
 }
 
-/** What `proxy` receives from istiod when the cluster holds `objects`. */
-export async function meshView(objects: K8sObject[], proxy: ProxySpec, meshConfig = ''): Promise<MeshView> {
-  const input = JSON.stringify({ objects: objects.map((o) => stringify(asWritten(o))).join('\n---\n'), meshConfig, proxy });
+/** What `proxy` receives from istiod when the cluster holds `objects` (meshConfig and meshNetworks as YAML). */
+export async function meshView(objects: K8sObject[], proxy: ProxySpec, meshConfig = '', meshNetworks = ''): Promise<MeshView> {
+  const input = JSON.stringify({ objects: objects.map((o) => stringify(asWritten(o))).join('\n---\n'), meshConfig, meshNetworks, proxy });
   const res = await capture(inject('istio').meshview, [], { input });
   if (res.code !== 0) throw new Error(`meshview failed (${res.code}): ${res.stderr.slice(-4000)}`);
   return JSON.parse(res.stdout) as MeshView;

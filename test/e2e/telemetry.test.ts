@@ -5,10 +5,14 @@
  * Telemetry it does not own); and what istiod makes of it for the ingress gateway.
  */
 import { afterAll, beforeAll, describe, expect, inject, it } from 'vitest';
-import type { SyncConfig } from '../../src/config.ts';
+import type { SyncConfig } from '../../src/config/sync.ts';
 import { DEFAULT_TELEMETRY_OPTIONS, FLEET_DIGEST_ANNOTATION, VPS_COUNT_ANNOTATION, renderTelemetry, type TelemetryOptions } from '../../src/mesh-telemetry/telemetry-object.ts';
 import { envoyAddressForm, renderTagExpressions, type MappedVps } from '../../src/mesh-telemetry/tag-expressions.ts';
+import { loadKubeConfig } from '../../src/kube/client.ts';
+import { TelemetryKeeper } from '../../src/mesh-telemetry/telemetry-keeper.ts';
 import type { RunningSync } from '../../src/sync/run.ts';
+import { createLogger } from '../../src/observability/logger.ts';
+import { createRegistry, createTelemetryMetrics } from '../../src/observability/metrics.ts';
 import { kubeconfigFor } from '../harness/kube-cluster.ts';
 import { sampleFleet } from '../harness/sample-fleet.ts';
 import { evaluateCel, mergedValue, type CelRequest } from './cel-support.ts';
@@ -57,6 +61,27 @@ describe('the tag expressions, evaluated by cel-go', () => {
     // The registered forms themselves still resolve.
     const known = await evaluateCel(expressions, [request(asSent(fleet[0]!)), request(asSent(fleet[4]!))]);
     expect([mergedValue(known, 0), mergedValue(known, 1)]).toEqual([[fleet[0]!.name], [fleet[4]!.name]]);
+  });
+
+  // Envoy writes x-envoy-external-address on an external request and sets x-envoy-internal on
+  // an internal one, whose client-sent x-envoy-external-address it leaves in place
+  // (docs/attribution.md): a pod the gateway counts as internal could name any VPS.
+  it('attribute only what the gateway established: a forged address on an internal request names no VPS, for IPv4 and IPv6', async () => {
+    const fleet = sampleFleet(50);
+    const v4 = fleet[0]!;
+    const v6 = fleet[4]!;
+    expect(asSent(v6)).toContain(':');
+    const forged = (vps: MappedVps): CelRequest => ({ headers: { [HEADER]: asSent(vps), 'x-envoy-internal': 'true' } });
+    const requests = [request(asSent(v4)), request(asSent(v6)), forged(v4), forged(v6), request('203.0.113.250'), request('2001:db8::1'), request(undefined), { headers: { 'x-envoy-internal': 'true' } }];
+    const vpsTags = await evaluateCel(renderTagExpressions('vps', fleet, (v) => v.name).map((t) => t.expression), requests);
+    const countryTags = await evaluateCel(renderTagExpressions('vps_country', fleet, (v) => v.country).map((t) => t.expression), requests);
+    expect(requests.map((_, i) => mergedValue(vpsTags, i))).toEqual([[v4.name], [v6.name], ['none'], ['none'], ['unregistered'], ['unregistered'], ['none'], ['none']]);
+    expect(requests.map((_, i) => mergedValue(countryTags, i))).toEqual([[v4.country], [v6.country], ['none'], ['none'], ['unregistered'], ['unregistered'], ['none'], ['none']]);
+    // The Kiali option's source tags: a forged internal request keeps the gateway's own values.
+    const node = { metadata: { WORKLOAD_NAME: 'istio-ingressgateway', NAMESPACE: 'istio-system', LABELS: { app: 'istio-ingressgateway' } } };
+    const source = renderTelemetry({ ...OPTIONS, sourceIdentity: { namespace: 'airport-prod', app: 'xrayr', version: 'v1' } }, fleet).tags.filter((t) => t.tag === 'source_workload');
+    const workload = await evaluateCel(source.map((t) => t.expression), [request(asSent(v4)), forged(v4), forged(v6)].map((r) => ({ ...r, node })));
+    expect(workload.results.map((r) => r[0]?.value)).toEqual([v4.name, 'istio-ingressgateway', 'istio-ingressgateway']);
   });
 
   it("source identity: at 1,300 VPSs (about the most one expression per tag holds) each registered address names its entry, every other request keeps the gateway's own node values", async () => {
@@ -190,6 +215,49 @@ describe('the sync daemon keeps the Telemetry in step', () => {
   });
 });
 
+describe('a fleet too large for one Telemetry', () => {
+  // At about 10,900 VPSs with three metrics the object passed etcd's 1.5 MiB: the keeper sent
+  // it, the API server refused it, and the keeper tried again every 5 s, forever, logging each time.
+  it('is refused before anything is sent: one log line, a gauge with the reason, no retry on a timer; written again once it fits', async () => {
+    const lines: string[] = [];
+    const logger = createLogger('info', 'telemetry-too-large', { write: (line: string): void => { lines.push(line); } });
+    const registry = createRegistry(false);
+    let fleet = sampleFleet(11_000);
+    const keeper = new TelemetryKeeper({
+      kubeConfig: loadKubeConfig(kubeconfigFor(inject('cluster'), 'sync')),
+      options: { ...OPTIONS, metrics: ['REQUEST_COUNT', 'REQUEST_DURATION', 'REQUEST_SIZE'] },
+      fleet: () => fleet,
+      isLeader: () => true,
+      coalesceMs: 200,
+      repairIntervalMs: 3_600_000,
+      metrics: createTelemetryMetrics(registry),
+      logger,
+    });
+    const value = async (series: string): Promise<number> => Number((await registry.metrics()).split('\n').find((l) => l.startsWith(`${series} `))?.split(' ')[1] ?? 0);
+    keeper.start();
+    try {
+      await waitFor(async () => (await value('edge_registrar_telemetry_refused{reason="object-too-large"}')) === 1, 'the refusal');
+      // Left alone for 12 s: no pass on a timer (the fleet and the cluster have not changed).
+      await new Promise((r) => setTimeout(r, 12_000));
+      const refusals = lines.filter((l) => l.includes('the Telemetry is not written'));
+      expect(refusals).toHaveLength(1);
+      expect(refusals[0]).toMatch(/"refusal":"object-too-large".*"msg":"the Telemetry is not written: \d+ bytes for 11000 VPSs, over 1400000/);
+      expect(await value('edge_registrar_telemetry_syncs_total{outcome="refused"}')).toBe(1);
+      expect(await value('edge_registrar_telemetry_syncs_total{outcome="failed"}')).toBe(0);
+      expect(await value('edge_registrar_telemetry_object_bytes')).toBeGreaterThan(1_400_000);
+      // The fleet shrinks: written at the next change, and the refusal cleared.
+      fleet = sampleFleet(8_000);
+      keeper.fleetChanged();
+      await waitFor(async () => (await value('edge_registrar_telemetry_syncs_total{outcome="applied"}')) === 1, 'the Telemetry to be written', 60_000);
+      expect(await value('edge_registrar_telemetry_refused{reason="object-too-large"}')).toBe(0);
+      expect(lines.some((l) => l.includes('managed Telemetry written again'))).toBe(true);
+    } finally {
+      await keeper.stop();
+      await kubectl('admin', ['-n', TELEMETRY_NS, 'delete', 'telemetry', TELEMETRY_NAME, '--ignore-not-found']);
+    }
+  }, 120_000);
+});
+
 describe("what istiod makes of Telemetry overrides (Istio's own config generation)", () => {
   // The mechanism works on Xboard's side too, but Kiali's graph does not read what it changes
   // (test/e2e/kiali-picture.test.ts, docs/attribution.md): why the option lives at the gateway.
@@ -214,6 +282,59 @@ describe("what istiod makes of Telemetry overrides (Istio's own config generatio
 });
 
 describe("what istiod gives the ingress gateway (Istio's own config generation)", () => {
+  const GATEWAY = {
+    apiVersion: 'networking.istio.io/v1',
+    kind: 'Gateway',
+    metadata: { name: 'xboard', namespace: 'airport-prod' },
+    spec: { selector: { istio: 'ingressgateway' }, servers: [{ port: { number: 8080, name: 'http', protocol: 'HTTP' }, hosts: ['*'] }] },
+  };
+  const ROUTER = { type: 'router', namespace: TELEMETRY_NS, labels: { istio: 'ingressgateway' }, id: 'istio-ingressgateway-7f9c' } as const;
+  /** The gateway settings the README documents: the client address from the PROXY protocol, no X-Forwarded-For hop trusted. */
+  const DOCUMENTED_TOPOLOGY = 'defaultConfig:\n  gatewayTopology:\n    proxyProtocol: {}\n    numTrustedProxies: 0\n';
+  const managerOf = (view: Awaited<ReturnType<typeof meshView>>) => listenerOf(view, '0.0.0.0_8080').filterChains[0]!.filters.find((f) => f.manager !== undefined)!.manager!;
+
+  // What the attribution rests on (docs/attribution.md): the PROXY protocol's address is the
+  // connection's peer, Envoy uses it (use_remote_address) rather than any X-Forwarded-For hop,
+  // and with no internal addresses every request is external, so Envoy writes
+  // x-envoy-external-address itself. If istiod's output changes, this fails.
+  it('reads the client address from the PROXY protocol, trusts no X-Forwarded-For hop, and counts no peer as internal, under the documented settings', async () => {
+    const view = await meshView([GATEWAY], ROUTER, DOCUMENTED_TOPOLOGY);
+    expect(listenerOf(view, '0.0.0.0_8080').listenerFilters[0]).toBe('envoy.filters.listener.proxy_protocol');
+    expect(managerOf(view)).toEqual({ useRemoteAddress: true, xffNumTrustedHops: 0, skipXffAppend: false, internalAddressConfig: null });
+    // Without the PROXY protocol the peer is the load balancer; doctor says so (gateway.client-address).
+    expect(listenerOf(await meshView([GATEWAY], ROUTER), '0.0.0.0_8080').listenerFilters).not.toContain('envoy.filters.listener.proxy_protocol');
+  });
+
+  it("makes meshNetworks' fromCidr ranges internal, where a client's own x-envoy-external-address survives (which the expressions refuse to attribute)", async () => {
+    const networks = 'networks:\n  network1:\n    endpoints:\n    - fromCidr: 10.244.0.0/16\n    gateways:\n    - address: 192.0.2.10\n      port: 15443\n';
+    const view = await meshView([GATEWAY], ROUTER, DOCUMENTED_TOPOLOGY, networks);
+    expect(managerOf(view)).toMatchObject({ useRemoteAddress: true, internalAddressConfig: { cidrRanges: [{ addressPrefix: '10.244.0.0', prefixLen: 16 }] } });
+  });
+
+
+  // One override with ALL_METRICS would shorten the object, but istiod expands it into every
+  // metric (pilot/pkg/model/telemetry.go: "we always flatten ALL_METRICS into each metric"),
+  // TCP ones included, where the tags read no request headers: the gateway would carry ten
+  // copies of the expressions instead of two. So the keeper writes one override per chosen metric.
+  it('expands a single ALL_METRICS override into ten copies of the tags at the gateway, TCP metrics included', async () => {
+    const { object, tags } = renderTelemetry(OPTIONS, sampleFleet(40));
+    const spec = object.spec as { metrics: { providers: unknown; overrides: { match: unknown; tagOverrides: unknown }[] }[] };
+    const allMetrics = { ...object, spec: { ...spec, metrics: [{ ...spec.metrics[0], overrides: [{ match: { metric: 'ALL_METRICS', mode: 'CLIENT' }, tagOverrides: spec.metrics[0]!.overrides[0]!.tagOverrides }] }] } };
+    const statsOf = async (telemetry: unknown): Promise<{ metrics: { name?: string; dimensions?: Record<string, string> }[]; bytes: number }> => {
+      const view = await meshView([telemetry as K8sObject, GATEWAY], ROUTER);
+      const listener = listenerOf(view, '0.0.0.0_8080');
+      const stats = listener.filterChains[0]!.filters.flatMap((f) => f.httpFilters ?? []).find((h) => h.name === 'istio.stats');
+      return { metrics: (stats?.config as { metrics?: { name?: string; dimensions?: Record<string, string> }[] }).metrics ?? [], bytes: listener.bytes };
+    };
+    const tagged = (metrics: { name?: string; dimensions?: Record<string, string> }[]): string[] => metrics.filter((m) => m.dimensions?.vps === tags[0]!.expression).map((m) => m.name ?? '(all)').sort();
+    const perMetric = await statsOf(object);
+    const expanded = await statsOf(allMetrics);
+    expect(tagged(perMetric.metrics)).toEqual(['request_duration_milliseconds', 'requests_total']);
+    expect(tagged(expanded.metrics)).toEqual(['request_bytes', 'request_duration_milliseconds', 'request_messages_total', 'requests_total', 'response_bytes', 'response_messages_total', 'tcp_connections_closed_total', 'tcp_connections_opened_total', 'tcp_received_bytes_total', 'tcp_sent_bytes_total']);
+    console.error(`[telemetry] gateway HTTP listener: ${perMetric.bytes} bytes with one override per chosen metric (2), ${expanded.bytes} with one ALL_METRICS override`);
+    expect(expanded.bytes).toBeGreaterThan(perMetric.bytes * 3);
+  });
+
   it("puts the tag expressions, exactly as rendered, into the gateway's stats filter for its client-side metrics", async () => {
     // With the source identity overrides too: the standard source tags reach the same filter.
     const { object, tags } = renderTelemetry({ ...OPTIONS, sourceIdentity: { namespace: 'airport-prod', app: 'xrayr', version: 'v1' } }, sampleFleet(40));

@@ -19,6 +19,7 @@ function healthy(): ClusterState {
     servingCertificate: ok({ caBundle: 'Q0E=', notAfter: new Date('2027-11-22T00:00:00Z') }),
     gatewayPods: ok([{ metadata: { name: 'gw', annotations: { 'proxy.istio.io/config': '{"gatewayTopology":{"proxyProtocol":{},"numTrustedProxies":0}}' } } }]),
     meshConfig: ok({ defaultConfig: { proxyMetadata: { PEER_METADATA_DISCOVERY: 'true' } } }),
+    meshNetworks: ok({ networks: { network1: { endpoints: [{ fromCidr: '10.244.0.0/16' }] } } }),
     istiodEnv: ok({ PILOT_ENABLE_AMBIENT: 'true' }),
     telemetry: ok({ metadata: { labels: { 'app.kubernetes.io/managed-by': 'edge-registrar' }, annotations: { 'edge-registrar.io/vps-count': '1', 'edge-registrar.io/fleet-digest': fleetDigest(registered) } } }),
     managedEntries: ok([{ name: 'vps-jp-01', address: '103.21.244.10', vpsId: 'v1' }]),
@@ -46,6 +47,7 @@ describe('diagnose', () => {
     ['a serving certificate about to expire', (s) => { s.servingCertificate = ok({ caBundle: 'Q0E=', notAfter: new Date('2026-11-29T00:00:00Z') }); }, 'webhook.certificate', 'fail', /expires in 7.0 days/],
     ['no gateway pod matching the selector', (s) => { s.gatewayPods = ok([]); }, 'gateway.client-address', 'fail', /no gateway pod matches/],
     ['a gateway without the PROXY protocol (mesh default)', (s) => { s.gatewayPods = ok([{ metadata: { name: 'gw' } }]); }, 'gateway.client-address', 'fail', /gw: proxyProtocol off, numTrustedProxies 0 \(meshConfig.defaultConfig\)/],
+    ['a VPS inside a meshNetworks fromCidr range', (s) => { s.meshNetworks = ok({ networks: { n: { endpoints: [{ fromCidr: '103.21.244.0/24' }] } } }); }, 'gateway.internal-addresses', 'fail', /vps-jp-01 \(103.21.244.10 in 103.21.244.0\/24\)/],
     ['a Telemetry someone else owns', (s) => { s.telemetry = ok({ metadata: { labels: {} } }); }, 'telemetry.in-step', 'fail', /not managed by edge-registrar/],
     ['a Telemetry behind the fleet', (s) => { s.telemetry = ok({ metadata: { labels: { 'app.kubernetes.io/managed-by': 'edge-registrar' }, annotations: { 'edge-registrar.io/vps-count': '0', 'edge-registrar.io/fleet-digest': 'x' } } }); }, 'telemetry.in-step', 'fail', /maps 0 VPSs, not the 1 registered/],
     ['istiod without its ambient index', (s) => { s.istiodEnv = ok({}); }, 'attribution.direct', 'warn', /without istiod PILOT_ENABLE_AMBIENT=true/],
@@ -75,7 +77,7 @@ describe('diagnose', () => {
     delete state.telemetry;
     delete state.servingCertificate;
     const checks = byId(diagnose(state, { ...EXPECT, telemetry: undefined }));
-    expect(Object.values(checks).filter((c) => c.status === 'skip').map((c) => c.id).sort()).toEqual(['fleet.entries', 'gateway.client-address', 'redis.stream', 'telemetry.in-step', 'webhook.certificate']);
+    expect(Object.values(checks).filter((c) => c.status === 'skip').map((c) => c.id).sort()).toEqual(['fleet.entries', 'gateway.client-address', 'gateway.internal-addresses', 'redis.stream', 'telemetry.in-step', 'webhook.certificate']);
   });
 
   it('formats a checklist with the fix under each failure and a summary', () => {
@@ -84,6 +86,6 @@ describe('diagnose', () => {
     const text = formatChecks(diagnose(state, EXPECT));
     expect(text).toContain('✗ sidecar injection is on in airport-prod');
     expect(text).toContain('    fix: kubectl label namespace airport-prod istio-injection=enabled');
-    expect(text.trim().split('\n').at(-1)).toBe('12 passed, 1 failed, 0 warnings, 0 skipped');
+    expect(text.trim().split('\n').at(-1)).toBe('13 passed, 1 failed, 0 warnings, 0 skipped');
   });
 });

@@ -1,6 +1,6 @@
 /** The managed Telemetry's rendering: pure, deterministic, within the expression budget. */
 import { describe, expect, it } from 'vitest';
-import { syncConfig } from '../../src/config.ts';
+import { syncConfig } from '../../src/config/sync.ts';
 import { celString, envoyAddressForm, isShardTagOf, renderTagExpressions, TagRenderError, type MappedVps } from '../../src/mesh-telemetry/tag-expressions.ts';
 import { DEFAULT_TELEMETRY_OPTIONS, isManagedTelemetry, renderTelemetry } from '../../src/mesh-telemetry/telemetry-object.ts';
 import { SOURCE_IDENTITY_TAGS } from '../../src/mesh-telemetry/source-identity.ts';
@@ -19,7 +19,8 @@ describe('renderTagExpressions', () => {
     expect(only!.tag).toBe('vps');
     expect(only!.entries).toBe(100);
     for (const v of fleet) expect(only!.expression.split(celString(envoyAddressForm(v.address)!)).length - 1).toBe(1);
-    expect(only!.expression.startsWith("'x-envoy-external-address' in request.headers?")).toBe(true);
+    // Only an address the gateway wrote itself: never one on a request Envoy counts as internal.
+    expect(only!.expression.startsWith("'x-envoy-external-address' in request.headers&&!('x-envoy-internal' in request.headers)?")).toBe(true);
     expect(only!.expression.endsWith(":'none'")).toBe(true);
   });
 
@@ -146,17 +147,22 @@ describe('the sync configuration of the Telemetry', () => {
   const base = { redisUrl: 'redis://127.0.0.1:6379' };
 
   it('is off by default, with the gateway defaults', () => {
-    expect(syncConfig(base, {}, 'c').telemetry).toEqual({ enabled: false, namespace: 'istio-system', name: 'edge-registrar-vps', selector: { istio: 'ingressgateway' }, targetRefs: [], metrics: ['REQUEST_COUNT', 'REQUEST_DURATION'], sourceIdentity: false, coalesceMs: 2000 });
+    expect(syncConfig(base, {}, 'c').telemetry).toEqual({ enabled: false, namespace: 'istio-system', name: 'edge-registrar-vps', selector: { istio: 'ingressgateway' }, targetRefs: [], metrics: ['REQUEST_COUNT', 'REQUEST_DURATION'], sourceIdentity: false, coalesceMs: 2000, maxExpressionCodepoints: 40000, maxObjectBytes: 1400000 });
   });
 
   it('reads flags over environment variables', () => {
-    const config = syncConfig({ ...base, telemetry: true, telemetrySelector: 'app=gw,istio=public' }, { EDGE_REGISTRAR_TELEMETRY_METRICS: 'ALL_METRICS', EDGE_REGISTRAR_TELEMETRY_SELECTOR: 'ignored=1', EDGE_REGISTRAR_TELEMETRY_TARGET_REFS: 'gateway.networking.k8s.io/Gateway/public' }, 'c');
-    expect(config.telemetry).toMatchObject({ enabled: true, selector: { app: 'gw', istio: 'public' }, metrics: ['ALL_METRICS'], targetRefs: [{ group: 'gateway.networking.k8s.io', kind: 'Gateway', name: 'public' }] });
+    const config = syncConfig({ ...base, telemetry: true, telemetrySelector: 'app=gw,istio=public' }, { EDGE_REGISTRAR_TELEMETRY_METRICS: 'REQUEST_SIZE', EDGE_REGISTRAR_TELEMETRY_MAX_OBJECT_BYTES: '900000', EDGE_REGISTRAR_TELEMETRY_SELECTOR: 'ignored=1', EDGE_REGISTRAR_TELEMETRY_TARGET_REFS: 'gateway.networking.k8s.io/Gateway/public' }, 'c');
+    expect(config.telemetry).toMatchObject({ enabled: true, selector: { app: 'gw', istio: 'public' }, metrics: ['REQUEST_SIZE'], maxObjectBytes: 900_000, targetRefs: [{ group: 'gateway.networking.k8s.io', kind: 'Gateway', name: 'public' }] });
     expect(syncConfig(base, { EDGE_REGISTRAR_TELEMETRY_SOURCE_IDENTITY: 'true' }, 'c').telemetry.sourceIdentity).toBe(true);
   });
 
   it.each([
     [{ telemetryMetrics: 'REQUEST_COUNT,REQUESTS' }, /--telemetry-metrics \/ EDGE_REGISTRAR_TELEMETRY_METRICS/],
+    // The tags read request headers: TCP metrics would only say "unknown"; ALL_METRICS is all ten.
+    [{ telemetryMetrics: 'ALL_METRICS' }, /--telemetry-metrics .*must be one of REQUEST_COUNT, .* \(the tags read request headers: not TCP metrics, not ALL_METRICS\)/],
+    [{ telemetryMetrics: 'TCP_SENT_BYTES' }, /--telemetry-metrics .*not TCP metrics/],
+    [{ telemetryMetrics: 'REQUEST_COUNT,REQUEST_COUNT' }, /--telemetry-metrics .*names a metric twice/],
+    [{ telemetryMaxExpressionCodepoints: '200000' }, /--telemetry-max-expression-codepoints \/ EDGE_REGISTRAR_TELEMETRY_MAX_EXPRESSION_CODEPOINTS/],
     [{ telemetrySelector: 'istio' }, /--telemetry-selector \/ EDGE_REGISTRAR_TELEMETRY_SELECTOR: "istio" is not KEY=VALUE/],
     [{ telemetryTargetRefs: 'Gateway/public' }, /--telemetry-target-refs .*is not GROUP\/KIND\/NAME/],
     [{ telemetryNamespace: 'Istio_System' }, /--telemetry-namespace \/ EDGE_REGISTRAR_TELEMETRY_NAMESPACE: must be a DNS label/],

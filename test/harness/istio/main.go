@@ -3,12 +3,13 @@
 // context and xDS generators) on a set of Kubernetes and Istio objects, and prints as JSON what
 // one proxy would receive: its clusters with their transport sockets, the endpoints of each EDS
 // cluster (address, weight, tlsMode and the transport Envoy would pick for it, plus the labels
-// and serviceAccount istiod holds for it), and its listeners' filter chains with their HTTP
-// filters' configuration.
+// and serviceAccount istiod holds for it), and its listeners: listener filters, filter chains,
+// each HTTP connection manager's client-address settings and its HTTP filters' configuration.
 //
 // Input, as JSON on stdin:
 //
 //	{"objects": "<multi-document YAML>", "meshConfig": "<YAML, optional>",
+//	 "meshNetworks": "<YAML, optional>",
 //	 "proxy": {"type": "sidecar"|"router", "namespace": "...", "ip": "...", "labels": {...}}}
 //
 // It is a test harness, not a product: edge-registrar's e2e tests use it to show with Istio's
@@ -37,6 +38,7 @@ import (
 	"istio.io/istio/pilot/pkg/model"
 	"istio.io/istio/pilot/test/xds"
 	"istio.io/istio/pkg/config/mesh"
+	"istio.io/istio/pkg/config/mesh/meshwatcher"
 	istiolog "istio.io/istio/pkg/log"
 )
 
@@ -49,9 +51,12 @@ type proxySpec struct {
 }
 
 type input struct {
-	Objects    string    `json:"objects"`
-	MeshConfig string    `json:"meshConfig"`
-	Proxy      proxySpec `json:"proxy"`
+	Objects    string `json:"objects"`
+	MeshConfig string `json:"meshConfig"`
+	// MeshNetworks is the meshNetworks YAML (the istio ConfigMap's meshNetworks key); its
+	// fromCidr ranges become the HTTP connection managers' internal addresses.
+	MeshNetworks string    `json:"meshNetworks"`
+	Proxy        proxySpec `json:"proxy"`
 }
 
 type transportMatch struct {
@@ -88,7 +93,19 @@ type filterView struct {
 	Cluster     string           `json:"cluster,omitempty"`
 	RouteConfig string           `json:"routeConfig,omitempty"`
 	HTTPFilters []typedConfig    `json:"httpFilters,omitempty"`
+	Manager     *managerView     `json:"manager,omitempty"`
 	Config      *json.RawMessage `json:"config,omitempty"`
+}
+
+// managerView is what an HTTP connection manager decides about the client's address: whether
+// the connection's peer is the client (use_remote_address), how many X-Forwarded-For hops it
+// trusts, and which peers count as internal (Envoy then keeps a client's
+// x-envoy-external-address instead of writing its own).
+type managerView struct {
+	UseRemoteAddress      bool            `json:"useRemoteAddress"`
+	XffNumTrustedHops     uint32          `json:"xffNumTrustedHops"`
+	SkipXffAppend         bool            `json:"skipXffAppend"`
+	InternalAddressConfig json.RawMessage `json:"internalAddressConfig"`
 }
 
 type typedConfig struct {
@@ -110,9 +127,11 @@ type listenerView struct {
 	Name string `json:"name"`
 	// Bytes is the listener's serialized size: what one LDS push carries for it.
 	Bytes        int               `json:"bytes"`
-	Address      string            `json:"address"`
-	Port         uint32            `json:"port"`
-	FilterChains []filterChainView `json:"filterChains"`
+	Address string `json:"address"`
+	Port    uint32 `json:"port"`
+	// ListenerFilters are the names of the listener filters, in order (PROXY protocol, TLS inspector ...).
+	ListenerFilters []string          `json:"listenerFilters"`
+	FilterChains    []filterChainView `json:"filterChains"`
 }
 
 type output struct {
@@ -151,6 +170,13 @@ func main() {
 			fail("meshConfig: %v", err)
 		}
 		opts.MeshConfig = meshConfig
+	}
+	if in.MeshNetworks != "" {
+		networks, err := mesh.ParseMeshNetworks(in.MeshNetworks)
+		if err != nil {
+			fail("meshNetworks: %v", err)
+		}
+		opts.NetworksWatcher = meshwatcher.NewFixedNetworksWatcher(networks)
 	}
 	server := xds.NewFakeDiscoveryServer(t, opts)
 	proxy := server.SetupProxy(toProxy(in.Proxy))
@@ -333,7 +359,10 @@ func viewEndpoint(address *core.SocketAddress, weight uint32, metadata *core.Met
 
 func viewListener(l *listener.Listener) listenerView {
 	socket := l.GetAddress().GetSocketAddress()
-	view := listenerView{Name: l.Name, Bytes: proto.Size(l), Address: socket.GetAddress(), Port: socket.GetPortValue(), FilterChains: []filterChainView{}}
+	view := listenerView{Name: l.Name, Bytes: proto.Size(l), Address: socket.GetAddress(), Port: socket.GetPortValue(), ListenerFilters: []string{}, FilterChains: []filterChainView{}}
+	for _, f := range l.ListenerFilters {
+		view.ListenerFilters = append(view.ListenerFilters, f.Name)
+	}
 	chains := append([]*listener.FilterChain{}, l.FilterChains...)
 	if l.DefaultFilterChain != nil {
 		chains = append(chains, l.DefaultFilterChain)
@@ -366,6 +395,18 @@ func viewFilter(f *listener.Filter) filterView {
 		manager := &hcm.HttpConnectionManager{}
 		if err := typed.UnmarshalTo(manager); err == nil {
 			view.RouteConfig = manager.GetRds().GetRouteConfigName()
+			internal := json.RawMessage("null")
+			if manager.InternalAddressConfig != nil {
+				if encoded, err := protojson.Marshal(manager.InternalAddressConfig); err == nil {
+					internal = encoded
+				}
+			}
+			view.Manager = &managerView{
+				UseRemoteAddress:      manager.GetUseRemoteAddress().GetValue(),
+				XffNumTrustedHops:     manager.GetXffNumTrustedHops(),
+				SkipXffAppend:         manager.GetSkipXffAppend(),
+				InternalAddressConfig: internal,
+			}
 			for _, h := range manager.HttpFilters {
 				view.HTTPFilters = append(view.HTTPFilters, viewTyped(h.Name, h.GetTypedConfig()))
 			}
