@@ -4,7 +4,8 @@
  * needs to have happened (a takeover, the rotated certificate being served) rather than for
  * a time, except where the fault is a duration (a pause).
  */
-import type { SoakStack } from './stack.ts';
+import { readFile, stat } from 'node:fs/promises';
+import type { RedisMode, SoakStack } from './stack.ts';
 
 export interface FaultContext {
   stack: SoakStack;
@@ -15,9 +16,29 @@ export interface FaultContext {
 }
 
 const sleep = (ms: number): Promise<void> => new Promise((r) => setTimeout(r, ms));
+const STREAM = 'sigma:vps-events';
 
-/** Longer than the consumer's watchdog on the blocking read (blockMs 500 + 10 s). */
+/** Runs a Redis fault with the producer held (see FaultContext.holdProducer), releasing it however the fault ends. */
+async function withProducerHeld(context: FaultContext, fault: () => Promise<void>): Promise<void> {
+  await context.holdProducer();
+  try {
+    await fault();
+  } finally {
+    context.releaseProducer();
+  }
+}
+
+/** Longer than the consumer's watchdog on the blocking read (blockMs 200 + 2 s in the soak). */
 const REDIS_PAUSE_MS = 12_000;
+/**
+ * Longer than the old idle claim × max deliveries at the soak's scale (2 s × 10): with
+ * Redis's delivery count as the poison signal, every valid event in flight was dead-lettered
+ * after an outage this long and a handover.
+ */
+const WEBHOOK_DOWN_LONG_MS = 25_000;
+/** Longer than the Lease (2 s in the soak): the other replica takes over. */
+const PARTITION_MS = 15_000;
+const RESYNC_FAILING_MS = 20_000;
 const API_SERVER_PAUSE_MS = 8_000;
 const WEBHOOK_DOWN_MS = 6_000;
 
@@ -43,24 +64,16 @@ export const FAULTS = {
     await b.stop();
     await a.waitLeader();
   },
-  'redis-restart': async ({ stack, holdProducer, releaseProducer }) => {
-    await holdProducer();
-    try {
-      await stack.restartRedis();
-    } finally {
-      releaseProducer();
-    }
-  },
-  'redis-pause': async ({ stack, holdProducer, releaseProducer }) => {
-    await holdProducer();
-    stack.pauseRedis();
-    try {
-      await sleep(REDIS_PAUSE_MS);
-    } finally {
-      stack.resumeRedis();
-      releaseProducer();
-    }
-  },
+  'redis-restart': (context) => withProducerHeld(context, () => context.stack.restartRedis()),
+  'redis-pause': (context) =>
+    withProducerHeld(context, async () => {
+      context.stack.pauseRedis();
+      try {
+        await sleep(REDIS_PAUSE_MS);
+      } finally {
+        context.stack.resumeRedis();
+      }
+    }),
   'apiserver-restart': async ({ stack }) => {
     await stack.stopCluster();
     await sleep(2_000);
@@ -83,7 +96,133 @@ export const FAULTS = {
   'webhook-cert-rotation': async ({ stack }) => {
     await stack.rotateWebhookCertificate();
   },
+  /** (a) The webhook down for long (every write refused and retried), then a handover while it is still down. */
+  'webhook-down-long': async ({ stack }) => {
+    const [a, b] = [stack.replica('a'), stack.replica('b')];
+    await stack.stopWebhook();
+    await sleep(WEBHOOK_DOWN_LONG_MS);
+    b.start();
+    await b.waitServing();
+    await a.stop();
+    await b.waitLeader();
+    await stack.startWebhook();
+    a.start();
+    await a.waitServing();
+    await b.stop();
+    await a.waitLeader();
+  },
+  /**
+   * (b) The leader cut off from Redis and the API server while events keep coming: the
+   * standby takes over; when the network heals, whatever the old leader had sent (a blocked
+   * read above all) reaches Redis late. Then the old leader leads again.
+   */
+  'replica-partition': async ({ stack }) => {
+    const [a, b] = [stack.replica('a'), stack.replica('b')];
+    b.start();
+    await b.waitServing();
+    stack.partition('a');
+    try {
+      await b.waitLeader(PARTITION_MS + 30_000);
+      await sleep(PARTITION_MS);
+    } finally {
+      stack.heal('a');
+    }
+    await sleep(2_000);
+    await b.stop();
+    await a.waitLeader();
+  },
+  /** (c) The leader's Redis connections broken again and again while it reads its pending list (the webhook down, so entries stay pending). */
+  'redis-cut-while-reading-pending': async ({ stack }) => {
+    await stack.stopWebhook();
+    try {
+      await sleep(3_000);
+      for (let i = 0; i < 4; i++) {
+        stack.cutRedis('a');
+        await sleep(300 + i * 200);
+      }
+    } finally {
+      await stack.startWebhook();
+    }
+  },
+  /**
+   * (d) SIGTERM in the middle of a resync that restores the whole fleet (its entries deleted
+   * behind the daemon's back by a break-glass user): the replica must stop writing and exit
+   * well within the 30 s grace period; the supervisor restarts it and the next resync
+   * restores the rest.
+   */
+  'sigterm-during-resync': async ({ stack, log }) => {
+    const logFile = stack.replicaLogFile('a');
+    const from = (await stat(logFile)).size;
+    const deleted = await stack.cluster.kubectl('breakglass', ['-n', 'airport-prod', 'delete', 'workloadentries', '-l', 'app.kubernetes.io/managed-by=edge-registrar', '--wait=false']);
+    if (deleted.code !== 0) throw new Error(`deleting the entries failed: ${deleted.stderr}`);
+    const deadline = Date.now() + 40_000;
+    while (!(await readFile(logFile, 'utf8')).slice(from).includes('"msg":"drift: entry restored"')) {
+      if (Date.now() > deadline) throw new Error('no resync restored an entry within 40 s');
+      await sleep(100);
+    }
+    const { result, ms } = await stack.replica('a').terminate(30_000);
+    log(`sigterm-during-resync: the replica ${result} ${ms} ms after SIGTERM`);
+    if (result !== 'exited' || ms > 25_000) throw new Error(`the replica did not exit within the grace period (${result} after ${ms} ms)`);
+    await stack.replica('a').waitLeader();
+    // The restarted replica's first resync restores what the stopped one had not.
+    const metrics = `http://127.0.0.1:${stack.replica('a').port}/metrics`;
+    const resynced = Date.now() + 60_000;
+    while (!/^edge_registrar_sync_resyncs_total\{outcome="completed"\} [1-9]/m.test(await fetch(metrics).then((r) => r.text(), () => ''))) {
+      if (Date.now() > resynced) throw new Error('the restarted replica completed no resync within 60 s');
+      await sleep(500);
+    }
+  },
+  /** (e) Every resync fails for a while (the sync identity may not list entries): retried with back-off, events still applied. */
+  'resync-failing': async ({ stack }) => {
+    const role = (await stack.cluster.kubectl('admin', ['-n', 'airport-prod', 'get', 'role', 'workloadentry-editor', '-o', 'json'])).stdout;
+    const withoutList = JSON.parse(role) as { rules: { verbs: string[] }[] };
+    for (const rule of withoutList.rules) rule.verbs = rule.verbs.filter((v) => v !== 'list');
+    const patched = await stack.cluster.kubectl('admin', ['replace', '-f', '-'], JSON.stringify(withoutList));
+    if (patched.code !== 0) throw new Error(`dropping list from the Role failed: ${patched.stderr}`);
+    try {
+      await sleep(RESYNC_FAILING_MS);
+    } finally {
+      const restored = JSON.parse(role) as { metadata: Record<string, unknown> };
+      delete restored.metadata.resourceVersion;
+      await stack.cluster.kubectl('admin', ['apply', '-f', '-'], JSON.stringify(restored));
+    }
+  },
+  /**
+   * On a Redis Cluster: the stream's primary hands over to its replica (`CLUSTER FAILOVER`, a
+   * planned switchover), with the daemon's reads, commits and acknowledgements in flight.
+   */
+  'cluster-failover': (context) =>
+    withProducerHeld(context, async () => {
+      await context.stack.redisCluster().failover(STREAM);
+      await context.stack.redisCluster().waitHealthy(60_000);
+    }),
+  /**
+   * On a Redis Cluster: the stream's primary SIGKILLed; its replica is promoted after the node
+   * timeout, with whatever the old primary had not replicated lost (the daemon's last commits
+   * and acknowledgements: their events are delivered and settled again). The node restarts,
+   * as its pod would, and rejoins as a replica.
+   */
+  'cluster-primary-kill': (context) =>
+    withProducerHeld(context, async () => {
+      const [killed] = await context.stack.redisCluster().killPrimary(STREAM);
+      await context.stack.redisCluster().startNode(killed);
+      await context.stack.redisCluster().waitHealthy(60_000);
+    }),
+  /** On a Redis Cluster: the stream's slot moved to another primary (MOVED, then ASK while it migrates). */
+  'cluster-reshard': (context) =>
+    withProducerHeld(context, async () => {
+      await context.stack.redisCluster().reshard(STREAM);
+    }),
 } satisfies Record<string, (context: FaultContext) => Promise<void>>;
 
 export type FaultKind = keyof typeof FAULTS;
-export const FAULT_KINDS = Object.keys(FAULTS) as FaultKind[];
+
+/** Faults that need standalone Redis: its process restarted or paused, or a replica's proxied connections cut. */
+const STANDALONE_ONLY: readonly FaultKind[] = ['redis-restart', 'redis-pause', 'replica-partition', 'redis-cut-while-reading-pending'];
+const CLUSTER_ONLY: readonly FaultKind[] = ['cluster-failover', 'cluster-primary-kill', 'cluster-reshard'];
+
+/** The fault kinds a run injects on `mode`: every kind that does not need the other Redis deployment. */
+export function faultKindsFor(mode: RedisMode): FaultKind[] {
+  const excluded = mode === 'cluster' ? STANDALONE_ONLY : CLUSTER_ONLY;
+  return (Object.keys(FAULTS) as FaultKind[]).filter((kind) => !excluded.includes(kind));
+}

@@ -1,10 +1,11 @@
 /**
  * sigma-api's side: publishes planned events in plan order, each flush one pipeline (so a
  * handoff's two events and a burst land in one read batch), and records each event's stream
- * id. It can be held around Redis faults: with a command in flight when Redis restarts, a
+ * id. On a Redis Cluster each pipeline ends with WAIT 1 on the stream's primary. It can be held around Redis faults: with a command in flight when Redis restarts, a
  * client cannot know whether the XADD happened, and the soak's model must be exact.
  */
-import type { Redis } from 'ioredis';
+import type { Cluster, Redis } from 'ioredis';
+import { primaryConnection } from '../harness/redis-cluster.ts';
 import type { PlannedEvent } from './workload.ts';
 
 export class Producer {
@@ -15,9 +16,13 @@ export class Producer {
   #held = false;
   #inFlight: Promise<void> = Promise.resolve();
 
-  constructor(redis: Redis, stream: string) {
+  readonly #cluster: boolean;
+
+  /** `cluster`: `redis` is a Cluster client; batches go to the stream's primary and wait for a replica. */
+  constructor(redis: Redis, stream: string, options: { cluster: boolean } = { cluster: false }) {
     this.#redis = redis;
     this.#stream = stream;
+    this.#cluster = options.cluster;
   }
 
   get queued(): number {
@@ -33,8 +38,12 @@ export class Producer {
     if (this.#held || this.#queue.length === 0) return this.#inFlight;
     const batch = this.#queue.splice(0);
     this.#inFlight = this.#inFlight.then(async () => {
-      const pipeline = this.#redis.pipeline();
+      const target = this.#cluster ? await primaryConnection(this.#redis as unknown as Cluster, this.#stream, 'stale') : this.#redis;
+      const pipeline = target.pipeline();
       for (const event of batch) pipeline.xadd(this.#stream, '*', ...event.fields);
+      // On a cluster, published means a replica has it too (as the event contract asks of
+      // sigma-api there): a primary's failover can otherwise lose acknowledged XADDs.
+      if (this.#cluster) pipeline.wait(1, 5_000);
       const results = await pipeline.exec();
       batch.forEach((event, i) => {
         const [error, id] = results?.[i] ?? [new Error('no reply'), undefined];
@@ -42,6 +51,7 @@ export class Producer {
         event.streamId = String(id);
         this.published.push(event);
       });
+      if (this.#cluster && Number(results?.[batch.length]?.[1] ?? 0) < 1) throw new Error("publishing failed: no replica acknowledged the batch, so a failover could lose it and the soak's model would no longer be exact");
     });
     return this.#inFlight;
   }

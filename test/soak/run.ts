@@ -10,16 +10,16 @@
 import { mkdtemp, rm } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
-import { Command } from 'commander';
-import { Redis } from 'ioredis';
+import { Command, Option } from 'commander';
+import { deadLetterStream } from '../../src/redis/keys.ts';
 import { ensureKubeBinaries } from '../harness/kube-build.ts';
 import { ensureRedisServer } from '../harness/redis-server.ts';
 import { unacknowledgedEvents } from '../harness/stream-group.ts';
-import { FAULT_KINDS, FAULTS, type FaultKind } from './faults.ts';
+import { FAULTS, faultKindsFor, type FaultKind } from './faults.ts';
 import { EntryObserver } from './observer.ts';
 import { Producer } from './producer.ts';
 import { Random } from './random.ts';
-import { SoakStack } from './stack.ts';
+import { SoakStack, type RedisMode } from './stack.ts';
 import { discrepancies, verify, type Findings } from './verify.ts';
 import { Workload, type PlannedEvent } from './workload.ts';
 
@@ -33,9 +33,10 @@ const options = new Command('soak')
   .option('--fleet <vps>', 'the fleet size the workload hovers around', '300')
   .option('--rate <events>', 'events per second, besides bursts', '15')
   .option('--seed <seed>', 'replay a run: the same workload and fault order')
+  .addOption(new Option('--redis <mode>', 'standalone redis-server, or a Redis Cluster of 3 primaries and 3 replicas (cluster failovers, a SIGKILLed primary and a resharded slot instead of the standalone server\'s faults)').choices(['standalone', 'cluster']).default('standalone'))
   .option('--keep', 'keep the logs and data directory')
   .parse()
-  .opts<{ minutes: string; fleet: string; rate: string; seed?: string; keep?: boolean }>();
+  .opts<{ minutes: string; fleet: string; rate: string; seed?: string; redis: RedisMode; keep?: boolean }>();
 
 const minutes = Number(options.minutes);
 const fleet = Number(options.fleet);
@@ -55,10 +56,11 @@ const sleep = (ms: number): Promise<void> => new Promise((r) => setTimeout(r, ms
 
 const random = new Random(seed);
 const dir = await mkdtemp(join(tmpdir(), 'edge-registrar-soak-'));
-log(`seed ${seed}; ${minutes} min, fleet ~${fleet}, ${rate} events/s; logs in ${dir}`);
+log(`seed ${seed}; ${minutes} min, fleet ~${fleet}, ${rate} events/s, Redis ${options.redis}; logs in ${dir}`);
 const binaries = await ensureKubeBinaries(log);
-const stack = await SoakStack.start({ binaries, redisServer: await ensureRedisServer(log), dir, log });
-log('stack up: kube-apiserver, redis-server, webhook (registered, failurePolicy Fail), sync replica a leading');
+const stack = await SoakStack.start({ binaries, redisServer: await ensureRedisServer(log), redisMode: options.redis, dir, log });
+log(`stack up: kube-apiserver, ${options.redis === 'cluster' ? 'a Redis Cluster (3 primaries, 3 replicas)' : 'redis-server'}, webhook (registered, failurePolicy Fail), sync replica a leading`);
+const faultKinds = faultKindsFor(options.redis);
 
 // No resend on reconnect: a resent XADD would be a second event the model does not know.
 // Ctrl-C (or a CI timeout's SIGTERM) stops every server the soak started, then exits.
@@ -68,9 +70,9 @@ for (const signal of ['SIGINT', 'SIGTERM'] as const) {
     void stack.stop().finally(() => process.exit(130));
   });
 }
-const redis = new Redis(stack.redis.url, { maxRetriesPerRequest: null, autoResendUnfulfilledCommands: false });
+const redis = stack.redisClient();
 redis.on('error', () => undefined);
-const producer = new Producer(redis, STREAM);
+const producer = new Producer(redis, STREAM, { cluster: options.redis === 'cluster' });
 const observer = new EntryObserver(() => stack.adminKubeconfig(), NAMESPACE);
 observer.start();
 const workload = new Workload(random, { fleet });
@@ -112,7 +114,7 @@ try {
     log,
   };
   for (let cycle = 0; cycle === 0 || Date.now() < deadline; cycle++) {
-    for (const kind of random.shuffle(FAULT_KINDS)) {
+    for (const kind of random.shuffle(faultKinds)) {
       if (cycle > 0 && Date.now() >= deadline) break;
       await sleep(random.int(2_000, 6_000));
       log(`fault ${kind}`);
@@ -140,7 +142,7 @@ try {
   log(`quiescent after ${((Date.now() - quiet) / 1000).toFixed(1)} s`);
 
   const expected = workload.expectedEntries();
-  const deadLetters = (await redis.xrange(`${STREAM}:dlq`, '-', '+')) as [string, string[]][];
+  const deadLetters = (await redis.xrange(deadLetterStream(STREAM), '-', '+')) as [string, string[]][];
   const deadLetterSourceIds = deadLetters.map(([, fields]) => fields[fields.indexOf('dlq_source_id') + 1] ?? '?');
   const pending = ((await redis.xpending(STREAM, GROUP)) as [number])[0];
   observer.stop();
@@ -175,6 +177,7 @@ function report(events: readonly PlannedEvent[], result: Findings, faults: reado
   const expectedDeadLetters = byExpectation['dead-letter'] ?? 0;
   const summary = {
     seed,
+    redis: options.redis,
     minutes: Number(((Date.now() - started) / 60_000).toFixed(1)),
     events: events.length,
     eventsByKind: byKind,

@@ -1,6 +1,7 @@
 /**
  * The system under soak, every part a real process on 127.0.0.1: kube-apiserver with etcd
- * (kube-harness, resumable so a stop and start is the same cluster), redis-server with AOF,
+ * (kube-harness, resumable so a stop and start is the same cluster), redis-server with AOF
+ * (or, with `redisMode: 'cluster'`, a Redis Cluster of 3 primaries and 3 replicas),
  * the webhook (`edge-registrar webhook`, registered through webhook-config/ with
  * failurePolicy Fail) and sync replicas. Replicas are supervised as a kubelet would: one
  * that exits is restarted, and one whose /healthz keeps failing is killed and restarted.
@@ -17,7 +18,10 @@ import { httpsRequest } from '../harness/https-client.ts';
 import { kubeconfigFor, startCluster, type StartedCluster } from '../harness/kube-cluster.ts';
 import type { KubeBinaries } from '../harness/kube-build.ts';
 import { spawnCli, spawnNode, stopChild } from '../harness/processes.ts';
+import { Cluster, Redis } from 'ioredis';
+import { RunningRedisCluster } from '../harness/redis-cluster.ts';
 import { freePort, startRedis, type RunningRedis } from '../harness/redis-server.ts';
+import { kubeconfigThroughProxy, startTcpProxy, type TcpProxy } from '../harness/tcp-proxy.ts';
 import { localWebhookManifests } from '../harness/webhook-registration.ts';
 
 const SYNC_PROCESS = fileURLToPath(new URL('../harness/sync-process.ts', import.meta.url));
@@ -113,6 +117,18 @@ export class SyncReplica {
     this.#child?.kill('SIGKILL');
   }
 
+  /**
+   * SIGTERM, as Kubernetes stops a pod: resolves once it has exited (within `graceMs`, or the
+   * result is 'killed'); the supervisor then restarts it, as a Deployment replaces the pod.
+   */
+  async terminate(graceMs = 30_000): Promise<{ result: 'exited' | 'killed'; ms: number }> {
+    this.#answered = false;
+    const started = Date.now();
+    if (this.#child === undefined) return { result: 'exited', ms: 0 };
+    const result = await stopChild(this.#child, graceMs);
+    return { result, ms: Date.now() - started };
+  }
+
   async stop(): Promise<void> {
     this.#wanted = false;
     if (this.#probeTimer !== undefined) clearInterval(this.#probeTimer);
@@ -134,17 +150,33 @@ export class SyncReplica {
   }
 }
 
+export type RedisMode = 'standalone' | 'cluster';
+
 export interface StackOptions {
   binaries: KubeBinaries;
   redisServer: string;
+  redisMode: RedisMode;
   dir: string;
   log: Log;
 }
 
+/**
+ * Where one replica reaches Redis and the API server: through proxies that can cut it off.
+ * A cluster's clients connect to the addresses its nodes announce, so on a cluster only the
+ * API server is proxied.
+ */
+interface ReplicaNetwork {
+  redis: TcpProxy | undefined;
+  api: TcpProxy;
+  kubeconfig: string;
+}
+
 export class SoakStack {
   cluster!: StartedCluster;
-  redis!: RunningRedis;
+  #redis: RunningRedis | undefined;
+  #redisCluster: RunningRedisCluster | undefined;
   readonly replicas = new Map<string, SyncReplica>();
+  readonly #networks = new Map<string, ReplicaNetwork>();
   #webhook: ChildProcess | undefined;
   #webhookPort = 0;
   #ca!: PemPair;
@@ -154,19 +186,34 @@ export class SoakStack {
     this.#options = options;
   }
 
+  /** Starts every part; if one fails to start, stops those already running before it throws. */
   static async start(options: StackOptions): Promise<SoakStack> {
     const stack = new SoakStack(options);
-    await stack.startCluster();
+    try {
+      await stack.#startParts();
+    } catch (error) {
+      await stack.stop().catch(() => undefined);
+      throw error;
+    }
+    return stack;
+  }
+
+  async #startParts(): Promise<void> {
+    const options = this.#options;
+    await this.startCluster();
     await mkdir(join(options.dir, 'redis'), { recursive: true });
-    stack.redis = await startRedis({ binary: options.redisServer, dataDir: join(options.dir, 'redis') });
-    await stack.#startWebhookWithCertificates();
+    if (options.redisMode === 'cluster') this.#redisCluster = await RunningRedisCluster.start({ binary: options.redisServer, dir: join(options.dir, 'redis'), nodeTimeoutMs: 2_000 });
+    else this.#redis = await startRedis({ binary: options.redisServer, dataDir: join(options.dir, 'redis') });
+    await this.#startWebhookWithCertificates();
     for (const name of ['a', 'b']) {
       const port = await freePort();
-      stack.replicas.set(name, new SyncReplica(name, port, () => stack.#spawnSync(name, port), options.log));
+      const redisProxy = this.#redis === undefined ? undefined : await startTcpProxy({ host: '127.0.0.1', port: this.#redis.port });
+      const { kubeconfig, proxy: apiProxy } = await kubeconfigThroughProxy(kubeconfigFor(this.cluster.state, 'sync'));
+      this.#networks.set(name, { redis: redisProxy, api: apiProxy, kubeconfig });
+      this.replicas.set(name, new SyncReplica(name, port, () => this.#spawnSync(name, port), options.log));
     }
-    stack.replica('a').start();
-    await stack.replica('a').waitLeader();
-    return stack;
+    this.replica('a').start();
+    await this.replica('a').waitLeader();
   }
 
   replica(name: string): SyncReplica {
@@ -203,18 +250,44 @@ export class SoakStack {
 
   // --- Redis
 
+  get redisMode(): RedisMode {
+    return this.#options.redisMode;
+  }
+
+  /**
+   * A client of the soak's Redis for sigma-api's side and the verdict: it never re-sends a
+   * command after a reconnect (a re-sent XADD would be a second event the model does not know).
+   */
+  redisClient(): Redis {
+    if (this.#redisCluster !== undefined) {
+      return new Cluster(this.#redisCluster.seeds, { redisOptions: { autoResendUnfulfilledCommands: false }, retryDelayOnFailover: 200, retryDelayOnClusterDown: 200, slotsRefreshInterval: 1_000 }) as unknown as Redis;
+    }
+    return new Redis(this.#standalone().url, { maxRetriesPerRequest: null, autoResendUnfulfilledCommands: false });
+  }
+
+  #standalone(): RunningRedis {
+    if (this.#redis === undefined) throw new Error('this fault needs standalone Redis (the soak runs on a Redis Cluster)');
+    return this.#redis;
+  }
+
+  /** The Redis Cluster, for the cluster faults. */
+  redisCluster(): RunningRedisCluster {
+    if (this.#redisCluster === undefined) throw new Error('this fault needs a Redis Cluster (--redis cluster)');
+    return this.#redisCluster;
+  }
+
   async restartRedis(): Promise<void> {
-    const port = this.redis.port;
-    await this.redis.stop();
-    this.redis = await startRedis({ binary: this.#options.redisServer, port, dataDir: join(this.#options.dir, 'redis') });
+    const { port } = this.#standalone();
+    await this.#standalone().stop();
+    this.#redis = await startRedis({ binary: this.#options.redisServer, port, dataDir: join(this.#options.dir, 'redis') });
   }
 
   pauseRedis(): void {
-    pause(this.redis.process);
+    pause(this.#standalone().process);
   }
 
   resumeRedis(): void {
-    resume(this.redis.process);
+    resume(this.#standalone().process);
   }
 
   // --- the webhook
@@ -272,14 +345,56 @@ export class SoakStack {
     await until('the webhook to serve the rotated certificate', 30_000, async () => (await httpsRequest(this.#webhookPort, { path: '/readyz', ca: this.#ca.cert })).peerCertificateFingerprint === fingerprint);
   }
 
-  // --- sync replicas
+  // --- sync replicas and their network
+
+  #network(name: string): ReplicaNetwork {
+    const network = this.#networks.get(name);
+    if (network === undefined) throw new Error(`no network for replica ${name}`);
+    return network;
+  }
+
+  /**
+   * Cuts a replica off from Redis and the API server, silently, as a network partition does:
+   * its connections stay open and what it sends waits (in the proxies) to arrive when the
+   * partition heals, as retransmitted packets do. Its probes and metrics still answer.
+   */
+  partition(name: string): void {
+    const { redis, api } = this.#network(name);
+    this.#proxied(redis).freeze();
+    api.freeze();
+  }
+
+  heal(name: string): void {
+    const { redis, api } = this.#network(name);
+    this.#proxied(redis).thaw();
+    api.thaw();
+  }
+
+  /** Breaks a replica's Redis connections now (a reset, a failed NAT entry): it sees them close and reconnects. */
+  cutRedis(name: string): void {
+    this.#proxied(this.#network(name).redis).dropConnections();
+  }
+
+  #proxied(redis: TcpProxy | undefined): TcpProxy {
+    if (redis === undefined) throw new Error("this fault cuts a replica's Redis connections, which are proxied only with standalone Redis");
+    return redis;
+  }
+
+  /** The log of a replica so far. */
+  replicaLogFile(name: string): string {
+    return join(this.#options.dir, `sync-${name}.log`);
+  }
 
   #spawnSync(name: string, port: number): ChildProcess {
-    const flags = { kubeconfig: kubeconfigFor(this.cluster.state, 'sync'), redisUrl: this.redis.url, consumer: `replica-${name}`, port: String(port) };
+    const network = this.#network(name);
+    const redis = network.redis === undefined ? { redisClusterNodes: this.redisCluster().seedList } : { redisUrl: `redis://127.0.0.1:${network.redis.port}` };
+    const flags = { kubeconfig: network.kubeconfig, ...redis, consumer: `replica-${name}`, port: String(port) };
     // Liveness at 20 s (production: 120 s) so a hung replica is replaced within the run;
     // resync every 15 s and orphans removed after 5 s, so drift repair happens in a short run.
-    const overrides = { stallMs: 20_000, resyncIntervalMs: 15_000, orphanGraceMs: 5_000, metricsRefreshMs: 2_000 };
-    return spawnNode(SYNC_PROCESS, [], join(this.#options.dir, `sync-${name}.log`), {
+    // Poison after 2 interrupted attempts and a stray check every second: a short run reaches
+    // the limits a long outage would, so a valid event counted as poison would show.
+    const overrides = { stallMs: 20_000, resyncIntervalMs: 15_000, orphanGraceMs: 5_000, metricsRefreshMs: 2_000, maxInterruptedAttempts: 2, strayCheckMs: 1_000 };
+    return spawnNode(SYNC_PROCESS, [], this.replicaLogFile(name), {
       append: true,
       env: { ...process.env, SYNC_FLAGS: JSON.stringify(flags), SYNC_OVERRIDES: JSON.stringify(overrides) },
     });
@@ -287,10 +402,18 @@ export class SoakStack {
 
   async stop(): Promise<void> {
     // Anything left paused by an interrupted fault must run again to stop.
-    for (const child of [this.cluster.process, this.redis.process]) if (child.exitCode === null) resume(child);
+    // (`cluster` is unset when the API server itself failed to start.)
+    const cluster = this.cluster as StartedCluster | undefined;
+    for (const child of [cluster?.process, this.#redis?.process]) if (child !== undefined && child.exitCode === null) resume(child);
+    for (const { redis, api } of this.#networks.values()) {
+      redis?.thaw();
+      api.thaw();
+    }
     await Promise.all([...this.replicas.values()].map((r) => r.stop()));
+    await Promise.all([...this.#networks.values()].flatMap(({ redis, api }) => [...(redis === undefined ? [] : [redis.stop()]), api.stop()]));
     await this.stopWebhook();
-    await this.redis.stop();
-    await this.cluster.stop();
+    await this.#redis?.stop();
+    await this.#redisCluster?.stop();
+    await cluster?.stop();
   }
 }
