@@ -62,7 +62,7 @@ async function chartSizing(): Promise<Record<'webhook' | 'sync', Sizing>> {
   const helm = await ensureHelm(log);
   const chart = fileURLToPath(new URL('../charts/edge-registrar', import.meta.url));
   const home = join(tmpdir(), 'edge-registrar-helm-home');
-  const res = await capture(helm, ['template', 'edge-registrar', chart, '--namespace', 'edge-registrar'], { env: { ...process.env, HELM_CACHE_HOME: join(home, 'cache'), HELM_CONFIG_HOME: join(home, 'config'), HELM_DATA_HOME: join(home, 'data') } });
+  const res = await capture(helm, ['template', 'edge-registrar', chart, '--namespace', 'edge-registrar', '--set', 'image.repository=edge-registrar-bench/edge-registrar'], { env: { ...process.env, HELM_CACHE_HOME: join(home, 'cache'), HELM_CONFIG_HOME: join(home, 'config'), HELM_DATA_HOME: join(home, 'data') } });
   if (res.code !== 0) throw new Error(res.stderr);
   type Container = { args?: string[]; env?: { name: string; value?: string }[]; resources?: { limits?: { memory?: string } } };
   const containers = parseAllDocuments(res.stdout)
@@ -201,7 +201,7 @@ try {
   await publishMany(redis, STREAM, fleetEvents(VPS, 0));
   await drained(redis, 900_000);
   // A resync lists every entry and reads every state record: the daemon's largest working set.
-  const resyncs = async (): Promise<number> => Number(/^edge_registrar_sync_resyncs_total (\d+)/m.exec(await (await fetch(`http://127.0.0.1:${sync.port}/metrics`)).text())?.[1] ?? 0);
+  const resyncs = async (): Promise<number> => Number(/^edge_registrar_sync_resyncs_total\{outcome="completed"\} (\d+)/m.exec(await (await fetch(`http://127.0.0.1:${sync.port}/metrics`)).text())?.[1] ?? 0);
   const before = await resyncs();
   while ((await resyncs()) === before) await sleep(1_000);
   await sleep(5_000);

@@ -34,6 +34,13 @@ import { Semaphore } from '../src/util/semaphore.ts';
 import { percentile, printTable } from './stats.ts';
 
 const NAMESPACE = 'airport-prod';
+
+interface KubeEventCount {
+  written: number;
+  applied: number;
+  /** The EventsRateLimited series count: occurrences the rate limit dropped. */
+  droppedCounted: number;
+}
 const STREAM = 'sigma:vps-events';
 
 const { values: opts } = parseArgs({
@@ -142,7 +149,7 @@ function latencyOf(samples: number[]): Latency {
 async function firstResync(port: number): Promise<void> {
   for (let waited = 0; waited < 60_000; waited += 100) {
     const text = await (await fetch(`http://127.0.0.1:${port}/metrics`)).text();
-    if (Number(/^edge_registrar_sync_resyncs_total (\d+)/m.exec(text)?.[1] ?? 0) >= 1) return;
+    if (Number(/^edge_registrar_sync_resyncs_total\{outcome="completed"\} (\d+)/m.exec(text)?.[1] ?? 0) >= 1) return;
     await new Promise((r) => setTimeout(r, 100));
   }
   throw new Error('the sync daemon did not finish its first resync within 60 s');
@@ -181,6 +188,14 @@ async function main(): Promise<void> {
       await redis.flushall();
       await direct.deleteAll();
       await watch.waitForCount(0, 300_000);
+      await cluster.kubectl('admin', ['-n', NAMESPACE, 'delete', 'events.events.k8s.io', '--all']);
+    };
+    /** The Kubernetes Events the daemon wrote (read once it has stopped and flushed its series). */
+    const kubeEvents = async (): Promise<KubeEventCount> => {
+      const res = await cluster.kubectl('admin', ['-n', NAMESPACE, 'get', 'events.events.k8s.io', '-o', 'json']);
+      const items = (JSON.parse(res.stdout) as { items: { reportingController?: string; reason: string; series?: { count: number } }[] }).items.filter((e) => e.reportingController === 'edge-registrar.io/sync');
+      const notice = items.find((e) => e.reason === 'EventsRateLimited');
+      return { written: items.length, applied: items.filter((e) => e.reason === 'Applied').length, droppedCounted: notice === undefined ? 0 : (notice.series?.count ?? 1) };
     };
     const withDaemon = async <T>(run: () => Promise<T>, extraArgs: string[] = [], nodeOptions = ''): Promise<T> => {
       const env = nodeOptions === '' ? {} : { env: { ...process.env, NODE_OPTIONS: `${process.env.NODE_OPTIONS ?? ''} ${nodeOptions}` } };
@@ -227,7 +242,7 @@ async function main(): Promise<void> {
         const seconds = (end - start) / 1000;
         return { seconds, perSecond: VPS / seconds };
       }, extraArgs);
-    let backfills: { base: Throughput; shipped: Throughput; sync: Throughput; telemetry: Throughput } | undefined;
+    let backfills: { base: Throughput; shipped: Throughput; sync: Throughput; telemetry: Throughput; quiet: Throughput; events: KubeEventCount } | undefined;
     if (PHASES.has('backfill')) {
       log(`[bench] backfill of ${VPS} VPSs at concurrency ${CONCURRENCY}: baseline`);
       const baseBackfill = await backfillBaseline(direct, 1_000_000);
@@ -237,13 +252,17 @@ async function main(): Promise<void> {
       await reset();
       log(`[bench] backfill of ${VPS} VPSs at concurrency ${CONCURRENCY}: edge-registrar sync`);
       const syncBackfill = await backfillDaemon(2_000_000);
+      const events = await kubeEvents();
+      await reset();
+      log(`[bench] backfill of ${VPS} VPSs at concurrency ${CONCURRENCY}: edge-registrar sync --no-kube-events`);
+      const quietBackfill = await backfillDaemon(7_000_000, ['--no-kube-events']);
       await reset();
       // The managed Telemetry on: its keeper renders and writes the whole fleet's mapping while
       // the backfill runs (coalesced, one pass per 2 s at most).
       log(`[bench] backfill of ${VPS} VPSs at concurrency ${CONCURRENCY}: edge-registrar sync --telemetry`);
       const telemetryBackfill = await backfillDaemon(6_000_000, ['--telemetry']);
       await reset();
-      backfills = { base: baseBackfill, shipped: shippedBackfill, sync: syncBackfill, telemetry: telemetryBackfill };
+      backfills = { base: baseBackfill, shipped: shippedBackfill, sync: syncBackfill, telemetry: telemetryBackfill, quiet: quietBackfill, events };
     }
 
     // ---- trickle ----
@@ -285,6 +304,7 @@ async function main(): Promise<void> {
       rows.push(
         [`${VPS}-VPS backfill, entries applied per second`, rate(sync), rate(base), (sync.perSecond / base.perSecond).toFixed(2)],
         ['  with the managed Telemetry on (--telemetry)', rate(telemetry), rate(base), (telemetry.perSecond / base.perSecond).toFixed(2)],
+        ['  with Kubernetes Events off (--no-kube-events)', rate(backfills.quiet), rate(base), (backfills.quiet.perSecond / base.perSecond).toFixed(2)],
       );
     }
     if (trickles !== undefined) {
@@ -300,6 +320,12 @@ async function main(): Promise<void> {
     if (backfills !== undefined) {
       const { base, shipped } = backfills;
       console.log(`\nclient-node's own makeApiClient (a new TLS connection per request), same ${VPS}-VPS backfill: ${rate(shipped)}, ${(shipped.perSecond / base.perSecond).toFixed(2)} of the baseline`);
+    }
+    if (backfills !== undefined) {
+      const { sync, events } = backfills;
+      // The daemon's defaults: 100 at once, 60 a minute, plus the drop notice on the Lease and the Lease's own leader Event.
+      const bound = Math.ceil(100 + (60 * sync.seconds) / 60) + 2;
+      console.log(`\nKubernetes Events during the ${VPS}-VPS backfill (${sync.seconds.toFixed(1)} s): ${events.written} written (${events.applied} Applied), bound 100 + 60/min × ${(sync.seconds / 60).toFixed(2)} min + 2 = ${bound}; one per entry would be ${VPS}; ${events.droppedCounted} dropped, counted on the Lease's EventsRateLimited series`);
     }
     if (trickles !== undefined) {
       const worst = (l: Latency): string => l.worst.map((w) => `#${w.index} ${ms(w.ms)}`).join(', ');

@@ -133,6 +133,11 @@ async function main(): Promise<void> {
       await new Promise((r) => setTimeout(r, 250));
     }
     log(`[local] sync daemon consuming ${redis.url} stream sigma:vps-events (metrics http://127.0.0.1:${syncPort}/metrics); ${samples.length} sample VPSs registered`);
+    // What sigma-api hears back, and what a kubectl user sees, for the first sample.
+    const outcome = await firstOutcome(redis, 'sample-jp-01');
+    log(`[local] outcome of sample-jp-01 on {sigma:vps-events}:outcomes: ${outcome}`);
+    const event = await firstEvent(cluster, 'vps-jp-01');
+    log(`[local] Event on workloadentry/vps-jp-01: ${event}`);
     await writeFile(join(DIR, 'ready'), `${new Date().toISOString()}\n`);
 
     const k = `${binaries.kubectl} --kubeconfig ${join(DIR, 'kubeconfig')}`;
@@ -152,6 +157,12 @@ edge-registrar local stack is up (state in ${DIR}; ${join(DIR, 'ready')} exists 
             ${cli} publish retire --redis-url ${redis.url} --vps-id v42
             (or: redis-cli -p ${redis.port} XADD sigma:vps-events '*' event register vps_id v43 name vps-sg-01 address 45.76.43.1 country sg)
   Dead letters: ${cli} dlq list --redis-url ${redis.url}
+  Outcomes (what sigma-api hears back, one per event):
+            redis-cli -p ${redis.port} XRANGE '{sigma:vps-events}:outcomes' - +
+            redis-cli -p ${redis.port} XREAD COUNT 10 BLOCK 0 STREAMS '{sigma:vps-events}:outcomes' '$'
+  One VPS:  ${cli} status sample-jp-01 --redis-url ${redis.url} --kubeconfig ${join(DIR, 'kubeconfig')} --telemetry
+  Events:   ${k} -n airport-prod describe workloadentry vps-jp-01
+            ${k} -n airport-prod events --for lease/edge-registrar-sync
   Try a bad entry as a plain user (the webhook refuses it and says why):
             printf 'apiVersion: networking.istio.io/v1\\nkind: WorkloadEntry\\nmetadata: {name: vps-jp-02, namespace: airport-prod, labels: {app: xrayr, country: jp}}\\nspec: {address: 10.0.0.5}\\n' \\
               | ${binaries.kubectl} --kubeconfig ${kubeconfigFor(cluster.state, 'alice')} apply -f -
@@ -176,6 +187,38 @@ Ctrl-C stops everything.`);
     await stop('start-up failed');
     process.exitCode = 1;
   }
+}
+
+/** The first outcome recorded for `vpsId`, as one line (waits for it). */
+async function firstOutcome(redis: RunningRedis, vpsId: string): Promise<string> {
+  const { Redis } = await import('ioredis');
+  const client = new Redis(redis.url, { lazyConnect: true });
+  try {
+    await client.connect();
+    for (let i = 0; i < 120; i++) {
+      const rows = (await client.xrange('{sigma:vps-events}:outcomes', '-', '+')) as [string, string[]][];
+      for (const [, fields] of rows) {
+        const record = Object.fromEntries(fields.flatMap((v, j) => (j % 2 === 0 ? [[v, fields[j + 1] ?? '']] : [])));
+        if (record.vps_id === vpsId) return `${record.outcome ?? '?'} (event ${record.source_id ?? '?'}, entry ${record.name ?? '?'})`;
+      }
+      await new Promise((r) => setTimeout(r, 250));
+    }
+    throw new Error(`no outcome for ${vpsId}; see ${join(DIR, 'sync.log')}`);
+  } finally {
+    client.disconnect();
+  }
+}
+
+/** The first Kubernetes Event about entry `name`, as one line (waits for it). */
+async function firstEvent(cluster: StartedCluster, name: string): Promise<string> {
+  for (let i = 0; i < 120; i++) {
+    // The core API's view of the same Events (its field selector is the one every version has).
+    const res = await cluster.kubectl('admin', ['-n', 'airport-prod', 'get', 'events', '--field-selector', `involvedObject.kind=WorkloadEntry,involvedObject.name=${name}`, '-o', 'json']);
+    const items = res.code === 0 ? (JSON.parse(res.stdout) as { items: { reason: string; message: string }[] }).items : [];
+    if (items[0] !== undefined) return `${items[0].reason}: ${items[0].message}`;
+    await new Promise((r) => setTimeout(r, 250));
+  }
+  throw new Error(`no Event about ${name}; see ${join(DIR, 'sync.log')}`);
 }
 
 await main();

@@ -62,6 +62,15 @@ async function runOnce(): Promise<void> {
   expect([published.code, published.stdout.trim()]).toEqual([0, expect.stringMatching(/^\d+-\d+$/)]);
   const letters = await inShell(printed('Dead letters:').replace(/^Dead letters:\s*/, ''));
   expect(letters.code).toBe(0);
+  // What sigma-api hears back and what a kubectl user sees, for a sample VPS, and the printed commands that show them.
+  expect(output).toMatch(/\[local\] outcome of sample-jp-01 on \{sigma:vps-events\}:outcomes: applied \(event \d+-\d+, entry vps-jp-01\)/);
+  expect(output).toMatch(/\[local\] Event on workloadentry\/vps-jp-01: Applied: register of VPS sample-jp-01 from stream id \d+-\d+ applied/);
+  const outcomes = await inShell(printed("redis-cli -p") );
+  expect([outcomes.code, outcomes.stdout]).toEqual([0, expect.stringContaining('sample-jp-01')]);
+  const status = await inShell(printed('One VPS:').replace(/^One VPS:\s*/, ''));
+  expect([status.code, status.stdout]).toEqual([0, expect.stringMatching(/outcome: +applied \(event \d+-\d+, register/)]);
+  const described = await inShell(printed('Events:').replace(/^Events:\s*/, ''));
+  expect([described.code, described.stdout]).toEqual([0, expect.stringMatching(/Normal\s+Applied/)]);
   const deadline2 = Date.now() + 20_000;
   let names = '';
   while (!names.includes('vps-de-01') && Date.now() < deadline2) {
