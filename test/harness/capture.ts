@@ -16,6 +16,13 @@ export function capture(command: string, args: readonly string[], options: { inp
     child.stderr.on('data', (c: Buffer) => (stderr += c.toString()));
     child.on('error', reject);
     child.on('close', (code) => resolve({ code: code ?? -1, stdout, stderr }));
-    child.stdin.end(options.input ?? '');
+    // A child that exits before reading its input (redis-cli failing to connect, a command
+    // refusing its arguments) closes the pipe under the write: EPIPE here says nothing the exit
+    // code and stderr do not, and left unhandled it is an uncaught exception in the caller.
+    child.stdin.on('error', (error: NodeJS.ErrnoException) => {
+      if (error.code !== 'EPIPE') reject(error);
+    });
+    if (options.input === undefined) child.stdin.end();
+    else child.stdin.end(options.input);
   });
 }
