@@ -1,8 +1,8 @@
 import { stringify } from 'yaml';
-import { ENV } from '../config/env.ts';
+import { policyPathOf } from '../config/common.ts';
 import { loadPolicy } from '../policy-source.ts';
 
 export async function runPolicyPrint(flags: { policy?: string }): Promise<void> {
-  const policy = await loadPolicy(flags.policy ?? process.env[ENV.policy]);
+  const policy = await loadPolicy(policyPathOf(flags, process.env));
   process.stdout.write(stringify(policy));
 }

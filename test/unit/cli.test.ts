@@ -15,9 +15,9 @@ import { webhookConfig } from '../../src/config/webhook.ts';
 const CLI = fileURLToPath(new URL('../../src/cli.ts', import.meta.url));
 let dir: string;
 
-function run(args: string[], input?: string): Promise<{ code: number; stdout: string; stderr: string }> {
+function run(args: string[], input?: string, env: NodeJS.ProcessEnv = {}): Promise<{ code: number; stdout: string; stderr: string }> {
   return new Promise((resolve) => {
-    const child = execFile(process.execPath, [CLI, ...args], { env: { ...process.env, AIRPORT_KUBECONFIG: '' } }, (error, stdout, stderr) => {
+    const child = execFile(process.execPath, [CLI, ...args], { env: { ...process.env, AIRPORT_KUBECONFIG: '', ...env } }, (error, stdout, stderr) => {
       resolve({ code: error ? ((error as { code?: number }).code ?? 1) : 0, stdout, stderr });
     });
     // A CLI that refuses its arguments exits before reading stdin; the EPIPE is not the result.
@@ -106,6 +106,27 @@ describe('edge-registrar check', () => {
     expect(res.code).toBe(2);
     expect(res.stderr).toContain('address.denyCidrs[0]: must be a CIDR');
     expect(res.stderr).toContain('got "nope"');
+  });
+});
+
+describe('edge-registrar policy print', () => {
+  it('prints the file named by EDGE_REGISTRAR_POLICY, --policy over it, and the defaults when it is empty', async () => {
+    const fromEnv = join(dir, 'policy-env.yaml');
+    const fromFlag = join(dir, 'policy-flag.yaml');
+    await writeFile(fromEnv, 'address:\n  denyCidrs: [198.18.0.0/15]\n');
+    await writeFile(fromFlag, 'address:\n  denyCidrs: [192.0.2.0/24]\n');
+    const env = await run(['policy', 'print'], undefined, { EDGE_REGISTRAR_POLICY: fromEnv });
+    expect(env.code).toBe(0);
+    expect(env.stdout).toContain('198.18.0.0/15');
+    const flag = await run(['policy', 'print', '--policy', fromFlag], undefined, { EDGE_REGISTRAR_POLICY: fromEnv });
+    expect(flag.stdout).toContain('192.0.2.0/24');
+    expect(flag.stdout).not.toContain('198.18.0.0/15');
+    // An empty variable is an unset one, as everywhere in the configuration (a chart's "").
+    const empty = await run(['policy', 'print'], undefined, { EDGE_REGISTRAR_POLICY: '' });
+    const defaults = await run(['policy', 'print'], undefined, { EDGE_REGISTRAR_POLICY: undefined });
+    expect(empty.code).toBe(0);
+    expect(empty.stdout).toBe(defaults.stdout);
+    expect(empty.stdout).not.toContain('198.18.0.0/15');
   });
 });
 
