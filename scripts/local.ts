@@ -1,6 +1,6 @@
 /**
  * `npm run local`: the whole thing on one machine. A real redis-server, a real
- * kube-apiserver (with etcd and kube-controller-manager) with Istio's CRDs, the seed's
+ * kube-apiserver (with etcd and kube-controller-manager) with Istio's CRDs, the mesh's
  * namespace and Istio objects, the webhook as its own process, registered from
  * webhook-config/ with freshly generated certificates, and the sync daemon consuming the
  * event stream (a few sample VPSs are registered so entries appear). Writes .local/kubeconfig,

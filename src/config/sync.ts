@@ -48,7 +48,7 @@ const syncSchema = commonSchema.extend({
   maxAttempts: z.coerce.number().int().positive().default(10),
   /** The dead-letter stream is trimmed to about this many entries (XADD MAXLEN ~). */
   deadLetterMaxLength: z.coerce.number().int().positive().default(100_000),
-  /** The outcome stream is trimmed to about this many records (XADD MAXLEN ~): a day of events and more at the seed's rates. */
+  /** The outcome stream is trimmed to about this many records (XADD MAXLEN ~): a day of events and more at a fleet's usual rates. */
   outcomeMaxLength: z.coerce.number().int().positive().default(100_000),
   /** Liveness fails when the consume loop or the events in flight made no progress this long. */
   stallMs: z.number().int().positive().default(120_000),

@@ -1,5 +1,5 @@
 /**
- * `edge-registrar doctor`'s judgement: what stands between a cluster and the seed's goal (every
+ * `edge-registrar doctor`'s judgement: what stands between a cluster and the project's goal (every
  * VPS an entry, every entry seen per VPS), as a checklist with the fix for each failure. Pure:
  * it reads a ClusterState that gather.ts fetched (each part either a value or the error that
  * kept it from being read) and returns the checks, in the order an operator fixes them.
@@ -125,35 +125,35 @@ function injectionCheck(state: ClusterState): Check {
   return { id, title, status: 'fail', detail: `namespace ${state.namespace} has neither istio-injection=enabled nor istio.io/rev`, fix: `kubectl label namespace ${state.namespace} istio-injection=enabled, then restart Xboard's pods` };
 }
 
-function seedChecks(state: ClusterState, expect: Expectations): Check[] {
+function meshObjectChecks(state: ClusterState, expect: Expectations): Check[] {
   const { policy } = expect;
   const ns = state.namespace;
   const checks: Check[] = [];
   const saTitle = `ServiceAccount ${ns}/${policy.serviceAccount} exists (every entry runs as it)`;
-  if (!state.serviceAccount.ok) checks.push(unread('seed.service-account', saTitle, state.serviceAccount.error));
-  else if (state.serviceAccount.value === undefined) checks.push({ id: 'seed.service-account', title: saTitle, status: 'fail', detail: 'it does not exist: the webhook refuses every entry (serviceAccount.exists)', fix: `kubectl -n ${ns} create serviceaccount ${policy.serviceAccount} (the chart's istioResources.create does it)` });
-  else checks.push({ id: 'seed.service-account', title: saTitle, status: 'pass', detail: 'present' });
+  if (!state.serviceAccount.ok) checks.push(unread('mesh.service-account', saTitle, state.serviceAccount.error));
+  else if (state.serviceAccount.value === undefined) checks.push({ id: 'mesh.service-account', title: saTitle, status: 'fail', detail: 'it does not exist: the webhook refuses every entry (serviceAccount.exists)', fix: `kubectl -n ${ns} create serviceaccount ${policy.serviceAccount} (the chart's istioResources.create does it)` });
+  else checks.push({ id: 'mesh.service-account', title: saTitle, status: 'pass', detail: 'present' });
 
   const wgTitle = `a WorkloadGroup for app ${policy.app} runs as ${policy.serviceAccount}`;
-  if (!state.workloadGroups.ok) checks.push(unread('seed.workload-group', wgTitle, state.workloadGroups.error));
+  if (!state.workloadGroups.ok) checks.push(unread('mesh.workload-group', wgTitle, state.workloadGroups.error));
   else {
     const group = state.workloadGroups.value.find((g) => g.spec?.metadata?.labels?.app === policy.app);
-    if (group === undefined) checks.push({ id: 'seed.workload-group', title: wgTitle, status: 'warn', detail: `no WorkloadGroup in ${ns} labels its workloads app=${policy.app}`, fix: "install the chart with istioResources.create=true (the seed's WorkloadGroup xrayr)" });
-    else if (group.spec?.template?.serviceAccount !== policy.serviceAccount) checks.push({ id: 'seed.workload-group', title: wgTitle, status: 'fail', detail: `WorkloadGroup ${group.metadata?.name ?? '?'} runs as ${JSON.stringify(group.spec?.template?.serviceAccount ?? null)}`, fix: `set its spec.template.serviceAccount to ${policy.serviceAccount}` });
-    else checks.push({ id: 'seed.workload-group', title: wgTitle, status: 'pass', detail: `WorkloadGroup ${group.metadata?.name ?? '?'}` });
+    if (group === undefined) checks.push({ id: 'mesh.workload-group', title: wgTitle, status: 'warn', detail: `no WorkloadGroup in ${ns} labels its workloads app=${policy.app}`, fix: "install the chart with istioResources.create=true (its WorkloadGroup xrayr)" });
+    else if (group.spec?.template?.serviceAccount !== policy.serviceAccount) checks.push({ id: 'mesh.workload-group', title: wgTitle, status: 'fail', detail: `WorkloadGroup ${group.metadata?.name ?? '?'} runs as ${JSON.stringify(group.spec?.template?.serviceAccount ?? null)}`, fix: `set its spec.template.serviceAccount to ${policy.serviceAccount}` });
+    else checks.push({ id: 'mesh.workload-group', title: wgTitle, status: 'pass', detail: `WorkloadGroup ${group.metadata?.name ?? '?'}` });
   }
 
   const seTitle = `a ServiceEntry selects the entries (app=${policy.app}), resolution STATIC, and captures only its own traffic`;
-  if (!state.serviceEntries.ok) checks.push(unread('seed.service-entry', seTitle, state.serviceEntries.error));
+  if (!state.serviceEntries.ok) checks.push(unread('mesh.service-entry', seTitle, state.serviceEntries.error));
   else {
     const entry = state.serviceEntries.value.find((s) => s.spec?.workloadSelector?.labels?.app === policy.app);
-    if (entry === undefined) checks.push({ id: 'seed.service-entry', title: seTitle, status: 'fail', detail: `no ServiceEntry in ${ns} has workloadSelector app=${policy.app}: the entries are no service's endpoints`, fix: "install the chart with istioResources.create=true (the seed's ServiceEntry xrayr-nodes)" });
+    if (entry === undefined) checks.push({ id: 'mesh.service-entry', title: seTitle, status: 'fail', detail: `no ServiceEntry in ${ns} has workloadSelector app=${policy.app}: the entries are no service's endpoints`, fix: "install the chart with istioResources.create=true (its ServiceEntry xrayr-nodes)" });
     else {
       const name = entry.metadata?.name ?? '?';
       const tcpWithoutAddress = (entry.spec?.addresses ?? []).length === 0 && (entry.spec?.ports ?? []).some((p) => p.protocol === undefined || p.protocol.toUpperCase() === 'TCP');
-      if (entry.spec?.resolution !== 'STATIC') checks.push({ id: 'seed.service-entry', title: seTitle, status: 'fail', detail: `ServiceEntry ${name} has resolution ${JSON.stringify(entry.spec?.resolution ?? null)}`, fix: 'set spec.resolution: STATIC (the entries are its endpoints)' });
-      else if (tcpWithoutAddress) checks.push({ id: 'seed.service-entry', title: seTitle, status: 'fail', detail: `ServiceEntry ${name} has a TCP port and no addresses: every sidecar it is exported to sends all outbound traffic on that port to the VPSs (istioctl analyze: IST0134)`, fix: 'use protocol TLS (matched by SNI) as the chart does, and exportTo: ["."]' });
-      else checks.push({ id: 'seed.service-entry', title: seTitle, status: 'pass', detail: `ServiceEntry ${name}` });
+      if (entry.spec?.resolution !== 'STATIC') checks.push({ id: 'mesh.service-entry', title: seTitle, status: 'fail', detail: `ServiceEntry ${name} has resolution ${JSON.stringify(entry.spec?.resolution ?? null)}`, fix: 'set spec.resolution: STATIC (the entries are its endpoints)' });
+      else if (tcpWithoutAddress) checks.push({ id: 'mesh.service-entry', title: seTitle, status: 'fail', detail: `ServiceEntry ${name} has a TCP port and no addresses: every sidecar it is exported to sends all outbound traffic on that port to the VPSs (istioctl analyze: IST0134)`, fix: 'use protocol TLS (matched by SNI) as the chart does, and exportTo: ["."]' });
+      else checks.push({ id: 'mesh.service-entry', title: seTitle, status: 'pass', detail: `ServiceEntry ${name}` });
     }
   }
   return checks;
@@ -326,7 +326,7 @@ function fleetChecks(state: ClusterState): Check[] {
 }
 
 export function diagnose(state: ClusterState, expect: Expectations): Check[] {
-  return [...crdChecks(state, expect), injectionCheck(state), ...seedChecks(state, expect), ...webhookChecks(state, expect), gatewayCheck(state, expect), internalAddressesCheck(state, expect), telemetryCheck(state, expect), directAttributionCheck(state), ...fleetChecks(state)];
+  return [...crdChecks(state, expect), injectionCheck(state), ...meshObjectChecks(state, expect), ...webhookChecks(state, expect), gatewayCheck(state, expect), internalAddressesCheck(state, expect), telemetryCheck(state, expect), directAttributionCheck(state), ...fleetChecks(state)];
 }
 
 const MARK: Record<Status, string> = { pass: '✓', fail: '✗', warn: '!', skip: '-' };

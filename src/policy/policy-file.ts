@@ -1,6 +1,6 @@
 /**
  * The policy is data: a YAML file whose every field has a built-in default that fits the
- * seeds (app `xrayr`, serviceAccount `xrayr-vm`, names `vps-<country>-<digits>`). This
+ * fleet (app `xrayr`, serviceAccount `xrayr-vm`, names `vps-<country>-<digits>`). This
  * module parses and validates it; it does no file I/O so it can be used by the webhook's
  * reloader, the offline check and the sync daemon alike.
  */

@@ -1,5 +1,5 @@
 /**
- * Backfill: the seed's "batch-create entries for existing VPSs", through the same path. A
+ * Backfill: entries for the VPSs that existed before the daemon, through the same path. A
  * JSON array (or {items: [...]}) or a CSV with a header row of vps_id,name,address,country
  * [,labels] becomes register events. Every row is checked before anything is published;
  * the errors name the row, the field and the value.

@@ -1,5 +1,5 @@
 /**
- * From an event to the WorkloadEntry that should exist: exactly the seed's shape (name,
+ * From an event to the WorkloadEntry that should exist: exactly the fleet's shape (name,
  * namespace, app, version, country, serviceAccount, address) plus what the rules require,
  * edge-registrar's ownership markers and the stream id that produced this state. The entry
  * is checked against the same rules the webhook enforces before anything is written, so a

@@ -86,8 +86,8 @@ describe('edge-registrar doctor', () => {
       repair: () => mustKubectl('admin', ['label', 'namespace', NAMESPACE, 'istio-injection=enabled']),
     },
     {
-      name: "the seed's TCP ServiceEntry",
-      check: 'seed.service-entry',
+      name: "a TCP ServiceEntry",
+      check: 'mesh.service-entry',
       detail: /TCP port and no addresses.*IST0134/,
       fix: /protocol TLS/,
       breakIt: () => mustKubectl('admin', ['-n', NAMESPACE, 'patch', 'serviceentry', 'xrayr-nodes', '--type', 'merge', '-p', JSON.stringify({ spec: { ports: [{ number: 443, name: 'https', protocol: 'TCP' }] } })]),
@@ -95,7 +95,7 @@ describe('edge-registrar doctor', () => {
     },
     {
       name: 'the ServiceAccount missing',
-      check: 'seed.service-account',
+      check: 'mesh.service-account',
       detail: /does not exist: the webhook refuses every entry/,
       fix: /create serviceaccount xrayr-vm/,
       breakIt: () => mustKubectl('admin', ['-n', NAMESPACE, 'delete', 'serviceaccount', 'xrayr-vm']),

@@ -49,7 +49,7 @@ describe('helm lint and template', () => {
     expect(res.code).toBe(0);
   });
 
-  it('default values: both Deployments, Services, PDB, RBAC, the seed Istio objects, standard labels', async () => {
+  it('default values: both Deployments, Services, PDB, RBAC, the mesh Istio objects, standard labels', async () => {
     const objects = await render();
     const kinds = objects.map((o) => `${o.kind}/${o.metadata.name}`).sort();
     expect(kinds).toEqual(

@@ -20,7 +20,7 @@ const REGISTERED = [
   { vpsId: 'vps-4103', name: 'vps-us-43', address: '104.16.0.43', country: 'us' },
 ];
 
-/** The namespace as the seed's cluster has it (sidecar injection on, where Xboard runs). */
+/** The namespace as airport-prod has it (sidecar injection on, where Xboard runs). */
 const NAMESPACE_OBJECT: K8sObject = { apiVersion: 'v1', kind: 'Namespace', metadata: { name: NAMESPACE, labels: { 'istio-injection': 'enabled' } } };
 
 let bed: SyncTestBed | undefined;
@@ -62,7 +62,7 @@ afterAll(async () => {
   if (bed !== undefined) await stopSyncTestBed(bed);
 });
 
-describe("the seed's ServiceEntry with the entries the sync daemon wrote", () => {
+describe("the chart's ServiceEntry with the entries the sync daemon wrote", () => {
   it('makes every registered VPS an endpoint of xrayr.airport-prod.mesh, with its address and labels, reached in plaintext', async () => {
     const view = await meshView([NAMESPACE_OBJECT, ...chartMesh, ...written], XBOARD_SIDECAR);
     const endpoints = endpointsOf(view, XRAYR_CLUSTER);

@@ -32,7 +32,7 @@ export async function mustKubectl(user: ClusterUser, args: string[], input?: unk
   return res.stdout;
 }
 
-/** The namespace and seed objects, again: a test may have deleted the namespace. */
+/** The namespace and mesh objects, again: a test may have deleted the namespace. */
 export async function ensureBase(): Promise<void> {
   const base = await readFile(fileURLToPath(new URL('../harness/cluster-base.yaml', import.meta.url)), 'utf8');
   for (let attempt = 0; ; attempt++) {
@@ -124,7 +124,7 @@ export interface EntrySpec {
   managed?: boolean;
 }
 
-/** A WorkloadEntry as a kubectl user writes it: the seed's shape, before defaulting. */
+/** A WorkloadEntry as a kubectl user writes it: the fleet's shape, before defaulting. */
 export function entry(options: EntrySpec = {}): Record<string, unknown> {
   const country = options.country ?? 'jp';
   const labels: Record<string, string> = { app: 'xrayr', country, ...(options.managed === true ? { 'app.kubernetes.io/managed-by': 'edge-registrar' } : {}) };

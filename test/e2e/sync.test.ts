@@ -84,7 +84,7 @@ afterEach(async () => {
 });
 
 describe('register, re-register, retire', () => {
-  it('a register becomes an entry in the seed shape, with our markers and the stream id', async () => {
+  it('a register becomes an entry in the fleet shape, with our markers and the stream id', async () => {
     await startSync();
     const id = await register('vps-1001', 'vps-jp-01', '103.21.244.10');
     await settled();

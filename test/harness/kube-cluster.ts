@@ -1,6 +1,6 @@
 /**
  * A running local control plane: kube-harness as a child process (kube-apiserver + etcd,
- * optionally kube-controller-manager), Istio's CRDs installed, the seed's namespace and
+ * optionally kube-controller-manager), Istio's CRDs installed, the managed namespace and
  * Istio objects created, and kubeconfigs for the test users. Used by the e2e suite's
  * global setup and by `npm run local`.
  */
@@ -65,7 +65,7 @@ export interface StartClusterOptions {
    * exit: stop() then startCluster() again is an API server that went away and came back.
    */
   resume?: boolean;
-  /** Create cluster-base.yaml's namespaces, seed objects and test RBAC (default true). */
+  /** Create cluster-base.yaml's namespaces, mesh objects and test RBAC (default true). */
   base?: boolean;
   log?: (line: string) => void;
 }
@@ -110,7 +110,7 @@ export async function startCluster({ binaries, dir, withControllerManager = true
   await must('admin', ['wait', '--for', 'condition=Established', '--timeout', '60s', 'crd/workloadentries.networking.istio.io', 'crd/serviceentries.networking.istio.io', 'crd/workloadgroups.networking.istio.io']);
   if (base) {
     await must('admin', ['apply', '-f', '-'], await readFile(join(HERE, 'cluster-base.yaml'), 'utf8'));
-    log('[cluster] Istio CRDs, namespace airport-prod and the seed objects are in place');
+    log('[cluster] Istio CRDs, namespace airport-prod and the mesh objects are in place');
   } else log("[cluster] Istio CRDs in place");
 
   let stopped: Promise<void> | undefined;

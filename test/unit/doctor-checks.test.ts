@@ -39,9 +39,9 @@ describe('diagnose', () => {
     ['a CRD not installed', (s) => { s.crds = ok({ 'workloadentries.networking.istio.io': ['v1'] }); }, 'istio.crds', 'fail', /missing: workloadgroups/],
     ['an Istio too old for v1', (s) => { s.crds = ok({ 'workloadentries.networking.istio.io': ['v1beta1'], 'workloadgroups.networking.istio.io': ['v1'], 'serviceentries.networking.istio.io': ['v1'], 'telemetries.telemetry.istio.io': ['v1'] }); }, 'istio.crds', 'fail', /not serving v1: workloadentries/],
     ['the namespace missing', (s) => { s.namespaceObject = ok(undefined); }, 'namespace.injection', 'fail', /does not exist/],
-    ['a WorkloadGroup running as another account', (s) => { s.workloadGroups = ok([{ metadata: { name: 'xrayr' }, spec: { metadata: { labels: { app: 'xrayr' } }, template: { serviceAccount: 'default' } } }]); }, 'seed.workload-group', 'fail', /runs as "default"/],
-    ['no ServiceEntry selecting the entries', (s) => { s.serviceEntries = ok([]); }, 'seed.service-entry', 'fail', /no ServiceEntry .* workloadSelector app=xrayr/],
-    ['a ServiceEntry resolved by DNS', (s) => { s.serviceEntries = ok([{ metadata: { name: 'x' }, spec: { workloadSelector: { labels: { app: 'xrayr' } }, resolution: 'DNS', ports: [{ protocol: 'TLS' }] } }]); }, 'seed.service-entry', 'fail', /resolution "DNS"/],
+    ['a WorkloadGroup running as another account', (s) => { s.workloadGroups = ok([{ metadata: { name: 'xrayr' }, spec: { metadata: { labels: { app: 'xrayr' } }, template: { serviceAccount: 'default' } } }]); }, 'mesh.workload-group', 'fail', /runs as "default"/],
+    ['no ServiceEntry selecting the entries', (s) => { s.serviceEntries = ok([]); }, 'mesh.service-entry', 'fail', /no ServiceEntry .* workloadSelector app=xrayr/],
+    ['a ServiceEntry resolved by DNS', (s) => { s.serviceEntries = ok([{ metadata: { name: 'x' }, spec: { workloadSelector: { labels: { app: 'xrayr' } }, resolution: 'DNS', ports: [{ protocol: 'TLS' }] } }]); }, 'mesh.service-entry', 'fail', /resolution "DNS"/],
     ['a webhook configuration missing', (s) => { s.webhooks.mutating = ok(undefined); }, 'webhook.mutating', 'fail', /nothing guards the entries/],
     ['a caBundle the certificate does not chain to', (s) => { s.servingCertificate = ok({ caBundle: 'T0xE', notAfter: new Date('2027-11-22T00:00:00Z') }); }, 'webhook.certificate', 'fail', /2 webhook\(s\) carry a caBundle other than/],
     ['a serving certificate about to expire', (s) => { s.servingCertificate = ok({ caBundle: 'Q0E=', notAfter: new Date('2026-11-29T00:00:00Z') }); }, 'webhook.certificate', 'fail', /expires in 7.0 days/],
@@ -54,7 +54,7 @@ describe('diagnose', () => {
     ['no consumer group', (s) => { s.redis = ok({ groupExists: false, lag: null, pending: 0, deadLetters: 0, registered }); }, 'redis.stream', 'fail', /consumer group does not exist/],
     ['dead letters waiting', (s) => { s.redis = ok({ groupExists: true, lag: 0, pending: 0, deadLetters: 3, registered }); }, 'redis.stream', 'warn', /3 dead letters/],
     ['an entry without a registered VPS', (s) => { s.managedEntries = ok([{ name: 'vps-jp-01', address: '103.21.244.10', vpsId: 'v1' }, { name: 'vps-jp-02', address: '103.21.244.11', vpsId: 'v2' }]); }, 'fleet.entries', 'fail', /entries without a registered VPS: vps-jp-02/],
-    ['a part that could not be read', (s) => { s.serviceAccount = { ok: false, error: 'HTTP 403: forbidden' }; }, 'seed.service-account', 'fail', /could not read it: HTTP 403/],
+    ['a part that could not be read', (s) => { s.serviceAccount = { ok: false, error: 'HTTP 403: forbidden' }; }, 'mesh.service-account', 'fail', /could not read it: HTTP 403/],
   ])('%s: %s is %s', (_name, breakIt, id, status, detail) => {
     const state = healthy();
     breakIt(state);

@@ -26,7 +26,7 @@ function rulesOf(mutate: Mutator, options: { policy?: Policy; view?: ClusterInde
   return evaluate(mutate, options).violations.map((v) => v.rule);
 }
 
-describe('a complete seed entry', () => {
+describe('a complete sample entry', () => {
   it('passes with no violations, warnings or skipped rules', () => {
     const verdict = evaluate(() => undefined);
     expect(verdict).toEqual({ violations: [], warnings: [], skipped: [] });

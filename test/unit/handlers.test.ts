@@ -5,7 +5,7 @@ import { applyDefaults } from '../../src/policy/mutate.ts';
 import { DEFAULT_POLICY } from '../../src/policy/policy-file.ts';
 import type { AdmissionResponse } from '../../src/webhook/admission.ts';
 import { handleMutate, handleValidate, type HandlerContext } from '../../src/webhook/handlers.ts';
-import { NAMESPACE, USERS, admissionRequest, completeEntry, defaultedSpecLabels, seedEntry } from '../fixtures/entries.ts';
+import { NAMESPACE, USERS, admissionRequest, completeEntry, defaultedSpecLabels, sampleEntry } from '../fixtures/entries.ts';
 
 function context(setup: (index: ClusterIndex) => void = () => undefined): HandlerContext {
   const index = new ClusterIndex(NAMESPACE);
@@ -23,8 +23,8 @@ function patched(original: unknown, response: AdmissionResponse): unknown {
 }
 
 describe('mutation', () => {
-  it('makes the seed entry complete, and the patch applied gives exactly that', () => {
-    const entry = seedEntry();
+  it('makes the sample entry complete, and the patch applied gives exactly that', () => {
+    const entry = sampleEntry();
     const { response, decision } = handleMutate(admissionRequest('CREATE', entry), context());
     expect(decision).toBe('patched');
     expect(response.patchType).toBe('JSONPatch');
@@ -61,7 +61,7 @@ describe('mutation', () => {
   });
 
   it('never mutates on DELETE', () => {
-    const { response, decision } = handleMutate(admissionRequest('DELETE', undefined, { oldObject: seedEntry() }), context());
+    const { response, decision } = handleMutate(admissionRequest('DELETE', undefined, { oldObject: sampleEntry() }), context());
     expect(decision).toBe('ignored');
     expect(response).toEqual({ uid: expect.any(String), allowed: true });
   });
@@ -73,12 +73,12 @@ describe('mutation', () => {
   });
 
   it('is idempotent: defaulting a defaulted entry changes nothing', () => {
-    const once = applyDefaults(seedEntry(), DEFAULT_POLICY);
+    const once = applyDefaults(sampleEntry(), DEFAULT_POLICY);
     expect(applyDefaults(once, DEFAULT_POLICY)).toEqual(once);
   });
 
   it('escapes label keys with "/" in the patch paths', () => {
-    const entry = seedEntry();
+    const entry = sampleEntry();
     const ops = JSON.parse(Buffer.from(handleMutate(admissionRequest('CREATE', entry), context()).response.patch ?? '', 'base64').toString()) as { path: string }[];
     expect(ops.map((o) => o.path)).toContain('/spec/labels/security.istio.io~1tlsMode');
   });

@@ -54,7 +54,7 @@ describe('the event contract', () => {
 });
 
 describe('planning', () => {
-  it('builds the seed shape with markers and refuses what the rules refuse', () => {
+  it('builds the fleet entry shape with markers and refuses what the rules refuse', () => {
     const plan = planRegister({ event: 'register', vps_id: 'v1', name: 'vps-jp-01', address: '2606:4700:0:0::1111', country: 'jp' }, '5-0', { policy: DEFAULT_POLICY, namespace: 'airport-prod', istioApiVersion: 'v1' });
     expect(plan.ok && plan.entry.spec.address).toBe('2606:4700::1111');
     const bad = planRegister({ event: 'register', vps_id: 'v1', name: 'vps-jp-01', address: '10.0.0.1', country: 'jp' }, '5-0', { policy: DEFAULT_POLICY, namespace: 'airport-prod', istioApiVersion: 'v1' });

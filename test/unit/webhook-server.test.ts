@@ -16,7 +16,7 @@ import { webhookConfig } from '../../src/config/webhook.ts';
 import { ClusterIndex } from '../../src/kube/cluster-index.ts';
 import { createLogger } from '../../src/observability/logger.ts';
 import { runWebhook, type RunningWebhook } from '../../src/webhook/run.ts';
-import { NAMESPACE, USERS, admissionRequest, admissionReview, completeEntry, seedEntry } from '../fixtures/entries.ts';
+import { NAMESPACE, USERS, admissionRequest, admissionReview, completeEntry, sampleEntry } from '../fixtures/entries.ts';
 import { httpsRequest, postJson } from '../harness/https-client.ts';
 
 let dir: string;
@@ -86,7 +86,7 @@ describe('AdmissionReview round trips', () => {
   });
 
   it('mutates: the patch applied gives the complete entry', async () => {
-    const entry = seedEntry();
+    const entry = sampleEntry();
     const res = await post('/mutate', admissionReview(admissionRequest('CREATE', entry)));
     const { response } = JSON.parse(res.body) as { response: { patch: string; patchType: string } };
     expect(response.patchType).toBe('JSONPatch');
