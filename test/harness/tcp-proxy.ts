@@ -27,6 +27,7 @@ export async function startTcpProxy(target: { host: string; port: number }): Pro
   const server: Server = createServer((client) => {
     accepted++;
     const connect = (): void => {
+      if (client.destroyed) return; // gone while held
       const upstream = createConnection(target);
       const pair: [Socket, Socket] = [client, upstream];
       pairs.add(pair);
@@ -45,6 +46,8 @@ export async function startTcpProxy(target: { host: string; port: number }): Pro
       }
     };
     if (frozen) {
+      // A client reset while held would otherwise be an 'error' with no listener: uncaught.
+      client.on('error', () => client.destroy());
       client.pause();
       held.push(connect);
     } else connect();
