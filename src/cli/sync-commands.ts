@@ -181,8 +181,11 @@ export async function runMigrateKeys(flags: RedisFlags & { namespace?: string })
   const config = publishConfig(flags, process.env);
   const namespace = namespaceOf(flags, process.env);
   const { stream } = config;
+  // The old names were never in use on a Redis Cluster (it could not run them), and on one they
+  // span slots: a SCAN of one node and a script over both would be refused with CROSSSLOT.
+  const cluster = config.redis.clusterNodes !== undefined;
   await withRedis(config.redis, {}, async (redis) => {
-    const report = await migrateLegacyKeys(redis, { stream, namespace, keys: daemonKeys(stream, namespace, config.outcomeStream), cluster: false, logger: createLogger('info', 'migrate-keys') });
+    const report = await migrateLegacyKeys(redis, { stream, namespace, keys: daemonKeys(stream, namespace, config.outcomeStream), cluster, logger: createLogger('info', 'migrate-keys') });
     console.error(`moved ${report.records} state record(s), ${report.attempts} attempt count(s) and ${report.deadLetters} dead letter(s) into the keys of ${stream}'s hash slot`);
   });
 }

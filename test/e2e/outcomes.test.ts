@@ -207,4 +207,23 @@ describe('keys moved into the stream\'s hash slot', () => {
     expect(await bed.redis.hget(KEYS.addresses, '103.21.244.11')).toBe('v1');
     expect(await bed.redis.hget(KEYS.addresses, '103.21.244.10')).toBeNull();
   });
+
+  it('edge-registrar migrate-keys moves them without a daemon, and a second run finds nothing', async () => {
+    const old = (suffix: string): string => `edge-registrar:${NAMESPACE}:${suffix}`;
+    await bed.redis.hset(old('vps:v3'), 'state', 'registered', 'name', 'vps-jp-03', 'address', '103.21.244.30', 'country', 'jp', 'labels', '{}', 'stream_id', '5-0', 'updated_at', new Date().toISOString());
+    await bed.redis.hset(old('addresses'), '103.21.244.30', 'v3');
+    await bed.redis.sadd(old('registered'), 'v3');
+    await bed.redis.hset(old('attempts'), '5-0', '1');
+    await bed.redis.xadd(`${STREAM}:dlq`, '*', 'event', 'register', 'vps_id', 'bad', 'dlq_rule', 'event.schema', 'dlq_reason', 'country: is missing');
+    const first = await capture(process.execPath, [CLI, 'migrate-keys', '--redis-url', bed.redisServer.url]);
+    expect(first.code, first.stderr).toBe(0);
+    expect(first.stderr).toContain('moved 1 state record(s), 1 attempt count(s) and 1 dead letter(s)');
+    expect(await bed.redis.exists(old('vps:v3'), old('addresses'), old('registered'), old('attempts'), `${STREAM}:dlq`)).toBe(0);
+    expect(await bed.redis.hget(KEYS.vps('v3'), 'address')).toBe('103.21.244.30');
+    expect(await bed.redis.hget(KEYS.addresses, '103.21.244.30')).toBe('v3');
+    expect(await bed.redis.smembers(KEYS.registered)).toContain('v3');
+    expect(await bed.redis.xlen(KEYS.deadLetters)).toBe(1);
+    const second = await capture(process.execPath, [CLI, 'migrate-keys', '--redis-url', bed.redisServer.url]);
+    expect(second.stderr).toContain('moved 0 state record(s), 0 attempt count(s) and 0 dead letter(s)');
+  });
 });

@@ -174,6 +174,12 @@ describe('the sync daemon on a Redis Cluster (3 primaries, 3 replicas)', { timeo
     expect(status.stdout).toMatch(/outcome: +applied/);
   });
 
+  it('migrate-keys on a cluster has nothing to move and says so, instead of a cross-slot refusal', async () => {
+    const migrated = await capture(process.execPath, [CLI, 'migrate-keys', '--redis-cluster-nodes', redisCluster.seedList]);
+    expect(migrated.code, migrated.stderr).toBe(0);
+    expect(migrated.stderr).toContain('moved 0 state record(s), 0 attempt count(s) and 0 dead letter(s)');
+  });
+
   it('runs under the documented ACL user, set on every node (the cluster client also reads the slot map)', async () => {
     const acl = documentedCommand(fileURLToPath(new URL('../../docs/operating.md', import.meta.url)), 'redis-cli ACL SETUSER edge-registrar ').slice(1).map((w) => (w === '>PASSWORD' ? '>acl-pass' : w));
     for (const node of await redisCluster.view()) expect(await redisCluster.cli(['-p', String(node.port), ...acl])).toContain('OK');
