@@ -115,7 +115,11 @@ export class EventRecorder {
       return;
     }
     this.#queue.push(write);
-    this.#draining ??= this.#drain().finally(() => (this.#draining = undefined));
+    // #drain catches each write's failure; this guards the loop itself, since Events are a
+    // courtesy and nothing in them may take the daemon down (an unhandled rejection would).
+    this.#draining ??= this.#drain()
+      .catch(() => { this.#options.written?.inc({ result: 'failed' }); })
+      .finally(() => (this.#draining = undefined));
   }
 
   async #drain(): Promise<void> {
@@ -128,7 +132,7 @@ export class EventRecorder {
       } catch (error) {
         this.#options.written?.inc({ result: 'failed' });
         // One warning when writes start failing, not one per Event.
-        const log = { err: error instanceof Error ? error.message : String(error), kind: write.kind };
+        const log = { err: error, kind: write.kind };
         if (this.#failing) this.#options.logger.debug(log, 'Kubernetes Event not written');
         else this.#options.logger.warn(log, 'Kubernetes Event not written (further failures are logged at debug until one succeeds)');
         this.#failing = true;

@@ -15,9 +15,17 @@ import { LOG_REDACT_PATHS, REDACTED, redactUrlCredentials } from '../util/redact
 
 export type { Logger };
 
-function serializeError(error: Error): ReturnType<typeof pino.stdSerializers.errWithCause> {
-  const serialized = pino.stdSerializers.errWithCause(error);
-  serialized.message = redactUrlCredentials(serialized.message);
+/**
+ * Total: whatever a caller puts under `err` (an Error, a message string, a plain object from a
+ * library, undefined) is logged, never thrown on. A serializer that throws makes the log call
+ * throw, inside whatever catch block was reporting a failure.
+ */
+function serializeError(error: unknown): unknown {
+  if (typeof error === 'string') return redactUrlCredentials(error);
+  if (typeof error !== 'object' || error === null) return error;
+  // errWithCause returns anything without a string message as it is.
+  const serialized = pino.stdSerializers.errWithCause(error as Error) as { message?: unknown; stack?: unknown };
+  if (typeof serialized.message === 'string') serialized.message = redactUrlCredentials(serialized.message);
   if (typeof serialized.stack === 'string') serialized.stack = redactUrlCredentials(serialized.stack);
   return serialized;
 }

@@ -1,0 +1,45 @@
+/**
+ * Events are a courtesy: when the API server cannot take them, the recorder counts the failure,
+ * warns once, and the process goes on. In a soak (seed 415701734) the sync daemon instead
+ * exited 1 when the API server restarted: the failure's log line threw inside the recorder's
+ * catch block, and the rejection escaped its write loop unhandled.
+ */
+import * as k8s from '@kubernetes/client-node';
+import { Counter, Registry } from 'prom-client';
+import { expect, it } from 'vitest';
+import { EventRecorder } from '../../src/kube/event-recorder.ts';
+import { createLogger } from '../../src/observability/logger.ts';
+import { freePort } from '../harness/redis-server.ts';
+
+it('an API server that refuses the connection: the write is counted as failed, one warning names the error, nothing escapes', async () => {
+  const port = await freePort(); // nothing listens there
+  const kubeConfig = new k8s.KubeConfig();
+  kubeConfig.loadFromOptions({
+    clusters: [{ name: 'down', server: `https://127.0.0.1:${port}`, skipTLSVerify: true }],
+    users: [{ name: 'sync', token: 'test' }],
+    contexts: [{ name: 'down', cluster: 'down', user: 'sync' }],
+    currentContext: 'down',
+  });
+  const lines: { level: string; msg: string; err?: { message?: string } }[] = [];
+  const logger = createLogger('info', 'test', { write: (line: string) => { lines.push(JSON.parse(line) as (typeof lines)[number]); } });
+  const written = new Counter({ name: 'kube_events_total', help: 'test', labelNames: ['result'], registers: [new Registry()] });
+  const lease = { apiVersion: 'coordination.k8s.io/v1', kind: 'Lease', namespace: 'airport-prod', name: 'edge-registrar-sync' };
+  const recorder = new EventRecorder({
+    kubeConfig,
+    reportingController: 'edge-registrar.io/sync',
+    reportingInstance: 'test',
+    correlator: { objectBurst: 25, objectRefillSeconds: 300, globalBurst: 100, globalPerMinute: 60, dropsRegarding: lease },
+    logger,
+    written,
+    requestTimeoutMs: 2_000,
+  });
+  for (const name of ['vps-jp-01', 'vps-jp-02']) {
+    recorder.record({ regarding: { apiVersion: 'networking.istio.io/v1', kind: 'WorkloadEntry', namespace: 'airport-prod', name }, type: 'Normal', reason: 'Applied', action: 'Apply', note: `${name} applied` });
+  }
+  await expect.poll(async () => (await written.get()).values.find((v) => v.labels.result === 'failed')?.value, { timeout: 10_000 }).toBe(2);
+  const warnings = lines.filter((l) => l.level === 'warn');
+  expect(warnings).toHaveLength(1);
+  expect(warnings[0]?.msg).toMatch(/^Kubernetes Event not written/);
+  expect(warnings[0]?.err?.message).toBeTypeOf('string');
+  await recorder.stop(1_000);
+});
