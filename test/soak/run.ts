@@ -159,8 +159,13 @@ try {
 }
 process.exit(passed(outcome.findings) ? 0 : 1);
 
+/** The model's verdict, and no replica crashed: the supervisor hides a crash from the model. */
 function passed(findings: Findings | undefined): boolean {
-  return findings !== undefined && discrepancies(findings) === 0;
+  return findings !== undefined && discrepancies(findings) === 0 && crashes().length === 0;
+}
+
+function crashes(): string[] {
+  return [...stack.replicas.values()].flatMap((r) => r.crashes);
 }
 
 function count<T>(items: readonly T[], key: (item: T) => string): Record<string, number> {
@@ -173,7 +178,7 @@ function report(events: readonly PlannedEvent[], result: Findings, faults: reado
   const byKind = count(events, (e) => e.kind);
   const byExpectation = count(events, (e) => e.expect);
   const faultCounts = count(faults, (f) => f.kind);
-  const restarts = [...stack.replicas.values()].reduce((sum, r) => ({ exited: sum.exited + r.restarts.exited, liveness: sum.liveness + r.restarts.liveness }), { exited: 0, liveness: 0 });
+  const restarts = [...stack.replicas.values()].reduce((sum, r) => ({ terminated: sum.terminated + r.restarts.terminated, crashed: sum.crashed + r.restarts.crashed, liveness: sum.liveness + r.restarts.liveness }), { terminated: 0, crashed: 0, liveness: 0 });
   const expectedDeadLetters = byExpectation['dead-letter'] ?? 0;
   const summary = {
     seed,
@@ -199,13 +204,13 @@ function report(events: readonly PlannedEvent[], result: Findings, faults: reado
   };
   const lines = [
     `events: ${events.length} (${Object.entries(byKind).map(([k, n]) => `${k} ${n}`).join(', ')})`,
-    `faults: ${faults.length} (${Object.entries(faultCounts).map(([k, n]) => `${k} ${n}`).join(', ')}); supervisor restarts: exited ${restarts.exited}, liveness ${restarts.liveness}`,
+    `faults: ${faults.length} (${Object.entries(faultCounts).map(([k, n]) => `${k} ${n}`).join(', ')}); supervisor restarts: after SIGTERM ${restarts.terminated}, crashed ${restarts.crashed}, liveness ${restarts.liveness}`,
     `watch: ${watch.history.length} entry states seen, ${watch.relists} relists`,
     `entries: ${workload.fleetSize} expected`,
     `lost ${summary.lost}, wrong ${summary.wrong}, pending ${summary.pending}, dead-lettered ${summary.deadLettered} of ${expectedDeadLetters} expected (unexpected ${summary.deadLetterUnexpected}, duplicated ${summary.deadLetterDuplicated}), history violations ${summary.historyViolations}`,
   ];
   for (const line of lines) console.log(line);
-  for (const [what, items] of Object.entries({ lost: result.lost, wrong: result.wrong, 'dead letter missing': result.deadLetterMissing, 'dead letter unexpected': result.deadLetterUnexpected, 'dead letter duplicated': result.deadLetterDuplicated, history: result.history })) {
+  for (const [what, items] of Object.entries({ crash: crashes(), lost: result.lost, wrong: result.wrong, 'dead letter missing': result.deadLetterMissing, 'dead letter unexpected': result.deadLetterUnexpected, 'dead letter duplicated': result.deadLetterDuplicated, history: result.history })) {
     for (const item of items.slice(0, 20)) console.log(`  ${what}: ${item}`);
     if (items.length > 20) console.log(`  ${what}: ... and ${items.length - 20} more`);
   }

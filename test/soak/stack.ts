@@ -50,8 +50,14 @@ function resume(child: ChildProcess): void {
 export class SyncReplica {
   readonly name: string;
   readonly port: number;
-  /** Restarts by cause: exited on its own, or killed after failing liveness. */
-  readonly restarts = { exited: 0, liveness: 0 };
+  /**
+   * Restarts by cause: stopped by a fault's SIGTERM, exited on its own (a crash: the verdict
+   * fails on any), or killed after failing liveness.
+   */
+  readonly restarts = { terminated: 0, crashed: 0, liveness: 0 };
+  /** Each crash: when, and the exit code or signal. */
+  readonly crashes: string[] = [];
+  #terminating = false;
   #child: ChildProcess | undefined;
   #wanted = false;
   #probeTimer: NodeJS.Timeout | undefined;
@@ -80,11 +86,18 @@ export class SyncReplica {
     this.#child = child;
     child.once('exit', (code, signal) => {
       if (!this.#wanted || this.#child !== child) return;
-      // Killed by a fault injector (SIGKILL) or crashed: the supervisor brings it back.
-      if (signal !== 'SIGKILL') {
-        this.restarts.exited++;
-        this.#log(`[supervisor] sync ${this.name} exited (${code ?? signal ?? '?'}); restarting`);
+      // Killed by a fault injector (SIGKILL), stopped by one (SIGTERM), or crashed: the
+      // supervisor brings it back either way, as a kubelet would.
+      const how = String(code ?? signal ?? '?');
+      if (this.#terminating) {
+        this.restarts.terminated++;
+        this.#log(`[supervisor] sync ${this.name} exited (${how}) after SIGTERM; restarting`);
+      } else if (signal !== 'SIGKILL') {
+        this.restarts.crashed++;
+        this.crashes.push(`sync ${this.name} exited on its own (${how}) at ${new Date().toISOString()}`);
+        this.#log(`[supervisor] sync ${this.name} exited on its own (${how}): a crash; restarting`);
       }
+      this.#terminating = false;
       setTimeout(() => { if (this.#wanted && this.#child === child) this.#launch(); }, 1_000);
     });
   }
@@ -125,6 +138,7 @@ export class SyncReplica {
     this.#answered = false;
     const started = Date.now();
     if (this.#child === undefined) return { result: 'exited', ms: 0 };
+    this.#terminating = true;
     const result = await stopChild(this.#child, graceMs);
     return { result, ms: Date.now() - started };
   }
