@@ -11,13 +11,13 @@
  * kills the process (EDGE_REGISTRAR_MAX_BODY_BYTES_IN_FLIGHT=100000000000 shows it).
  */
 import { spawn, type ChildProcess } from 'node:child_process';
-import { mkdtemp, readFile, writeFile } from 'node:fs/promises';
+import { mkdtemp, readFile, rm, writeFile } from 'node:fs/promises';
 import { Agent } from 'node:https';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { createInterface } from 'node:readline';
 import { fileURLToPath } from 'node:url';
-import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import { afterAll, beforeAll, describe, expect, it, onTestFinished } from 'vitest';
 import { admissionRequest, admissionReview, completeEntry } from '../fixtures/entries.ts';
 import { capture } from '../harness/capture.ts';
 import { postJson } from '../harness/https-client.ts';
@@ -67,7 +67,9 @@ async function peakResidentMiB(pid: number): Promise<number> {
 describe.skipIf(unavailable !== undefined)(`the webhook in a ${LIMIT_MIB} MiB memory cgroup${unavailable === undefined ? '' : ` (skipped: no memory cgroup here: ${unavailable})`}`, () => {
   it(`${HOSTILE_CONNECTIONS} slow hostile connections with 3-4 MiB bodies: no OOM kill, and real reviews answered within ${REVIEW_TIMEOUT_MS / 1000} s`, async () => {
     expect(await metric('edge_registrar_webhook_body_budget_bytes')).toBe((LIMIT_MIB * MiB) / 8);
-    const caFile = join(await mkdtemp(join(tmpdir(), 'hostile-')), 'ca.crt');
+    const caDir = await mkdtemp(join(tmpdir(), 'hostile-'));
+    onTestFinished(() => rm(caDir, { recursive: true, force: true }));
+    const caFile = join(caDir, 'ca.crt');
     await writeFile(caFile, ca);
     // The hostile clients run in their own process: their load must not delay this one's clock.
     const attack = capture(process.execPath, [fileURLToPath(new URL('../harness/hostile-bodies.ts', import.meta.url)), String(port), caFile, String(HOSTILE_CONNECTIONS), String(SECONDS)]);

@@ -5,6 +5,7 @@
  * WEBHOOK_HEADERS_TIMEOUT_MS shortens the header timeout; WEBHOOK_LOG_FILE takes its logs;
  * EDGE_REGISTRAR_MAX_BODY_BYTES_IN_FLIGHT sets the body budget. Prints its ports and CA as one JSON line.
  */
+import { rmSync } from 'node:fs';
 import { mkdtemp } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
@@ -16,6 +17,8 @@ import { pino } from 'pino';
 import { createLogger } from '../../src/observability/logger.ts';
 import { runWebhook } from '../../src/webhook/run.ts';
 const dir = await mkdtemp(join(tmpdir(), 'mem-'));
+// The certificates (a private key among them) go with the process, however it ends short of SIGKILL.
+process.once('exit', () => { rmSync(dir, { recursive: true, force: true }); });
 const ca = createCertificateAuthority('ca', 30);
 await writeCertificateFiles(dir, ca, createServingCertificate({ ca, hosts: ['localhost'], ips: ['127.0.0.1'], days: 30 }), true);
 // The namespace as the informers would hold it: WEBHOOK_VIEW_ENTRIES entries (1,000) and
