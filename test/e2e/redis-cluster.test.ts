@@ -27,7 +27,7 @@ import { capture } from '../harness/capture.ts';
 import { documentedCommand } from '../harness/doc-snippets.ts';
 import { kubeconfigFor } from '../harness/kube-cluster.ts';
 import { RunningRedisCluster, primaryConnection } from '../harness/redis-cluster.ts';
-import { ensureRedisServer, freePort, spawnUntilReady, stopServer } from '../harness/redis-server.ts';
+import { distinctFreePorts, ensureRedisServer, spawnUntilReady, stopServer } from '../harness/redis-server.ts';
 import { GROUP, STREAM, startTestSync, testSyncConfig } from './sync-support.ts';
 import { NAMESPACE, deleteAllEntries, ensureBase, kubectl, startRegisteredWebhook, waitFor, type E2EWebhook } from './support.ts';
 
@@ -197,11 +197,11 @@ describe('the sync daemon on a Redis Cluster (3 primaries, 3 replicas)', { timeo
   // down it reconnects with a new promise and drops the first, so a daemon started then waited
   // for good, unready and silent.
   it('a daemon started against a cluster that is down exits with the reason instead of waiting for good', async () => {
-    const port = await freePort();
+    const [port = 0, busPort = 0] = await distinctFreePorts(2);
     const binary = await ensureRedisServer();
     const cli = binary.replace(/redis-server$/, 'redis-cli');
     // A cluster node with no slots: CLUSTER INFO says cluster_state:fail.
-    const lone = await spawnUntilReady(binary, ['--bind', '127.0.0.1', '--port', String(port), '--cluster-enabled', 'yes', '--cluster-config-file', join(dir, `lone-${port}.conf`), '--save', '', '--appendonly', 'no'], 'the lone cluster node did not start', async () => (await capture(cli, ['-p', String(port), 'ping'])).stdout.trim() === 'PONG');
+    const lone = await spawnUntilReady(binary, ['--bind', '127.0.0.1', '--port', String(port), '--cluster-port', String(busPort), '--cluster-enabled', 'yes', '--cluster-config-file', join(dir, `lone-${port}.conf`), '--save', '', '--appendonly', 'no'], 'the lone cluster node did not start', async () => (await capture(cli, ['-p', String(port), 'ping'])).stdout.trim() === 'PONG');
     try {
       const base = testSyncConfig(kubeconfigFor(inject('cluster'), 'sync'), 'redis://127.0.0.1:1');
       const started = Date.now();

@@ -13,7 +13,7 @@ import { join } from 'node:path';
 import { promisify } from 'node:util';
 import type { Cluster, Redis } from 'ioredis';
 import { hashSlot, slotOwner } from '../../src/redis/cluster-slot.ts';
-import { freePort, spawnUntilReady, stopServer } from './redis-server.ts';
+import { distinctFreePorts, spawnUntilReady, stopServer } from './redis-server.ts';
 
 /**
  * `client`'s own connection to the primary serving `key`'s slot: what a producer that WAITs for
@@ -68,9 +68,18 @@ export class RunningRedisCluster {
   static async start(options: StartRedisClusterOptions): Promise<RunningRedisCluster> {
     const cluster = new RunningRedisCluster({ primaries: 3, replicasPerPrimary: 1, nodeTimeoutMs: 2_000, log: () => undefined, ...options });
     const count = cluster.#options.primaries * (1 + cluster.#options.replicasPerPrimary);
-    const ports = await Promise.all(Array.from({ length: count }, () => freePort()));
+    // Every node's port and cluster bus port chosen together, all distinct. The bus port left
+    // to its default (port + 10000) once fell on another node's port, chosen free before the
+    // first node took it as its bus: that node exited 1 at start ("bind: Address already in
+    // use"; CI, 2026-12-05).
+    const chosen = await distinctFreePorts(count * 2);
+    const ports = chosen.slice(0, count);
+    ports.forEach((port, i) => cluster.#busPorts.set(port, chosen[count + i]!));
     try {
-      await Promise.all(ports.map((port) => cluster.startNode(port)));
+      // Settled, not raced: a node still starting when another fails must be in `nodes` for stop().
+      const started = await Promise.allSettled(ports.map((port) => cluster.startNode(port)));
+      const failed = started.find((result) => result.status === 'rejected');
+      if (failed !== undefined) throw failed.reason;
       await cluster.cli(['--cluster', 'create', ...ports.map((p) => `127.0.0.1:${p}`), '--cluster-replicas', String(cluster.#options.replicasPerPrimary), '--cluster-yes']);
       await cluster.waitHealthy(30_000);
     } catch (error) {
@@ -89,11 +98,16 @@ export class RunningRedisCluster {
     return this.seeds.map((s) => `${s.host}:${s.port}`).join(',');
   }
 
+  /** Each node's cluster bus port, kept across its restarts. */
+  readonly #busPorts = new Map<number, number>();
+
   /** Starts (or restarts, with its node file and AOF) the node on `port`. */
   async startNode(port: number): Promise<void> {
     const dir = join(this.#options.dir, String(port));
     await mkdir(dir, { recursive: true });
-    const args = ['--bind', '127.0.0.1', '--port', String(port), '--cluster-enabled', 'yes', '--cluster-config-file', join(dir, 'nodes.conf'), '--cluster-node-timeout', String(this.#options.nodeTimeoutMs), '--dir', dir, '--appendonly', 'yes', '--appendfsync', 'everysec', '--save', '', '--repl-diskless-sync-delay', '0', '--daemonize', 'no', '--loglevel', 'notice', '--logfile', join(dir, 'redis.log')];
+    const busPort = this.#busPorts.get(port);
+    if (busPort === undefined) throw new Error(`no cluster bus port chosen for the node on ${port}`);
+    const args = ['--bind', '127.0.0.1', '--port', String(port), '--cluster-port', String(busPort), '--cluster-enabled', 'yes', '--cluster-config-file', join(dir, 'nodes.conf'), '--cluster-node-timeout', String(this.#options.nodeTimeoutMs), '--dir', dir, '--appendonly', 'yes', '--appendfsync', 'everysec', '--save', '', '--repl-diskless-sync-delay', '0', '--daemonize', 'no', '--loglevel', 'notice', '--logfile', join(dir, 'redis.log')];
     const child = await spawnUntilReady(this.#options.binary, args, `cluster node on port ${port} did not answer PING`, async () => (await this.cli(['-p', String(port), 'ping'])).trim() === 'PONG');
     this.nodes.set(port, { port, process: child });
   }

@@ -31,6 +31,17 @@ export function freePort(): Promise<number> {
   });
 }
 
+/**
+ * `count` ports free now and distinct from each other: freePort() closes what it found, so two
+ * calls may hand out the same port, and servers started together (a cluster's nodes and their
+ * bus ports) must not be given one port twice.
+ */
+export async function distinctFreePorts(count: number): Promise<number[]> {
+  const ports = new Set<number>();
+  while (ports.size < count) ports.add(await freePort());
+  return [...ports];
+}
+
 /** Starts a server and polls `ready` (a failure counts as not yet) for 20 s; the error carries its output. */
 export async function spawnUntilReady(binary: string, args: string[], failure: string, ready: () => Promise<boolean>): Promise<ChildProcess> {
   const child = spawn(binary, args, { stdio: ['ignore', 'pipe', 'pipe'] });
