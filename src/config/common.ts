@@ -45,10 +45,10 @@ export function commonInput(flags: CommonFlags, env: Env): Record<string, unknow
 
 /** The managed namespace as every command reads it (--namespace, AIRPORT_NAMESPACE, airport-prod). */
 export function namespaceOf(flags: { namespace?: string | undefined }, env: Env): string {
-  return parseWith(z.object({ namespace: dnsLabel.default('airport-prod') }), { namespace: flags.namespace ?? env[ENV.namespace] }).namespace;
+  return parseWith(commonSchema.pick({ namespace: true }), { namespace: flags.namespace ?? env[ENV.namespace] }).namespace;
 }
 
 /** The policy file as every command reads it (--policy, EDGE_REGISTRAR_POLICY; undefined means the built-in defaults). */
 export function policyPathOf(flags: { policy?: string | undefined }, env: Env): string | undefined {
-  return parseWith(z.object({ policyPath: z.string().min(1).optional() }), { policyPath: flags.policy ?? env[ENV.policy] }).policyPath;
+  return parseWith(commonSchema.pick({ policyPath: true }), { policyPath: flags.policy ?? env[ENV.policy] }).policyPath;
 }
