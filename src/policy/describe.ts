@@ -11,7 +11,7 @@ export function renderValue(value: unknown): string {
 }
 
 /** `[address.public-unicast] spec.address: "10.0.0.5" is in the private ... range 10.0.0.0/8; expected ...` */
-export function describeViolation(v: Violation): string {
+export function describeViolation(v: Omit<Violation, 'rule'> & { rule: string }): string {
   const subject = v.value === undefined ? '' : ` ${renderValue(v.value)}`;
   return `[${v.rule}] ${v.path}:${subject} ${v.problem}; expected ${v.expected}`;
 }

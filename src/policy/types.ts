@@ -98,3 +98,31 @@ export const RULES = {
 } as const;
 
 export type RuleId = keyof typeof RULES;
+
+/**
+ * The rules that judge an entry's content alone (no other object, no requester): what
+ * `evaluateEntry` can find without a view of the namespace, and so what the sync daemon's
+ * planner can refuse an event for before it writes.
+ */
+export const CONTENT_RULES = [
+  'schema',
+  'address.required',
+  'address.ip-literal',
+  'address.public-unicast',
+  'address.allowed-cidrs',
+  'address.denied-cidrs',
+  'labels.syntax',
+  'labels.conflict',
+  'labels.required',
+  'labels.app',
+  'labels.country',
+  'labels.istio-reserved',
+  'labels.tls-mode',
+  'name.pattern',
+  'serviceAccount.value',
+  'ports.forbidden',
+  'weight.zero',
+  'network.allowed',
+] as const satisfies readonly RuleId[];
+
+export type ContentRuleId = (typeof CONTENT_RULES)[number];

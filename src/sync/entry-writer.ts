@@ -26,12 +26,15 @@ export class TransientError extends Error {
   override name = 'TransientError';
 }
 
+/** Why the cluster refused a write for good: the webhook (naming its rules), the API server, or the webhook's stream-order fence (a newer event wrote the entry). */
+export type RefusalRule = 'webhook.denied' | 'kubernetes.invalid' | 'ownership.stream-order';
+
 export class PermanentError extends Error {
   override name = 'PermanentError';
-  readonly rule: string;
+  readonly rule: RefusalRule;
   /** The edge-registrar rules a webhook denial names (empty for other refusals). */
   readonly deniedRules: readonly string[];
-  constructor(message: string, rule: string, options?: ErrorOptions & { deniedRules?: readonly string[] }) {
+  constructor(message: string, rule: RefusalRule, options?: ErrorOptions & { deniedRules?: readonly string[] }) {
     super(message, options);
     this.rule = rule;
     this.deniedRules = options?.deniedRules ?? [];

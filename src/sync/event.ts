@@ -6,45 +6,59 @@
  * stream.
  */
 import { z } from 'zod';
-import { renderValue } from '../policy/describe.ts';
+import { describeViolation } from '../policy/describe.ts';
 import { formatPath } from '../util/zod-format.ts';
 
-const vpsId = z
-  .string()
-  .regex(/^[A-Za-z0-9][A-Za-z0-9._:-]{0,127}$/, 'must be 1-128 characters of letters, digits, ".", "_", ":" or "-", starting with a letter or digit')
-  .describe("sigma-api's id for the VPS; the key of edge-registrar's state");
+/**
+ * What each field must be, in the words a dead letter and `publish` use (the webhook's own
+ * form: the field, the value, what is wrong with it, what is expected). The zod checks below
+ * carry the "what is wrong" part as their message; `expected` is added once per field.
+ */
+export const EVENT_FIELDS = {
+  event: { expected: '"register" or "retire"' },
+  vps_id: { expected: '1 to 128 characters of letters, digits, ".", "_", ":" or "-", the first a letter or digit, e.g. 1001' },
+  name: { expected: 'a Kubernetes object name: at most 253 characters of lower-case letters, digits, "-" and ".", starting and ending with a letter or digit, e.g. vps-jp-01' },
+  address: { expected: "the VPS's public IP address, e.g. 103.21.244.10" },
+  country: { expected: 'an ISO 3166-1 alpha-2 code in lower case, e.g. jp' },
+  labels: { expected: 'a JSON object of string values, e.g. {"provider":"vultr"}' },
+  occurred_at: { expected: 'an RFC 3339 time with its offset, e.g. 2026-11-21T05:00:00Z' },
+} as const;
 
-const entryName = z
-  .string()
-  .max(253)
-  .regex(/^[a-z0-9]([-a-z0-9]*[a-z0-9])?(\.[a-z0-9]([-a-z0-9]*[a-z0-9])?)*$/, 'must be a Kubernetes object name (lower-case DNS subdomain)')
-  .describe('the WorkloadEntry name, e.g. vps-jp-01');
+type EventField = keyof typeof EVENT_FIELDS;
 
-const extraLabels = z
-  .string()
-  .transform((text, ctx) => {
-    try {
-      const value: unknown = JSON.parse(text);
-      if (value !== null && typeof value === 'object' && !Array.isArray(value) && Object.values(value).every((v) => typeof v === 'string')) {
-        return value as Record<string, string>;
-      }
-    } catch {
-      // reported below
+const nonEmpty = (description: string) => z.string({ error: (issue) => (issue.input === undefined ? 'is missing' : 'is not a string') }).min(1, { error: 'is empty' }).describe(description);
+
+const vpsId = nonEmpty("sigma-api's id for the VPS; the key of edge-registrar's state")
+  .max(128, { error: (issue) => `is ${String((issue.input as string).length)} characters long, more than 128` })
+  .regex(/^[A-Za-z0-9]/, { error: 'does not start with a letter or digit' })
+  .regex(/^[A-Za-z0-9._:-]*$/, { error: 'has a character other than letters, digits, ".", "_", ":" and "-"' });
+
+const entryName = nonEmpty('the WorkloadEntry name, e.g. vps-jp-01')
+  .max(253, { error: (issue) => `is ${String((issue.input as string).length)} characters long, more than 253` })
+  .regex(/^[a-z0-9]([-a-z0-9]*[a-z0-9])?(\.[a-z0-9]([-a-z0-9]*[a-z0-9])?)*$/, { error: 'is not a Kubernetes object name (lower-case DNS subdomain)' });
+
+const extraLabels = nonEmpty('a JSON object of extra labels (string values)').transform((text, ctx) => {
+  try {
+    const value: unknown = JSON.parse(text);
+    if (value !== null && typeof value === 'object' && !Array.isArray(value) && Object.values(value).every((v) => typeof v === 'string')) {
+      return value as Record<string, string>;
     }
-    ctx.addIssue({ code: 'custom', message: 'must be a JSON object of string values, e.g. {"provider":"vultr"}' });
-    return z.NEVER;
-  })
-  .describe('a JSON object of extra labels (string values)');
+    ctx.addIssue({ code: 'custom', message: 'is not a JSON object of string values' });
+  } catch {
+    ctx.addIssue({ code: 'custom', message: 'is not JSON' });
+  }
+  return z.NEVER;
+});
 
-const occurredAt = z.iso.datetime({ offset: true }).describe('when sigma-api saw it happen (RFC 3339)');
+const occurredAt = z.iso.datetime({ offset: true, error: (issue) => (issue.input === undefined ? 'is missing' : 'is not an RFC 3339 time with an offset') }).describe('when sigma-api saw it happen (RFC 3339)');
 
 export const registerEventSchema = z
   .object({
     event: z.literal('register'),
     vps_id: vpsId,
     name: entryName,
-    address: z.string().min(1).describe("the VPS's public IP address"),
-    country: z.string().min(1).describe('ISO 3166-1 alpha-2 code, lower case'),
+    address: nonEmpty("the VPS's public IP address"),
+    country: nonEmpty('ISO 3166-1 alpha-2 code, lower case'),
     labels: extraLabels.optional(),
     occurred_at: occurredAt.optional(),
   })
@@ -64,7 +78,7 @@ export type RetireEvent = z.output<typeof retireEventSchema>;
 export type VpsEvent = RegisterEvent | RetireEvent;
 
 export interface EventRejection {
-  rule: string;
+  rule: 'event.type' | 'event.schema';
   field: string;
   value: string | undefined;
   reason: string;
@@ -79,19 +93,17 @@ export function fieldsToRecord(fields: readonly string[]): Record<string, string
   return record;
 }
 
+/** One broken field in the words every other refusal uses (policy/describe.ts). */
+function fieldProblem(rule: 'event.type' | 'event.schema', field: string, value: string | undefined, problem: string): string {
+  const expected = field in EVENT_FIELDS ? EVENT_FIELDS[field as EventField].expected : 'a field of the event contract';
+  return describeViolation({ rule, path: field, value, problem, expected });
+}
+
 export function parseEvent(fields: Record<string, string>): ParsedEvent {
   const type = fields.event;
   const schema = type === 'register' ? registerEventSchema : type === 'retire' ? retireEventSchema : undefined;
   if (schema === undefined) {
-    return {
-      ok: false,
-      rejection: {
-        rule: 'event.type',
-        field: 'event',
-        value: type,
-        reason: type === undefined ? 'event is missing; expected "register" or "retire"' : `event ${renderValue(type)} is not known; expected "register" or "retire"`,
-      },
-    };
+    return { ok: false, rejection: { rule: 'event.type', field: 'event', value: type, reason: fieldProblem('event.type', 'event', type, type === undefined ? 'is missing' : 'is not a known event type') } };
   }
   // Unknown fields are ignored so sigma-api can add fields before edge-registrar reads them.
   const result = schema.safeParse(fields);
@@ -100,9 +112,8 @@ export function parseEvent(fields: Record<string, string>): ParsedEvent {
   const field = issue ? formatPath(issue.path) : '(event)';
   const value = issue?.path[0] !== undefined ? fields[String(issue.path[0])] : undefined;
   const reasons = result.error.issues.map((i) => {
-    const f = formatPath(i.path);
-    const v = i.path[0] !== undefined ? fields[String(i.path[0])] : undefined;
-    return `${f}: ${v === undefined ? 'missing' : renderValue(v)} ${i.message}`;
+    const name = i.path[0] !== undefined ? String(i.path[0]) : '(event)';
+    return fieldProblem('event.schema', formatPath(i.path), fields[name], i.message);
   });
   return { ok: false, rejection: { rule: 'event.schema', field, value, reason: reasons.join('; ') } };
 }

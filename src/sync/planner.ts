@@ -18,6 +18,7 @@ import {
   VPS_ID_ANNOTATION,
 } from '../policy/markers.ts';
 import type { Policy } from '../policy/policy-file.ts';
+import { CONTENT_RULES, type ContentRuleId } from '../policy/types.ts';
 import type { RegisterEvent } from './event.ts';
 
 export const OCCURRED_AT_ANNOTATION = 'edge-registrar.io/occurred-at';
@@ -32,7 +33,7 @@ export interface ManagedEntry {
   spec: { address: string; labels: Record<string, string>; serviceAccount: string };
 }
 
-export type Plan = { ok: true; entry: ManagedEntry } | { ok: false; rule: string; reason: string };
+export type Plan = { ok: true; entry: ManagedEntry } | { ok: false; rule: ContentRuleId | 'event.labels'; reason: string };
 
 export interface PlanContext {
   policy: Policy;
@@ -44,7 +45,7 @@ export function planRegister(event: RegisterEvent, streamId: string, ctx: PlanCo
   const { policy, namespace } = ctx;
   for (const key of Object.keys(event.labels ?? {})) {
     if (RESERVED_EXTRA_LABELS.has(key)) {
-      return { ok: false, rule: 'event.labels', reason: `labels: ${JSON.stringify(key)} is set by edge-registrar itself; remove it from the event's extra labels` };
+      return { ok: false, rule: 'event.labels', reason: describeViolation({ rule: 'event.labels', path: 'labels', value: key, problem: 'is a label edge-registrar sets itself', expected: "extra labels other than app, country, version, Istio's and the managed-by marker" }) };
     }
   }
   const parsed = parseAddress(event.address);
@@ -79,7 +80,9 @@ export function planRegister(event: RegisterEvent, streamId: string, ctx: PlanCo
   const verdict = evaluateEntry(entry, { policy, namespace });
   const [first] = verdict.violations;
   if (first !== undefined) {
-    return { ok: false, rule: first.rule, reason: verdict.violations.map(describeViolation).join('; ') };
+    // Without a view of the namespace only content rules can be broken (policy/types.ts).
+    if (!(CONTENT_RULES as readonly string[]).includes(first.rule)) throw new Error(`planRegister: rule ${first.rule} is not a content rule`);
+    return { ok: false, rule: first.rule as ContentRuleId, reason: verdict.violations.map(describeViolation).join('; ') };
   }
   return { ok: true, entry };
 }

@@ -7,6 +7,7 @@
 import type { Redis } from 'ioredis';
 import type { Logger } from 'pino';
 import { canonicalAddress } from '../policy/address.ts';
+import { describeViolation } from '../policy/describe.ts';
 import type { Policy } from '../policy/policy-file.ts';
 import { settleWithoutChange } from './acknowledge.ts';
 import { deadLetter } from './dead-letter.ts';
@@ -19,6 +20,7 @@ import { NO_FENCE, type Fence } from './term.ts';
 import type { CommitMemory } from './commit-memory.ts';
 import type { StateStore, VpsRecord } from './state-store.ts';
 import { compareStreamIds } from '../util/stream-id.ts';
+import type { OutcomeRuleId } from './outcome-rules.ts';
 
 /** What became of an event: the outcome stream's vocabulary (outcome.ts), for logs and metrics too. */
 export type Outcome = OutcomeKind;
@@ -36,6 +38,11 @@ export class WebhookViewBehindError extends Error {
 /** The desired state lost a commit this process made (see commit-memory.ts): retried, counted, never a conflict. */
 export class StateBehindError extends Error {
   override name = 'StateBehindError';
+}
+
+/** The outcome rule of a refusal that is not the stream-order fence (that one settles as superseded). */
+function refusalRule(refusal: PermanentError): 'webhook.denied' | 'kubernetes.invalid' {
+  return refusal.rule === 'kubernetes.invalid' ? 'kubernetes.invalid' : 'webhook.denied';
 }
 
 export interface ProcessorDeps {
@@ -90,7 +97,7 @@ export class EventProcessor {
     };
   }
 
-  async #deadLetter(id: string, fields: Record<string, string>, rule: string, reason: string, log: Logger, fence: Fence): Promise<ProcessResult> {
+  async #deadLetter(id: string, fields: Record<string, string>, rule: OutcomeRuleId, reason: string, log: Logger, fence: Fence): Promise<ProcessResult> {
     fence();
     const { outcome: _outcome, at: _at, ...echo } = this.#record(id, fields, 'dead-lettered');
     const keys = { ...this.#deps.store.settlement, deadLetters: this.#deps.store.keys.deadLetters, deadLetterMaxLength: this.#deps.deadLetterMaxLength };
@@ -158,11 +165,13 @@ export class EventProcessor {
     const [addressHolder, nameHolder] = await Promise.all([store.holderOfAddress(address), store.holderOfName(event.name)]);
     if (addressHolder !== undefined && addressHolder !== event.vps_id) {
       await this.#confirmHolderState(addressHolder, `address ${address}`);
-      return this.#deadLetter(id, fields, 'address.unique', `address: ${JSON.stringify(event.address)} is already registered to VPS ${addressHolder}`, log, fence);
+      const reason = describeViolation({ rule: 'address.unique', path: 'address', value: event.address, problem: `is registered to VPS ${addressHolder}`, expected: `an address no other VPS holds at this point in the stream (retire VPS ${addressHolder}, or move it to another address, before this event)` });
+      return this.#deadLetter(id, fields, 'address.unique', reason, log, fence);
     }
     if (nameHolder !== undefined && nameHolder !== event.vps_id) {
       await this.#confirmHolderState(nameHolder, `name ${event.name}`);
-      return this.#deadLetter(id, fields, 'name.unique', `name: ${JSON.stringify(event.name)} is already used by VPS ${nameHolder}`, log, fence);
+      const reason = describeViolation({ rule: 'name.unique', path: 'name', value: event.name, problem: `is used by VPS ${nameHolder}`, expected: `a name no other VPS holds at this point in the stream (retire or rename VPS ${nameHolder} before this event)` });
+      return this.#deadLetter(id, fields, 'name.unique', reason, log, fence);
     }
     let renamedFrom: string | undefined;
     const written = await this.#write('apply', fence, async () => {
@@ -185,7 +194,7 @@ export class EventProcessor {
       await this.#confirmAddressTaken(address, event.name, written);
     }
     if (written instanceof PermanentError) {
-      const result = await this.#deadLetter(id, fields, written.rule, written.message, log, fence);
+      const result = await this.#deadLetter(id, fields, refusalRule(written), written.message, log, fence);
       if (result.outcome === 'dead-lettered' && written.deniedRules.length > 0) await this.#tellRefused(event.name, id, written);
       return result;
     }
@@ -218,8 +227,8 @@ export class EventProcessor {
     let result: 'deleted' | 'absent' | 'not-ours' = 'absent';
     if (name !== undefined) {
       const deleted = await this.#write('delete', fence, () => writer.deleteOwned(name, event.vps_id, id, fence));
-      if (deleted instanceof PermanentError) return this.#deadLetter(id, fields, deleted.rule, deleted.message, log, fence);
-      if (deleted === 'superseded') {
+      if (deleted instanceof PermanentError && deleted.rule !== 'ownership.stream-order') return this.#deadLetter(id, fields, refusalRule(deleted), deleted.message, log, fence);
+      if (deleted === 'superseded' || deleted instanceof PermanentError) {
         return this.#ignoreStale(id, event, fields, log, `entry ${name} was written by a newer event`, 'retire superseded by a newer event already written to the entry; ignored', fence);
       }
       result = deleted;
