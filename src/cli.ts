@@ -143,9 +143,9 @@ export function buildProgram(): Command {
 
   commonOptions(
     redisOptions(program.command('status'))
-      .description("one VPS as edge-registrar sees it: its desired state, its WorkloadEntry, the last outcome recorded for it (with the event's stream id), and whether the managed Telemetry attributes its address; exit 1 when the VPS is unknown")
+      .description("one VPS as edge-registrar sees it: its desired state, its WorkloadEntry, the last outcome recorded for it (with the event's stream id and, for a dead letter, the letter's id), and whether the managed Telemetry attributes its address; exit 1 when no event of the VPS took effect or its last one was dead-lettered")
       .argument('<vps-id>', "sigma-api's id for the VPS")
-      .option('--telemetry', 'per-VPS metrics are on: check the managed Telemetry (env EDGE_REGISTRAR_TELEMETRY)')
+      .option('--telemetry', 'per-VPS metrics should be on: a missing Telemetry is reported as such (without it, a missing Telemetry means they are off) (env EDGE_REGISTRAR_TELEMETRY)')
       .option('--telemetry-namespace <ns>', "the gateway's namespace (default istio-system)")
       .option('--telemetry-name <name>', 'the managed Telemetry (default edge-registrar-vps)')
       .option('--istio-api-version <version>', 'Istio networking API version to read (default v1)')
@@ -153,23 +153,34 @@ export function buildProgram(): Command {
     true,
   ).action(lazy(async () => (await statusCommand()).runStatus));
 
-  const publishCmd = program.command('publish').description('publish a register or retire event (what sigma-api does), validated against the contract');
-  redisOptions(publishCmd.command('register'))
+  /** What `publish` and `backfill` check events against before they add them. */
+  const eventChecks = (cmd: Command): Command =>
+    cmd
+      .option('--policy <file>', 'policy YAML whose content rules each register is checked against, as the sync daemon checks it (env EDGE_REGISTRAR_POLICY; built-in defaults when unset)')
+      .option('--namespace <name>', 'namespace of the WorkloadEntries (env AIRPORT_NAMESPACE, default airport-prod)')
+      .option('--no-check', "skip the policy's content rules (the event contract is always checked)");
+  const waitOptions = (cmd: Command): Command =>
+    cmd
+      .option('--wait', "wait for the event's outcome and print it; exit 0 applied, deleted or unchanged, 3 dead-lettered, 4 superseded, 5 trimmed, 6 no outcome in time")
+      .option('--wait-timeout <seconds>', 'how long --wait waits (default 60)');
+
+  const publishCmd = program.command('publish').description('publish a register or retire event (what sigma-api does), checked as the sync daemon would check it; exit 2 when refused (nothing published)');
+  waitOptions(eventChecks(redisOptions(publishCmd.command('register'))))
     .requiredOption('--vps-id <id>', "sigma-api's VPS id")
     .requiredOption('--name <name>', 'entry name, e.g. vps-jp-01')
     .requiredOption('--address <ip>', 'public IP address')
     .requiredOption('--country <cc>', 'ISO 3166-1 alpha-2, lower case')
     .option('--label <key=value>', 'extra label (repeatable)', collect)
     .option('--occurred-at <rfc3339>', 'when it happened')
-    .action(async (flags: Record<string, string | string[] | undefined>) => { await (await syncCommands()).runPublish('register', flags); });
-  redisOptions(publishCmd.command('retire'))
+    .action(async (flags: Record<string, string | string[] | boolean | undefined>) => { await (await syncCommands()).runPublish('register', flags); });
+  waitOptions(eventChecks(redisOptions(publishCmd.command('retire'))))
     .requiredOption('--vps-id <id>', "sigma-api's VPS id")
     .option('--name <name>', 'entry name, when known')
     .option('--occurred-at <rfc3339>', 'when it happened')
-    .action(async (flags: Record<string, string | undefined>) => { await (await syncCommands()).runPublish('retire', flags); });
+    .action(async (flags: Record<string, string | boolean | undefined>) => { await (await syncCommands()).runPublish('retire', flags); });
 
-  redisOptions(program.command('backfill'))
-    .description('publish register events for existing VPSs from a JSON or CSV list (file or http(s) URL), through the same path')
+  eventChecks(redisOptions(program.command('backfill')))
+    .description('publish register events for existing VPSs from a JSON or CSV list (file or http(s) URL), through the same path; every row is checked as the sync daemon would check it before any is published')
     .requiredOption('--from <file|url>', 'JSON array (or {items:[...]}) or CSV with vps_id,name,address,country[,labels]')
     .option('--dry-run', 'print the events instead of publishing them')
     .option('--timeout <seconds>', 'give up fetching --from a URL after this long (default 30)')
@@ -181,8 +192,8 @@ export function buildProgram(): Command {
     .option('--namespace <name>', 'namespace of the WorkloadEntries (env AIRPORT_NAMESPACE, default airport-prod)')
     .action(lazy(async () => (await syncCommands()).runMigrateKeys));
   redisOptions(dlq.command('list')).option('--count <n>', 'at most this many (default 100)').action(lazy(async () => (await syncCommands()).runDlqList));
-  redisOptions(dlq.command('show').argument('<id>')).action(lazy(async () => (await syncCommands()).runDlqShow));
-  redisOptions(dlq.command('replay').argument('[id]')).option('--all', 'every dead-lettered event').action(lazy(async () => (await syncCommands()).runDlqReplay));
+  redisOptions(dlq.command('show').argument('<id>', "the dead letter's id, or the id of the event it was made from (an outcome's dlq_id or source_id)")).action(lazy(async () => (await syncCommands()).runDlqShow));
+  redisOptions(dlq.command('replay').argument('[id]', "the dead letter's id, or the id of the event it was made from")).option('--all', 'every dead-lettered event').action(lazy(async () => (await syncCommands()).runDlqReplay));
   redisOptions(dlq.command('purge').argument('[id]')).option('--all', 'every dead-lettered event').action(lazy(async () => (await syncCommands()).runDlqPurge));
 
   const policy = program.command('policy').description('the rules as data');

@@ -1,5 +1,7 @@
 /** `edge-registrar doctor`: checks a live cluster and Redis, prints the checklist, exits 1 on any failure. */
 import { doctorConfig, type DoctorFlags } from '../config/doctor.ts';
+import { redisFlagsToPrint } from '../config/redis.ts';
+import { shellQuote } from '../util/shell-quote.ts';
 import { diagnose, formatChecks } from '../doctor/checks.ts';
 import { gatherClusterState } from '../doctor/gather.ts';
 import { loadKubeConfig } from '../kube/client.ts';
@@ -9,8 +11,10 @@ export async function runDoctor(flags: DoctorFlags): Promise<void> {
   const config = doctorConfig(flags, process.env);
   const policy = await loadPolicy(config.policyPath);
   const state = await gatherClusterState(loadKubeConfig(config.kubeconfig), config, policy);
+  const kubectl = `kubectl${flags.kubeconfig !== undefined ? ` --kubeconfig ${shellQuote(flags.kubeconfig)}` : ''}`;
   const checks = diagnose(state, {
     policy,
+    invocation: { kubectl, edgeRegistrar: (subcommand) => `edge-registrar ${subcommand}${redisFlagsToPrint(flags)}` },
     webhookName: config.webhookName,
     ...(config.telemetry.enabled ? { telemetry: { namespace: config.telemetry.namespace, name: config.telemetry.name } } : {}),
     now: new Date(),

@@ -4,7 +4,7 @@ import { loadKubeConfig } from '../kube/client.ts';
 import { DEFAULT_TELEMETRY_OPTIONS } from '../mesh-telemetry/telemetry-object.ts';
 import { withRedis } from '../redis/connection.ts';
 import { daemonKeys } from '../redis/keys.ts';
-import { describeStatus, readVpsStatus } from '../status/vps-status.ts';
+import { describeStatus, needsAttention, readVpsStatus } from '../status/vps-status.ts';
 
 export async function runStatus(vpsId: string, flags: StatusFlags): Promise<void> {
   const config = statusConfig(flags, process.env);
@@ -15,10 +15,10 @@ export async function runStatus(vpsId: string, flags: StatusFlags): Promise<void
       kubeConfig: loadKubeConfig(config.kubeconfig),
       namespace: config.namespace,
       istioApiVersion: config.istioApiVersion,
-      ...(config.telemetry.enabled ? { telemetry: { namespace: config.telemetry.namespace, name: config.telemetry.name, vpsTag: DEFAULT_TELEMETRY_OPTIONS.vpsTag } } : {}),
+      telemetry: { namespace: config.telemetry.namespace, name: config.telemetry.name, vpsTag: DEFAULT_TELEMETRY_OPTIONS.vpsTag, required: config.telemetry.enabled },
     }),
   );
   if (config.output === 'json') console.log(JSON.stringify(status, null, 2));
   else process.stdout.write(describeStatus(status));
-  if (status.desired.state === 'unknown' && status.lastOutcome === undefined) process.exitCode = 1;
+  if (needsAttention(status)) process.exitCode = 1;
 }

@@ -3,18 +3,24 @@ import { readFile } from 'node:fs/promises';
 import { hostname } from 'node:os';
 import type { Redis } from 'ioredis';
 import { namespaceOf } from '../config/common.ts';
-import { publishConfig, type RedisFlags } from '../config/redis.ts';
+import { eventCheckConfig, publishEventConfig, type EventCheckConfig, type EventCheckFlags, type PublishEventFlags } from '../config/publish.ts';
+import { publishConfig, redisFlagsToPrint, type RedisFlags } from '../config/redis.ts';
+import { loadPolicy } from '../policy-source.ts';
+import { outcomeStreamEnd, waitForOutcome, type StoredOutcome } from '../sync/outcome-reader.ts';
+import type { OutcomeKind } from '../sync/outcome.ts';
+import type { PlanContext } from '../sync/planner.ts';
 import { syncConfig, type SyncFlags } from '../config/sync.ts';
 import { withRedis } from '../redis/connection.ts';
 import { formatOf, planBackfill } from '../sync/backfill.ts';
 import { daemonKeys, deadLetterStream } from '../redis/keys.ts';
 import { migrateLegacyKeys } from '../sync/migrate-keys.ts';
-import { originalFields } from '../sync/dead-letter.ts';
+import { findDeadLetter, originalFields } from '../sync/dead-letter.ts';
 import { fieldsToRecord } from '../sync/event.ts';
 import { eventFields, publish, publishMany } from '../sync/publisher.ts';
 import { runSync } from '../sync/run.ts';
 import { createLogger } from '../observability/logger.ts';
 import { redactUrlCredentials } from '../util/redact.ts';
+import { shellQuote } from '../util/shell-quote.ts';
 import { exitAfterStop, runUntilSignal } from './run-until-signal.ts';
 
 export async function runSyncCommand(flags: SyncFlags): Promise<void> {
@@ -31,13 +37,34 @@ async function withStream<T>(flags: RedisFlags, use: (redis: Redis, stream: stri
   return withRedis(config.redis, {}, (redis) => use(redis, config.stream));
 }
 
-export interface PublishFlags extends RedisFlags {
+export interface PublishFlags extends RedisFlags, PublishEventFlags {
   vpsId?: string;
   name?: string;
   address?: string;
   country?: string;
   label?: string[];
   occurredAt?: string;
+}
+
+/**
+ * How `publish` exits. 0: published (and, with --wait, the event took effect or had nothing to
+ * do); 2: nothing published, the event is refused (a usage error, the contract or a rule).
+ * With --wait, each outcome that is not an effect has its own code, and so does giving up.
+ */
+export const PUBLISH_EXIT_CODES = { applied: 0, deleted: 0, unchanged: 0, 'dead-lettered': 3, superseded: 4, trimmed: 5, timeout: 6 } as const satisfies Record<OutcomeKind | 'timeout', number>;
+
+/** The content rules' context for `publish` and `backfill` (undefined with --no-check). */
+async function rulesContext(config: EventCheckConfig): Promise<PlanContext | undefined> {
+  if (!config.rules) return undefined;
+  return { policy: await loadPolicy(config.policyPath), namespace: config.namespace, istioApiVersion: 'v1' };
+}
+
+/** One line about an outcome, for a person; the dead letter's commands for a dead-lettered one. */
+function describeOutcome(outcome: StoredOutcome, flags: RedisFlags): string {
+  const details = [outcome.name !== undefined ? `entry ${outcome.name}` : undefined, outcome.rule !== undefined && outcome.reason?.startsWith(`[${outcome.rule}]`) !== true ? `[${outcome.rule}]` : undefined, outcome.reason].filter((d) => d !== undefined);
+  const lines = [`${outcome.outcome}${details.length > 0 ? `: ${details.join(' ')}` : ''}`];
+  if (outcome.dlq_id !== undefined) lines.push(`dead letter ${outcome.dlq_id}: edge-registrar dlq show ${outcome.dlq_id}${redisFlagsToPrint(flags)}`);
+  return lines.join('\n');
 }
 
 export async function runPublish(event: string, flags: PublishFlags): Promise<void> {
@@ -51,7 +78,8 @@ export async function runPublish(event: string, flags: PublishFlags): Promise<vo
     }
     labels[k] = v.join('=');
   }
-  const fields = eventFields({
+  const options = publishEventConfig(flags, process.env);
+  const input = {
     event,
     vps_id: flags.vpsId,
     name: flags.name,
@@ -59,20 +87,38 @@ export async function runPublish(event: string, flags: PublishFlags): Promise<vo
     country: flags.country,
     labels: Object.keys(labels).length > 0 ? labels : undefined,
     occurred_at: flags.occurredAt,
-  });
+  };
+  const fields = eventFields(input, await rulesContext(options));
   if (!fields.ok) {
-    console.error(`edge-registrar publish ${event}: ${fields.message}`);
+    // One violation a line, as kubectl shows the webhook's denial.
+    console.error(`edge-registrar publish ${event}: refused, nothing published (${fields.rule}):\n  ${fields.message.split(/; (?=\[)/).join('\n  ')}`);
     process.exitCode = 2;
     return;
   }
-  const id = await withStream(flags, (redis, stream) => publish(redis, stream, fields.fields));
-  console.log(id);
+  const config = publishConfig(flags, process.env);
+  const outcomes = daemonKeys(config.stream, options.namespace, config.outcomeStream).outcomes;
+  await withRedis(config.redis, {}, async (redis) => {
+    // Where the outcome stream ends before the event exists: its outcome comes after that.
+    const end = options.waitMs === undefined ? undefined : await outcomeStreamEnd(redis, outcomes);
+    const id = await publish(redis, config.stream, fields.fields);
+    console.log(id);
+    if (end === undefined || options.waitMs === undefined) return;
+    const outcome = await waitForOutcome(redis, outcomes, id, end, options.waitMs);
+    if (outcome === undefined) {
+      console.error(`no outcome for ${id} on ${outcomes} within ${options.waitMs / 1000} s (--wait-timeout): is a sync daemon consuming ${config.stream}? The event stays on the stream and will be applied when one does.`);
+      process.exitCode = PUBLISH_EXIT_CODES.timeout;
+      return;
+    }
+    console.log(describeOutcome(outcome, flags));
+    process.exitCode = PUBLISH_EXIT_CODES[outcome.outcome];
+  });
 }
 
 /** A fleet list is a few hundred KB; a server that has not sent it in this long will not. */
 const DEFAULT_FETCH_TIMEOUT_SECONDS = 30;
 
-export async function runBackfill(flags: RedisFlags & { from: string; dryRun?: boolean; timeout?: string }): Promise<void> {
+export async function runBackfill(flags: RedisFlags & EventCheckFlags & { from: string; dryRun?: boolean; timeout?: string }): Promise<void> {
+  const rules = await rulesContext(eventCheckConfig(flags, process.env));
   let text: string;
   let contentType: string | undefined;
   if (/^https?:\/\//.test(flags.from)) {
@@ -100,7 +146,7 @@ export async function runBackfill(flags: RedisFlags & { from: string; dryRun?: b
   } else {
     text = await readFile(flags.from, 'utf8');
   }
-  const plan = planBackfill(text, formatOf(flags.from, contentType));
+  const plan = planBackfill(text, formatOf(flags.from, contentType), rules);
   if (plan.errors.length > 0) {
     for (const e of plan.errors) console.error(`${redactUrlCredentials(flags.from)}: ${e}`);
     console.error(`edge-registrar backfill: ${plan.errors.length} invalid row(s); nothing published`);
@@ -108,7 +154,7 @@ export async function runBackfill(flags: RedisFlags & { from: string; dryRun?: b
     return;
   }
   if (flags.dryRun === true) {
-    for (const fields of plan.events) console.log(`XADD <stream> * ${fields.map((f) => (/[\s"{}]/.test(f) ? `'${f}'` : f)).join(' ')}`);
+    for (const fields of plan.events) console.log(`XADD <stream> * ${fields.map(shellQuote).join(' ')}`);
     console.error(`dry run: ${plan.events.length} register event(s) would be published`);
     return;
   }
@@ -129,11 +175,16 @@ export async function runDlqList(flags: RedisFlags & { count?: string }): Promis
   });
 }
 
+/** What to say when neither a letter nor an event has the id given. */
+function noLetter(id: string, dlq: string): string {
+  return `no dead letter in ${dlq} has the id ${id}, and none was made from an event with that id (an outcome's source_id or dlq_id both work); edge-registrar dlq list shows the letters there are`;
+}
+
 export async function runDlqShow(id: string, flags: RedisFlags): Promise<void> {
   await withStream(flags, async (redis, stream) => {
-    const [entry] = (await redis.xrange(deadLetterStream(stream), id, id)) as DlqEntry[];
+    const entry = await findDeadLetter(redis, deadLetterStream(stream), id);
     if (entry === undefined) {
-      console.error(`no dead-lettered entry ${id}`);
+      console.error(noLetter(id, deadLetterStream(stream)));
       process.exitCode = 1;
       return;
     }
@@ -154,9 +205,10 @@ export async function runDlqReplay(id: string | undefined, flags: RedisFlags & {
   if (!oneIdOrAll('replay', id, flags.all)) return;
   await withStream(flags, async (redis, stream) => {
     const dlq = deadLetterStream(stream);
-    const entries = (id !== undefined ? await redis.xrange(dlq, id, id) : await redis.xrange(dlq, '-', '+')) as DlqEntry[];
+    const one = id === undefined ? undefined : await findDeadLetter(redis, dlq, id);
+    const entries = id !== undefined ? (one === undefined ? [] : [one]) : ((await redis.xrange(dlq, '-', '+')) as DlqEntry[]);
     if (entries.length === 0) {
-      console.error(id !== undefined ? `no dead-lettered entry ${id}` : 'the dead-letter stream is empty');
+      console.error(id !== undefined ? noLetter(id, dlq) : 'the dead-letter stream is empty');
       process.exitCode = id !== undefined ? 1 : 0;
       return;
     }

@@ -62,6 +62,8 @@ const FLAG_NAMES: Record<string, string> = {
   'telemetry.sourceIdentity': `--telemetry-source-identity / ${ENV.telemetrySourceIdentity}`,
   'telemetry.maxExpressionCodepoints': `--telemetry-max-expression-codepoints / ${ENV.telemetryMaxExpressionCodepoints}`,
   'telemetry.maxObjectBytes': `--telemetry-max-object-bytes / ${ENV.telemetryMaxObjectBytes}`,
+  waitMs: '--wait-timeout',
+  rules: '--no-check',
   files: 'FILE',
   hosts: '--host',
   ips: '--ip',

@@ -5,6 +5,8 @@
 import { z } from 'zod';
 import { ENV, type Env, parseBoolean, parseHostPorts } from './env.ts';
 import { parseWith } from './flags.ts';
+import { withoutPassword } from '../util/redact.ts';
+import { shellQuote } from '../util/shell-quote.ts';
 
 export const redisSchema = z.object({
   url: z.string().regex(/^rediss?:\/\//, 'must start with redis:// or rediss:// (TLS)').default('redis://127.0.0.1:6379'),
@@ -68,4 +70,17 @@ export type PublishConfig = z.output<typeof publishSchema>;
 
 export function publishConfig(flags: RedisFlags, env: Env): PublishConfig {
   return parseWith(publishSchema, { redis: redisInput(flags, env), ...streamInput(flags, env) });
+}
+
+/**
+ * The Redis flags a command was given, to repeat in a command it prints for the user to run
+ * (` --redis-url redis://host:6379 --stream s`), never with a password: the printed command
+ * reads that from REDIS_PASSWORD, as every command does.
+ */
+export function redisFlagsToPrint(flags: RedisFlags): string {
+  const parts: string[] = [];
+  if (flags.redisUrl !== undefined) parts.push('--redis-url', shellQuote(withoutPassword(flags.redisUrl)));
+  if (flags.redisClusterNodes !== undefined) parts.push('--redis-cluster-nodes', shellQuote(flags.redisClusterNodes));
+  if (flags.stream !== undefined) parts.push('--stream', shellQuote(flags.stream));
+  return parts.length > 0 ? ` ${parts.join(' ')}` : '';
 }

@@ -15,8 +15,10 @@ export interface Check {
   title: string;
   status: Status;
   detail: string;
-  /** What to do about a failure or warning. */
+  /** What to do about a failure or warning, in words. */
   fix?: string;
+  /** A command that does it (or shows what to do), runnable as printed. */
+  run?: string;
 }
 
 /** A part of the cluster's state: what was read, or why it could not be. */
@@ -86,8 +88,17 @@ export interface ClusterState {
   redis?: Read<{ groupExists: boolean; lag: number | null; pending: number; deadLetters: number; registered: RegisteredVps[] }>;
 }
 
+/** How the user reaches the cluster and Redis, so that a command doctor prints runs as printed. */
+export interface Invocation {
+  /** `kubectl`, with the --kubeconfig doctor was given. */
+  kubectl: string;
+  /** `edge-registrar`, and the Redis flags doctor was given (no password), to append after a subcommand. */
+  edgeRegistrar: (subcommand: string) => string;
+}
+
 export interface Expectations {
   policy: Policy;
+  invocation: Invocation;
   webhookName: string;
   /** The managed Telemetry, when per-VPS metrics are on. */
   telemetry?: { namespace: string; name: string };
@@ -115,14 +126,15 @@ function crdChecks(state: ClusterState, expect: Expectations): Check[] {
   return [{ id: 'istio.crds', title, status: 'pass', detail: shown(wanted) }];
 }
 
-function injectionCheck(state: ClusterState): Check {
+function injectionCheck(state: ClusterState, expect: Expectations): Check {
   const id = 'namespace.injection';
   const title = `sidecar injection is on in ${state.namespace} (Xboard's sidecar reports what it receives)`;
   if (!state.namespaceObject.ok) return unread(id, title, state.namespaceObject.error);
   const labels = state.namespaceObject.value?.metadata?.labels ?? {};
-  if (state.namespaceObject.value === undefined) return { id, title, status: 'fail', detail: `namespace ${state.namespace} does not exist`, fix: `kubectl create namespace ${state.namespace}` };
+  const { kubectl } = expect.invocation;
+  if (state.namespaceObject.value === undefined) return { id, title, status: 'fail', detail: `namespace ${state.namespace} does not exist`, fix: 'create it, then label it for sidecar injection', run: `${kubectl} create namespace ${state.namespace}` };
   if (labels['istio-injection'] === 'enabled' || labels['istio.io/rev'] !== undefined) return { id, title, status: 'pass', detail: labels['istio.io/rev'] !== undefined ? `istio.io/rev=${labels['istio.io/rev']}` : 'istio-injection=enabled' };
-  return { id, title, status: 'fail', detail: `namespace ${state.namespace} has neither istio-injection=enabled nor istio.io/rev`, fix: `kubectl label namespace ${state.namespace} istio-injection=enabled, then restart Xboard's pods` };
+  return { id, title, status: 'fail', detail: `namespace ${state.namespace} has neither istio-injection=enabled nor istio.io/rev`, fix: "label it (or istio.io/rev=<revision> for a revisioned install), then restart Xboard's pods so they get their sidecars", run: `${kubectl} label namespace ${state.namespace} istio-injection=enabled` };
 }
 
 function meshObjectChecks(state: ClusterState, expect: Expectations): Check[] {
@@ -131,7 +143,7 @@ function meshObjectChecks(state: ClusterState, expect: Expectations): Check[] {
   const checks: Check[] = [];
   const saTitle = `ServiceAccount ${ns}/${policy.serviceAccount} exists (every entry runs as it)`;
   if (!state.serviceAccount.ok) checks.push(unread('mesh.service-account', saTitle, state.serviceAccount.error));
-  else if (state.serviceAccount.value === undefined) checks.push({ id: 'mesh.service-account', title: saTitle, status: 'fail', detail: 'it does not exist: the webhook refuses every entry (serviceAccount.exists)', fix: `kubectl -n ${ns} create serviceaccount ${policy.serviceAccount} (the chart's istioResources.create does it)` });
+  else if (state.serviceAccount.value === undefined) checks.push({ id: 'mesh.service-account', title: saTitle, status: 'fail', detail: 'it does not exist: the webhook refuses every entry (serviceAccount.exists)', fix: "create it (the chart's istioResources.create does)", run: `${expect.invocation.kubectl} -n ${ns} create serviceaccount ${policy.serviceAccount}` });
   else checks.push({ id: 'mesh.service-account', title: saTitle, status: 'pass', detail: 'present' });
 
   const wgTitle = `a WorkloadGroup for app ${policy.app} runs as ${policy.serviceAccount}`;
@@ -298,7 +310,7 @@ function directAttributionCheck(state: ClusterState): Check {
   };
 }
 
-function fleetChecks(state: ClusterState): Check[] {
+function fleetChecks(state: ClusterState, expect: Expectations): Check[] {
   const checks: Check[] = [];
   const streamTitle = 'the event stream is consumed: group present, no lag, nothing pending, no dead letters';
   if (state.redis === undefined) checks.push({ id: 'redis.stream', title: streamTitle, status: 'skip', detail: 'no --redis-url given' });
@@ -308,7 +320,7 @@ function fleetChecks(state: ClusterState): Check[] {
     if (!r.groupExists) checks.push({ id: 'redis.stream', title: streamTitle, status: 'fail', detail: 'the consumer group does not exist: no sync daemon has ever started', fix: 'deploy the sync daemon (the chart does)' });
     else {
       const problems = [...(r.lag !== null && r.lag > 0 ? [`lag ${r.lag}`] : []), ...(r.pending > 0 ? [`${r.pending} pending`] : []), ...(r.deadLetters > 0 ? [`${r.deadLetters} dead letters`] : [])];
-      checks.push(problems.length === 0 ? { id: 'redis.stream', title: streamTitle, status: 'pass', detail: `lag ${r.lag ?? 'unknown'}, 0 pending, 0 dead letters` } : { id: 'redis.stream', title: streamTitle, status: 'warn', detail: problems.join(', '), fix: 'edge-registrar dlq list shows why events were dead-lettered; lag and pending that do not shrink mean no leader is consuming' });
+      checks.push(problems.length === 0 ? { id: 'redis.stream', title: streamTitle, status: 'pass', detail: `lag ${r.lag ?? 'unknown'}, 0 pending, 0 dead letters` } : { id: 'redis.stream', title: streamTitle, status: 'warn', detail: problems.join(', '), fix: 'the dead-letter list says why each event was refused; lag and pending that do not shrink mean no leader is consuming', ...(r.deadLetters > 0 ? { run: expect.invocation.edgeRegistrar('dlq list') } : {}) });
     }
   }
   const pairTitle = 'every registered VPS has its entry, and every managed entry a registered VPS';
@@ -326,13 +338,14 @@ function fleetChecks(state: ClusterState): Check[] {
 }
 
 export function diagnose(state: ClusterState, expect: Expectations): Check[] {
-  return [...crdChecks(state, expect), injectionCheck(state), ...meshObjectChecks(state, expect), ...webhookChecks(state, expect), gatewayCheck(state, expect), internalAddressesCheck(state, expect), telemetryCheck(state, expect), directAttributionCheck(state), ...fleetChecks(state)];
+  return [...crdChecks(state, expect), injectionCheck(state, expect), ...meshObjectChecks(state, expect), ...webhookChecks(state, expect), gatewayCheck(state, expect), internalAddressesCheck(state, expect), telemetryCheck(state, expect), directAttributionCheck(state), ...fleetChecks(state, expect)];
 }
 
 const MARK: Record<Status, string> = { pass: '✓', fail: '✗', warn: '!', skip: '-' };
 
 export function formatChecks(checks: readonly Check[]): string {
-  const lines = checks.map((c) => `${MARK[c.status]} ${c.title}\n    ${c.detail}${c.fix !== undefined && (c.status === 'fail' || c.status === 'warn') ? `\n    fix: ${c.fix}` : ''}`);
+  const actionable = (c: Check): boolean => c.status === 'fail' || c.status === 'warn';
+  const lines = checks.map((c) => `${MARK[c.status]} ${c.title}\n    ${c.detail}${c.fix !== undefined && actionable(c) ? `\n    fix: ${c.fix}` : ''}${c.run !== undefined && actionable(c) ? `\n    run: ${c.run}` : ''}`);
   const count = (s: Status) => checks.filter((c) => c.status === s).length;
   return `${lines.join('\n')}\n\n${count('pass')} passed, ${count('fail')} failed, ${count('warn')} warnings, ${count('skip')} skipped\n`;
 }

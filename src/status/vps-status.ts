@@ -31,7 +31,12 @@ export interface StatusSources {
   kubeConfig: k8s.KubeConfig;
   namespace: string;
   istioApiVersion: string;
-  telemetry?: { namespace: string; name: string; vpsTag: string };
+  /**
+   * The managed Telemetry, looked at whether or not per-VPS metrics were said to be on: its
+   * absence then means they are off. `required` (--telemetry): they should be on, so an
+   * absent Telemetry is a finding, not a setting.
+   */
+  telemetry: { namespace: string; name: string; vpsTag: string; required: boolean };
 }
 
 async function lastOutcome(redis: Redis, outcomes: string, vpsId: string): Promise<(OutcomeRecord & { id: string }) | undefined> {
@@ -82,19 +87,30 @@ export async function readVpsStatus(vpsId: string, sources: StatusSources): Prom
 }
 
 async function telemetryStatus(sources: StatusSources, desired: VpsStatus['desired']): Promise<VpsStatus['telemetry']> {
-  if (sources.telemetry === undefined) return { checked: false, reason: 'per-VPS metrics are off (--telemetry)' };
-  const { namespace, name, vpsTag } = sources.telemetry;
-  if (desired.state !== 'registered' || desired.address === undefined || desired.name === undefined) return { checked: false, reason: 'the VPS is not registered' };
+  const { namespace, name, vpsTag, required } = sources.telemetry;
+  const where = `${namespace}/${name}`;
   const custom = makeApiClient(sources.kubeConfig, k8s.CustomObjectsApi);
   let telemetry: StoredTelemetry;
   try {
     telemetry = (await custom.getNamespacedCustomObject({ ...TELEMETRY_COORDINATES, namespace, name })) as StoredTelemetry;
   } catch (error) {
-    if (error instanceof k8s.ApiException && error.code === 404) return { checked: true, attributed: false, name: `${namespace}/${name}`, detail: 'the Telemetry does not exist' };
+    const code = error instanceof k8s.ApiException ? error.code : undefined;
+    if (code === 404 && required) return { checked: true, attributed: false, name: where, detail: 'the Telemetry does not exist' };
+    if (code === 404) return { checked: false, reason: `per-VPS metrics are off: there is no Telemetry ${where} (give --telemetry-namespace and --telemetry-name if yours is elsewhere)` };
+    if (code === 403 && !required) return { checked: false, reason: `this kubeconfig may not read Telemetry ${where}` };
     throw error;
   }
-  if (!isManagedTelemetry(telemetry)) return { checked: true, attributed: false, name: `${namespace}/${name}`, detail: 'the Telemetry is not managed by edge-registrar' };
-  return { checked: true, name: `${namespace}/${name}`, ...attributes(telemetry, vpsTag, desired.address, desired.name) };
+  if (!isManagedTelemetry(telemetry)) return { checked: true, attributed: false, name: where, detail: 'the Telemetry is not managed by edge-registrar' };
+  if (desired.state !== 'registered' || desired.address === undefined || desired.name === undefined) return { checked: false, reason: `per-VPS metrics are on (${where}), but the VPS is not registered` };
+  return { checked: true, name: where, ...attributes(telemetry, vpsTag, desired.address, desired.name) };
+}
+
+/**
+ * Whether the VPS needs someone's attention: nothing of it was ever applied, or its last event
+ * did not take effect. `status` exits 1 then.
+ */
+export function needsAttention(status: VpsStatus): boolean {
+  return status.desired.state === 'unknown' || status.lastOutcome?.outcome === 'dead-lettered';
 }
 
 /** Whether one of the Telemetry's `vpsTag` expressions maps `address` (as Envoy writes it) to `name`. */
@@ -121,13 +137,21 @@ export function attributes(telemetry: StoredTelemetry, vpsTag: string, address: 
   return { attributed: false, detail: `no ${vpsTag} tag maps ${key} to ${name} yet (the keeper writes changes within seconds; see edge_registrar_telemetry_refused)` };
 }
 
+/** `: [rule] reason`, the rule left out where the reason starts with it already (a denial's own words do). */
+function ruleAndReason(outcome: OutcomeRecord): string {
+  const rule = outcome.rule !== undefined && outcome.reason?.startsWith(`[${outcome.rule}]`) !== true ? ` [${outcome.rule}]` : '';
+  return `${rule}${outcome.reason !== undefined ? `: ${outcome.reason}` : ''}`;
+}
+
 /** The status as a person reads it. */
 export function describeStatus(status: VpsStatus): string {
   const lines = [`VPS ${status.vpsId}`];
   const { desired, entry, lastOutcome: outcome, telemetry } = status;
   lines.push(
     desired.state === 'unknown'
-      ? '  desired:   unknown to edge-registrar (no register or retire applied)'
+      ? outcome === undefined
+        ? '  desired:   unknown to edge-registrar (no register or retire applied)'
+        : `  desired:   none: no event of this VPS has taken effect (its last one was ${outcome.outcome}, below)`
       : `  desired:   ${desired.state}${desired.name ? ` as ${desired.name}` : ''}${desired.address ? `, ${desired.address}` : ''}${desired.country ? `, ${desired.country}` : ''} (event ${desired.streamId ?? '?'}, ${desired.updatedAt ?? '?'})`,
   );
   if (!entry.exists) lines.push(`  entry:     ${entry.name === undefined ? 'none' : `${entry.name} does not exist`}`);
@@ -138,8 +162,9 @@ export function describeStatus(status: VpsStatus): string {
   lines.push(
     outcome === undefined
       ? `  outcome:   none recorded (or older than the last ${OUTCOME_SEARCH_LIMIT.toLocaleString('en')} outcomes)`
-      : `  outcome:   ${outcome.outcome} (event ${outcome.source_id}${outcome.event ? `, ${outcome.event}` : ''}, at ${outcome.at}; outcome record ${outcome.id})${outcome.rule ? ` [${outcome.rule}]` : ''}${outcome.reason ? `: ${outcome.reason}` : ''}`,
+      : `  outcome:   ${outcome.outcome} (event ${outcome.source_id}${outcome.event ? `, ${outcome.event}` : ''}, at ${outcome.at}; outcome record ${outcome.id})${ruleAndReason(outcome)}`,
   );
+  if (outcome?.dlq_id !== undefined) lines.push(`  dead letter: ${outcome.dlq_id} (edge-registrar dlq show ${outcome.dlq_id}; after fixing the cause, dlq replay ${outcome.dlq_id})`);
   lines.push(telemetry.checked ? `  telemetry: ${telemetry.attributed ? 'attributed' : 'NOT attributed'} in ${telemetry.name}: ${telemetry.detail}` : `  telemetry: not checked: ${telemetry.reason}`);
   return `${lines.join('\n')}\n`;
 }

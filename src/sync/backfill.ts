@@ -1,10 +1,12 @@
 /**
  * Backfill: entries for the VPSs that existed before the daemon, through the same path. A
  * JSON array (or {items: [...]}) or a CSV with a header row of vps_id,name,address,country
- * [,labels] becomes register events. Every row is checked before anything is published;
- * the errors name the row, the field and the value.
+ * [,labels] becomes register events. Every row is checked before anything is published, as
+ * the daemon would check it (the contract and, given the policy, the content rules); the errors
+ * name the row, the rule, the field and the value.
  */
 import { parse as parseCsv } from 'csv-parse/sync';
+import type { PlanContext } from './planner.ts';
 import { eventFields } from './publisher.ts';
 
 export interface BackfillRow {
@@ -32,7 +34,8 @@ function rowsFromCsv(text: string): unknown[] {
   return rows;
 }
 
-export function planBackfill(text: string, format: 'json' | 'csv'): BackfillPlan {
+/** `rules`: also check each register against the content rules the daemon runs (publisher.ts). */
+export function planBackfill(text: string, format: 'json' | 'csv', rules?: PlanContext): BackfillPlan {
   const rows = format === 'json' ? rowsFromJson(text) : rowsFromCsv(text);
   const plan: BackfillPlan = { events: [], errors: [] };
   rows.forEach((row, i) => {
@@ -50,7 +53,7 @@ export function planBackfill(text: string, format: 'json' | 'csv'): BackfillPlan
       address: typeof r.address === 'string' ? r.address : undefined,
       country: typeof r.country === 'string' ? r.country : undefined,
       labels,
-    });
+    }, rules);
     if (fields.ok) plan.events.push(fields.fields);
     else plan.errors.push(`${where}: ${fields.message}`);
   });

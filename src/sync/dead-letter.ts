@@ -8,6 +8,7 @@
  */
 import type { Redis } from 'ioredis';
 import { SETTLE_LUA, type SettlementKeys } from './acknowledge.ts';
+import { fieldsToRecord } from './event.ts';
 import { boundedReason, outcomeFields, type OutcomeRecord } from './outcome.ts';
 
 export const DLQ_FIELDS = ['dlq_reason', 'dlq_rule', 'dlq_at', 'dlq_source_id', 'dlq_stream'] as const;
@@ -34,6 +35,9 @@ local letter, outcome = {}, {}
 for i = 6, 5 + letterCount do letter[#letter + 1] = ARGV[i] end
 for i = 6 + letterCount, #ARGV do outcome[#outcome + 1] = ARGV[i] end
 local id = redis.call('XADD', KEYS[2], 'MAXLEN', '~', ARGV[3], '*', unpack(letter))
+-- The outcome names the letter, so sigma-api can go from one to the other.
+outcome[#outcome + 1] = 'dlq_id'
+outcome[#outcome + 1] = id
 settle(KEYS[1], ARGV[1], ARGV[2], KEYS[3], KEYS[4], ARGV[4], outcome)
 return id
 `;
@@ -48,7 +52,7 @@ export interface DeadLetterKeys extends SettlementKeys {
  * The dead letter's id, or undefined when the original was no longer pending (already
  * settled). The outcome record (dead-lettered, with the rule and the reason) is written with it.
  */
-export async function deadLetter(redis: Redis, keys: DeadLetterKeys, letter: DeadLetter, now: Date, outcome: Omit<OutcomeRecord, 'outcome' | 'rule' | 'reason' | 'at'>): Promise<string | undefined> {
+export async function deadLetter(redis: Redis, keys: DeadLetterKeys, letter: DeadLetter, now: Date, outcome: Omit<OutcomeRecord, 'outcome' | 'rule' | 'reason' | 'at' | 'dlq_id'>): Promise<string | undefined> {
   const flat: string[] = [];
   for (const [k, v] of Object.entries(letter.fields)) if (!(DLQ_FIELDS as readonly string[]).includes(k)) flat.push(k, v);
   flat.push('dlq_reason', boundedReason(letter.reason), 'dlq_rule', letter.rule, 'dlq_at', now.toISOString(), 'dlq_source_id', letter.sourceId, 'dlq_stream', keys.stream);
@@ -60,4 +64,28 @@ export async function deadLetter(redis: Redis, keys: DeadLetterKeys, letter: Dea
 /** The original event's fields, without what dead-lettering added. */
 export function originalFields(fields: Record<string, string>): Record<string, string> {
   return Object.fromEntries(Object.entries(fields).filter(([k]) => !(DLQ_FIELDS as readonly string[]).includes(k)));
+}
+
+/** A dead letter: its own id and its fields (the event's, plus the dlq_ ones). */
+export type StoredLetter = [id: string, fields: string[]];
+
+/** Letters read per page while looking one up by its event's id. */
+const LOOKUP_PAGE = 1_000;
+
+/**
+ * The dead letter `id` names: the letter's own id, or the id of the event it was made from
+ * (`dlq_source_id`, which is what an outcome record's `source_id` holds). The letter's own id is
+ * one XRANGE; a source id is looked for page by page through the stream (it is capped).
+ */
+export async function findDeadLetter(redis: Redis, deadLetters: string, id: string): Promise<StoredLetter | undefined> {
+  const [own] = (await redis.xrange(deadLetters, id, id)) as StoredLetter[];
+  if (own !== undefined) return own;
+  for (let start = '-'; ; ) {
+    const page = (await redis.xrange(deadLetters, start, '+', 'COUNT', LOOKUP_PAGE)) as StoredLetter[];
+    const found = page.find(([, fields]) => fieldsToRecord(fields).dlq_source_id === id);
+    if (found !== undefined) return found;
+    const last = page.at(-1)?.[0];
+    if (page.length < LOOKUP_PAGE || last === undefined) return undefined;
+    start = `(${last}`;
+  }
 }

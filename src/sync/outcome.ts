@@ -39,6 +39,7 @@ export const outcomeRecordSchema = z
     name: z.string().max(FIELD_CHARS).optional().describe("the WorkloadEntry's name"),
     rule: z.string().max(FIELD_CHARS).optional().describe('for dead-lettered: the rule the event broke (as in the dead-letter stream)'),
     reason: z.string().max(1024).optional().describe('why, in words (at most 1,024 characters)'),
+    dlq_id: z.string().regex(/^\d+-\d+$/).optional().describe("for dead-lettered: the dead letter's own id on the dead-letter stream (what `edge-registrar dlq show` and `dlq replay` take; they take source_id too)"),
     at: z.iso.datetime().describe('when the daemon settled it (RFC 3339, UTC)'),
   })
   .describe("An event's outcome (a Redis stream entry of the outcome stream)");
@@ -62,6 +63,7 @@ export function outcomeFields(record: OutcomeRecord): string[] {
     ['name', cut(record.name)],
     ['rule', cut(record.rule)],
     ['reason', record.reason === undefined ? undefined : boundedReason(record.reason)],
+    ['dlq_id', record.dlq_id],
     ['at', record.at],
   ];
   return fields.flatMap(([k, v]) => (v === undefined ? [] : [k, v]));

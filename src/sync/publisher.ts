@@ -1,24 +1,37 @@
 /**
  * Producing events: what sigma-api does, for operators (`publish`), for `backfill` and for
- * tests. Events are validated against the contract before they are added, so a producer
- * using these helpers never feeds the dead-letter stream.
+ * tests. An event is checked before it is added, with the daemon's own code: its parse
+ * (event.ts) and, given the policy, the content rules its planner runs before it writes
+ * (planner.ts). So an event these helpers publish is never dead-lettered for its fields or its
+ * content; what they cannot know (another VPS holding the address, the webhook's cluster rules)
+ * still comes back as an outcome.
  */
 import type { Redis } from 'ioredis';
-import { registerEventSchema, retireEventSchema, type RegisterEvent, type RetireEvent } from './event.ts';
-import { formatZodIssues } from '../util/zod-format.ts';
+import { parseEvent, type RegisterEvent, type RetireEvent } from './event.ts';
+import type { OutcomeRuleId } from './outcome-rules.ts';
+import { planRegister, type PlanContext } from './planner.ts';
 
 export type EventInput = Record<string, string | Record<string, string> | undefined>;
 
-/** Validates and flattens an event into stream fields (labels as JSON text). */
-export function eventFields(input: EventInput): { ok: true; fields: string[] } | { ok: false; message: string } {
+export type CheckedEvent = { ok: true; fields: string[] } | { ok: false; rule: OutcomeRuleId; message: string };
+
+/**
+ * Flattens an event into stream fields (labels as JSON text) and checks it as the daemon
+ * would: always against the contract, and against the content rules when `rules` is given.
+ */
+export function eventFields(input: EventInput, rules?: PlanContext): CheckedEvent {
   const flat: Record<string, string> = {};
   for (const [k, v] of Object.entries(input)) {
     if (v === undefined) continue;
     flat[k] = typeof v === 'string' ? v : JSON.stringify(v);
   }
-  const schema = flat.event === 'retire' ? retireEventSchema : registerEventSchema;
-  const result = schema.safeParse(flat);
-  if (!result.success) return { ok: false, message: formatZodIssues(result.error.issues, flat) };
+  const parsed = parseEvent(flat);
+  if (!parsed.ok) return { ok: false, rule: parsed.rejection.rule, message: parsed.rejection.reason };
+  if (rules !== undefined && parsed.event.event === 'register') {
+    // The stream id is the daemon's to stamp; none is known yet, and no rule reads it.
+    const plan = planRegister(parsed.event, '0-0', rules);
+    if (!plan.ok) return { ok: false, rule: plan.rule, message: plan.reason };
+  }
   return { ok: true, fields: Object.entries(flat).flat() };
 }
 

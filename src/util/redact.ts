@@ -41,3 +41,11 @@ export const LOG_REDACT_PATHS = [
   'headers.authorization',
   'req.headers.authorization',
 ];
+
+/**
+ * A URL to print in a command a user may run: its password dropped (the user name kept), so
+ * the command reads it from the environment (REDIS_PASSWORD) instead of a terminal or a log.
+ */
+export function withoutPassword(url: string): string {
+  return url.replace(/^([a-z][a-z0-9+.-]*:\/\/)([^\s/@:"']*):([^\s/@"']*)@/i, (_m, scheme: string, user: string) => (user === '' ? scheme : `${scheme}${user}@`));
+}

@@ -5,6 +5,7 @@
  * the next event's outcome, and XRANGE reads the outcome stream.
  */
 import { spawn } from 'node:child_process';
+import { readFileSync } from 'node:fs';
 import { fileURLToPath } from 'node:url';
 import { afterAll, beforeAll, describe, expect, inject, it } from 'vitest';
 import type { RunningSync } from '../../src/sync/run.ts';
@@ -86,5 +87,18 @@ describe("docs/event-contract.md's redis-cli commands, as printed", () => {
     await run(range ?? '');
     const whole = await run((range ?? '').replace(/ \d+ \d+$/, ' - +'));
     expect(whole.split('\n').filter((l) => /^(applied|unchanged|deleted|dead-lettered|superseded)$/.test(l))).toEqual(['applied', 'applied', 'deleted']);
+  });
+});
+
+describe("docs/event-contract.md's words about its commands", () => {
+  it('the times an XRANGE example names in its prose are the times of its ids', () => {
+    const text = readFileSync(EVENT_CONTRACT, 'utf8');
+    const NUMBERS: Record<string, number> = { one: 1, two: 2, three: 3, five: 5, ten: 10, fifteen: 15, thirty: 30, sixty: 60 };
+    const examples = [...text.matchAll(/the\s+(\w+)\s+minutes?\s+from\s+(\d{4}-\d{2}-\d{2})\s+(\d{2}:\d{2})\s+UTC\):?\n\n```sh\n(redis-cli XRANGE [^\n]*? (\d+) (\d+))\n```/g)];
+    expect(examples.length, 'an XRANGE example whose prose says "the N minutes from YYYY-MM-DD HH:MM UTC"').toBeGreaterThan(0);
+    for (const [, minutes = '', day = '', time = '', command = '', start = '', end = ''] of examples) {
+      expect([command, new Date(Number(start)).toISOString()]).toEqual([command, `${day}T${time}:00.000Z`]);
+      expect([command, (Number(end) - Number(start)) / 60_000]).toEqual([command, NUMBERS[minutes] ?? Number(minutes)]);
+    }
   });
 });

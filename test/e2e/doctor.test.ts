@@ -9,6 +9,7 @@ import { afterAll, beforeAll, describe, expect, inject, it } from 'vitest';
 import type { Check } from '../../src/doctor/checks.ts';
 import type { RunningSync } from '../../src/sync/run.ts';
 import { capture } from '../harness/capture.ts';
+import { shellWords } from '../harness/doc-snippets.ts';
 import { kubeconfigFor } from '../harness/kube-cluster.ts';
 import { publishRegister, settled, startSyncTestBed, startTestSync, stopSyncTestBed, testSyncConfig, type SyncTestBed } from './sync-support.ts';
 import { NAMESPACE, kubectl, mustKubectl, waitFor } from './support.ts';
@@ -41,6 +42,17 @@ async function doctor(): Promise<{ code: number; checks: Record<string, Check> }
   if (res.code !== 0 && res.code !== 1) throw new Error(`doctor failed (${res.code}): ${res.stderr}`);
   const parsed = JSON.parse(res.stdout) as { checks: Check[] };
   return { code: res.code, checks: Object.fromEntries(parsed.checks.map((c) => [c.id, c])) };
+}
+
+/**
+ * A command doctor printed, run as a user would run it: `kubectl` is the suite's kubectl and
+ * `edge-registrar` the package's executable (src/cli.ts, what its bin and the image run).
+ */
+function runAsPrinted(command: string): Promise<{ code: number; stdout: string; stderr: string }> {
+  const [program, ...args] = shellWords(command);
+  if (program === 'kubectl') return capture(inject('binaries').kubectl, args);
+  if (program === 'edge-registrar') return capture(process.execPath, [join(ROOT, 'src/cli.ts'), ...args]);
+  throw new Error(`doctor printed a command this test cannot run: ${command}`);
 }
 
 const failing = (checks: Record<string, Check>): string[] => Object.values(checks).filter((c) => c.status === 'fail').map((c) => c.id);
@@ -76,14 +88,15 @@ describe('edge-registrar doctor', () => {
   });
 
   // Each case breaks one thing, expects exactly its check to fail (with a fix), and repairs it.
-  const broken: { name: string; check: string; detail: RegExp; fix: RegExp; breakIt: () => Promise<unknown>; repair: () => Promise<unknown> }[] = [
+  // `repair: 'printed'`: the command doctor printed (`run`) is the repair, run exactly as printed.
+  const broken: { name: string; check: string; detail: RegExp; fix: RegExp; breakIt: () => Promise<unknown>; repair: (() => Promise<unknown>) | 'printed' }[] = [
     {
       name: 'sidecar injection off in the namespace',
       check: 'namespace.injection',
       detail: /neither istio-injection=enabled nor istio.io\/rev/,
-      fix: /kubectl label namespace airport-prod istio-injection=enabled/,
+      fix: /restart Xboard's pods/,
       breakIt: () => mustKubectl('admin', ['label', 'namespace', NAMESPACE, 'istio-injection-']),
-      repair: () => mustKubectl('admin', ['label', 'namespace', NAMESPACE, 'istio-injection=enabled']),
+      repair: 'printed',
     },
     {
       name: "a TCP ServiceEntry",
@@ -97,9 +110,9 @@ describe('edge-registrar doctor', () => {
       name: 'the ServiceAccount missing',
       check: 'mesh.service-account',
       detail: /does not exist: the webhook refuses every entry/,
-      fix: /create serviceaccount xrayr-vm/,
+      fix: /istioResources.create/,
       breakIt: () => mustKubectl('admin', ['-n', NAMESPACE, 'delete', 'serviceaccount', 'xrayr-vm']),
-      repair: () => mustKubectl('admin', ['-n', NAMESPACE, 'create', 'serviceaccount', 'xrayr-vm']),
+      repair: 'printed',
     },
     {
       name: 'the validating webhook failing open',
@@ -153,6 +166,7 @@ describe('edge-registrar doctor', () => {
 
   it.each(broken)('fails on $name: $check, with its fix, exit 1', async ({ check, detail, fix, breakIt, repair }) => {
     await breakIt();
+    let printed: string | undefined;
     try {
       // The API server's caches (the webhook configuration's informer) settle within a moment.
       let result = await doctor();
@@ -162,11 +176,29 @@ describe('edge-registrar doctor', () => {
       expect(result.checks[check]?.detail).toMatch(detail);
       expect(result.checks[check]?.fix).toMatch(fix);
       expect(result.code).toBe(1);
+      printed = result.checks[check]?.run;
     } finally {
-      await repair();
+      if (repair !== 'printed') await repair();
+      else {
+        const ran = await runAsPrinted(printed ?? 'no command printed');
+        expect(ran.code, `${printed ?? ''}: ${ran.stderr}`).toBe(0);
+      }
     }
     const after = await doctor();
     expect(failing(after.checks)).toEqual([]);
+  });
+
+  it('dead letters waiting: a warning whose printed command lists them, run as printed', async () => {
+    await bed!.redis.xadd('sigma:vps-events', '*', 'event', 'register', 'vps_id', 'vps-8199');
+    await settled(bed!.redis);
+    try {
+      const { checks } = await doctor();
+      expect(checks['redis.stream']).toMatchObject({ status: 'warn', detail: '1 dead letters', run: `edge-registrar dlq list --redis-url ${bed!.redisServer.url}` });
+      const listed = await runAsPrinted(checks['redis.stream']?.run ?? '');
+      expect([listed.code, listed.stdout]).toEqual([0, expect.stringMatching(/event.schema\s+register vps_id=vps-8199/)]);
+    } finally {
+      await bed!.redis.del('{sigma:vps-events}:dlq');
+    }
   });
 
   it('prints a checklist a person reads: marks, details, fixes and a summary', async () => {
@@ -175,7 +207,7 @@ describe('edge-registrar doctor', () => {
       const res = await capture(process.execPath, [join(ROOT, 'src/cli.ts'), 'doctor', '--kubeconfig', kubeconfigFor(inject('cluster'), 'admin')]);
       expect(res.code).toBe(1);
       expect(res.stdout).toContain('✗ sidecar injection is on in airport-prod');
-      expect(res.stdout).toContain('    fix: kubectl label namespace airport-prod istio-injection=enabled');
+      expect(res.stdout).toContain(`    run: kubectl --kubeconfig ${kubeconfigFor(inject('cluster'), 'admin')} label namespace airport-prod istio-injection=enabled`);
       expect(res.stdout).toContain("✓ Istio's CRDs are installed and serve v1");
       expect(res.stdout).toMatch(/- the event stream is consumed.*\n\s+no --redis-url given/);
       expect(res.stdout).toMatch(/\d+ passed, 1 failed, \d+ warnings, \d+ skipped/);

@@ -27,7 +27,8 @@ function healthy(): ClusterState {
   };
 }
 
-const EXPECT = { policy: DEFAULT_POLICY, webhookName: 'edge-registrar', telemetry: { namespace: 'istio-system', name: 'edge-registrar-vps' }, now: new Date('2026-11-22T00:00:00Z') };
+const INVOCATION = { kubectl: 'kubectl', edgeRegistrar: (subcommand: string) => `edge-registrar ${subcommand} --redis-url redis://r:6379` };
+const EXPECT = { policy: DEFAULT_POLICY, invocation: INVOCATION, webhookName: 'edge-registrar', telemetry: { namespace: 'istio-system', name: 'edge-registrar-vps' }, now: new Date('2026-11-22T00:00:00Z') };
 const byId = (checks: Check[]) => Object.fromEntries(checks.map((c) => [c.id, c]));
 
 describe('diagnose', () => {
@@ -85,7 +86,17 @@ describe('diagnose', () => {
     state.namespaceObject = ok({ metadata: { labels: {} } });
     const text = formatChecks(diagnose(state, EXPECT));
     expect(text).toContain('✗ sidecar injection is on in airport-prod');
-    expect(text).toContain('    fix: kubectl label namespace airport-prod istio-injection=enabled');
+    expect(text).toContain("    fix: label it (or istio.io/rev=<revision> for a revisioned install), then restart Xboard's pods so they get their sidecars");
+    expect(text).toContain('    run: kubectl label namespace airport-prod istio-injection=enabled');
     expect(text.trim().split('\n').at(-1)).toBe('13 passed, 1 failed, 0 warnings, 0 skipped');
+  });
+
+  it('prints commands with what doctor was given to reach the cluster and Redis, so they run as printed', () => {
+    const state = healthy();
+    state.redis = ok({ groupExists: true, lag: 0, pending: 0, deadLetters: 2, registered });
+    state.serviceAccount = ok(undefined);
+    const checks = byId(diagnose(state, { ...EXPECT, invocation: { kubectl: 'kubectl --kubeconfig /k', edgeRegistrar: (sub: string) => `edge-registrar ${sub} --redis-url redis://r:6379` } }));
+    expect(checks['redis.stream']?.run).toBe('edge-registrar dlq list --redis-url redis://r:6379');
+    expect(checks['mesh.service-account']?.run).toBe('kubectl --kubeconfig /k -n airport-prod create serviceaccount xrayr-vm');
   });
 });
