@@ -227,7 +227,8 @@ function checkName(metadata: Record<string, unknown>, labels: Labels, ctx: Evalu
   const nameCountry = match.country;
   const country = labels.country;
   if (nameCountry !== undefined && country !== undefined && nameCountry !== country) {
-    f.violate('name.pattern', 'metadata.name', name, `says country "${nameCountry}" but the country label is "${country}"`, `a name starting "vps-${country}-" or country label "${nameCountry}"`);
+    // The suggestion is a name the pattern accepts: country codes are lower case there.
+    f.violate('name.pattern', 'metadata.name', name, `says country "${nameCountry}" but the country label is "${country}"`, `a name starting "vps-${country.toLowerCase()}-" or country label "${nameCountry}"`);
   }
 }
 

@@ -9,7 +9,7 @@
  * new leader's. The stream id annotation makes that checkable here, at no cost to the daemon.
  */
 import { compareStreamIds, isStreamId } from '../util/stream-id.ts';
-import { ISTIO_AUTO_REGISTRATION_ANNOTATION, LEADER_ANNOTATION, MANAGED_BY_LABEL, MANAGED_BY_VALUE, MANAGED_SELECTOR, STREAM_ID_ANNOTATION, isManaged } from './markers.ts';
+import { ISTIO_AUTO_REGISTRATION_ANNOTATION, LEADER_ANNOTATION, MANAGED_BY_LABEL, MANAGED_BY_VALUE, MANAGED_SELECTOR, STREAM_ID_ANNOTATION, VPS_ID_ANNOTATION, isManaged } from './markers.ts';
 import type { Policy } from './policy-file.ts';
 import type { Violation } from './types.ts';
 
@@ -121,6 +121,9 @@ export function decideOwnership({ operation, user, object, oldObject, policy, le
     };
   }
   const marker = MANAGED_SELECTOR;
+  // The VPS whose event would make this change: the kubectl user's way to it through sigma-api.
+  const vpsId = [annotationsOf(oldObject)[VPS_ID_ANNOTATION], annotationsOf(object)[VPS_ID_ANNOTATION]].find((v): v is string => typeof v === 'string' && v !== '');
+  const forVps = vpsId === undefined ? 'the VPS' : `VPS ${vpsId} (its ${VPS_ID_ANNOTATION} annotation)`;
   const problem =
     managedBefore && !managedNow && operation === 'UPDATE'
       ? `would remove the ${marker} label from a managed entry`
@@ -133,7 +136,7 @@ export function decideOwnership({ operation, user, object, oldObject, policy, le
       value: MANAGED_BY_VALUE,
       problem,
       expected:
-        'changes through sigma-api: publish a register or retire event for the VPS (see `edge-registrar publish --help`); ' +
+        `changes through sigma-api: publish a register or retire event for ${forVps} (see \`edge-registrar publish --help\`); ` +
         `in an emergency a member of ${own.breakGlassGroups.join(' or ') || 'the break-glass group'} may write it`,
     },
   };

@@ -234,3 +234,10 @@ networks: [external]
     expect(parsePolicy('', 'empty.yaml')).toEqual(DEFAULT_POLICY);
   });
 });
+
+describe('suggestions a user can take as given', () => {
+  it('suggests a name the pattern accepts for an upper-case country label (vps-jp-, not vps-JP-)', () => {
+    const nameFinding = evaluate((e) => ((e.metadata.labels.country = 'JP'), (e.spec.labels.country = 'JP'))).violations.find((v) => v.rule === 'name.pattern');
+    expect(nameFinding?.expected).toBe('a name starting "vps-jp-" or country label "jp"');
+  });
+});

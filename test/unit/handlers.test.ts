@@ -190,6 +190,8 @@ describe('ownership', () => {
     expect(response.status?.code).toBe(403);
     expect(response.status?.message).toContain('[ownership.managed]');
     expect(response.status?.message).toContain('publish a register or retire event');
+    // The VPS whose event would make the change, named from the entry's own annotation.
+    expect(response.status?.message).toContain('publish a register or retire event for VPS 1001 (its edge-registrar.io/vps-id annotation)');
   });
 
   it('a plain user cannot take an entry over by removing the marker', () => {
