@@ -148,9 +148,10 @@ async function main(): Promise<void> {
 edge-registrar local stack is up (state in ${DIR}; ${join(DIR, 'ready')} exists while it is).
 
   Look:     ${k} -n airport-prod get workloadentries
-  Per-VPS:  ${k} -n istio-system get telemetry edge-registrar-vps -o jsonpath='{.metadata.annotations}'
-            (the managed Telemetry: its metric tags map each VPS's address to its name; -o yaml shows
-            the CEL; it follows every register and retire within seconds)
+  Per-VPS:  ${k} -n istio-system get telemetry edge-registrar-vps -o jsonpath='{.spec.metrics[0].overrides[0].tagOverrides.vps.value}'
+            (the managed Telemetry's vps tag: a CEL map from each registered VPS's address to its name,
+            which the ingress gateway evaluates on every request; it follows every register and retire
+            within seconds)
   Env:      set -a; . ${join(DIR, 'env')}; set +a
   Publish an event (what sigma-api does), then look again:
             ${cli} publish register --redis-url ${redis.url} --vps-id v42 --name vps-de-01 --address 45.76.42.1 --country de

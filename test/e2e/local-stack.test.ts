@@ -78,26 +78,33 @@ async function runOnce(): Promise<void> {
     if (!names.includes('vps-de-01')) await new Promise((r) => setTimeout(r, 250));
   }
   expect(names).toContain('vps-de-01');
-  // The managed Telemetry follows the fleet: the printed command shows 4 VPSs, then 3 after the retire.
-  const telemetryCount = async (): Promise<string> => {
-    const shown = await inShell(printed('Per-VPS:').replace(/^Per-VPS:\s*/, ''));
-    return (JSON.parse(shown.stdout || '{}') as Record<string, string>)['edge-registrar.io/vps-count'] ?? `exit ${shown.code}: ${shown.stderr}`;
-  };
-  const followed = async (count: string): Promise<string> => {
-    const until = Date.now() + 15_000;
-    let seen = await telemetryCount();
-    while (seen !== count && Date.now() < until) {
-      await new Promise((r) => setTimeout(r, 250));
-      seen = await telemetryCount();
-    }
-    return seen;
-  };
-  expect(await followed('4')).toBe('4');
-  // Its expressions, evaluated by cel-go, map every registered entry's address to its name.
   const entryAddresses = async (): Promise<Map<string, string>> => {
     const list = JSON.parse((await runKubectl(kubectl, join(dir, 'kubeconfig'), ['-n', 'airport-prod', 'get', 'workloadentries', '-o', 'json'])).stdout) as { items: { metadata: { name: string }; spec: { address: string } }[] };
     return new Map(list.items.map((e) => [e.spec.address, e.metadata.name]));
   };
+  // The managed Telemetry follows the fleet: the printed command shows its address-to-name map,
+  // with every registered entry's pair (4, then 3 after the retire, the retired one gone).
+  const mappedPairs = async (): Promise<string> => {
+    const shown = await inShell(printed('Per-VPS:').replace(/^Per-VPS:\s*/, ''));
+    if (shown.code !== 0) return `exit ${shown.code}: ${shown.stderr}`;
+    // Two forms in the CEL: a map 'address':'name', and a set {'address':0}?'name' where a bucket holds one VPS.
+    const pairs = [...shown.stdout.matchAll(/'([0-9a-f.:]+)':'([^']+)'/g)].map((m) => `${m[1] ?? ''}=${m[2] ?? ''}`);
+    for (const set of shown.stdout.matchAll(/\{([^{}]*)\}\?'([^']+)'/g)) for (const a of (set[1] ?? '').matchAll(/'([0-9a-f.:]+)':0/g)) pairs.push(`${a[1] ?? ''}=${set[2] ?? ''}`);
+    return pairs.sort().join(',');
+  };
+  const entryPairs = async (): Promise<string> => [...(await entryAddresses())].map(([address, name]) => `${address}=${name}`).sort().join(',');
+  const followed = async (count: string): Promise<string> => {
+    const until = Date.now() + 15_000;
+    const wanted = async (): Promise<string> => ((await entryPairs()).split(',').length === Number(count) ? entryPairs() : 'entries not there yet');
+    let [seen, expected] = [await mappedPairs(), await wanted()];
+    while (seen !== expected && Date.now() < until) {
+      await new Promise((r) => setTimeout(r, 250));
+      [seen, expected] = [await mappedPairs(), await wanted()];
+    }
+    return seen === expected ? count : `shown ${seen}, entries ${expected}`;
+  };
+  expect(await followed('4')).toBe('4');
+  // Its expressions, evaluated by cel-go, map every registered entry's address to its name.
   const vpsTagFor = async (addresses: string[]): Promise<string[]> => {
     const telemetry = JSON.parse((await runKubectl(kubectl, join(dir, 'kubeconfig'), ['-n', 'istio-system', 'get', 'telemetry', 'edge-registrar-vps', '-o', 'json'])).stdout) as { spec: { metrics: { overrides: { tagOverrides: Record<string, { value: string }> }[] }[] } };
     const overrides = telemetry.spec.metrics[0]!.overrides[0]!.tagOverrides;
