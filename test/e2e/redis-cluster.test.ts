@@ -27,6 +27,7 @@ import { capture } from '../harness/capture.ts';
 import { documentedCommand } from '../harness/doc-snippets.ts';
 import { kubeconfigFor } from '../harness/kube-cluster.ts';
 import { RunningRedisCluster, primaryConnection } from '../harness/redis-cluster.ts';
+import { runRustProducer, type ProducerRun } from '../harness/rust-producer.ts';
 import { distinctFreePorts, ensureRedisServer, spawnUntilReady, stopServer } from '../harness/redis-server.ts';
 import { GROUP, STREAM, startTestSync, testSyncConfig } from './sync-support.ts';
 import { NAMESPACE, deleteAllEntries, ensureBase, kubectl, startRegisteredWebhook, waitFor, type E2EWebhook } from './support.ts';
@@ -172,6 +173,30 @@ describe('the sync daemon on a Redis Cluster (3 primaries, 3 replicas)', { timeo
     expect(total).toBe(inSlot);
     const status = await capture(process.execPath, [CLI, 'status', 'v2', '--redis-cluster-nodes', redisCluster.seedList, '--kubeconfig', kubeconfigFor(inject('cluster'), 'admin')]);
     expect(status.stdout).toMatch(/outcome: +applied/);
+  });
+
+  it("the Rust producer (the redis crate's cluster support, WAIT 1 on the stream's primary): register, move, retire, a refusal and its dead letter, a swap", async () => {
+    await startSync();
+    const urls = redisCluster.seeds.map((s) => `redis://${s.host}:${s.port}`);
+    const producer = (...args: string[]): Promise<ProducerRun> => runRustProducer(inject('rustProducer'), urls, ['--replicas', '1', ...args]);
+    const registered = await producer('register', 'k1', 'vps-jp-81', '103.21.244.81', 'jp');
+    expect([registered.code, registered.outcomes.map((o) => o.outcome)], registered.stderr).toEqual([0, ['applied']]);
+    const moved = await producer('register', 'k1', 'vps-jp-81', '103.21.244.82', 'jp');
+    expect(moved.outcomes.map((o) => o.outcome)).toEqual(['applied']);
+    expect((await entries()).get('vps-jp-81')).toBe('103.21.244.82');
+    const refused = await producer('register', 'k2', 'vps-jp-82', '103.21.244.82', 'jp');
+    expect(refused.code).toBe(3);
+    const [letter] = (await client.xrange(KEYS.deadLetters, refused.outcomes[0]?.dlq_id ?? '-', refused.outcomes[0]?.dlq_id ?? '+')) as [string, string[]][];
+    expect(fieldsToRecord(letter?.[1] ?? [])).toMatchObject({ dlq_rule: 'address.unique', dlq_source_id: refused.outcomes[0]?.source_id });
+    expect((await producer('register', 'k3', 'vps-jp-83', '103.21.244.83', 'jp')).code).toBe(0);
+    const swapped = await producer('swap', 'k1:vps-jp-81:103.21.244.82:jp', 'k3:vps-jp-83:103.21.244.83:jp', '103.21.244.89');
+    expect([swapped.code, swapped.outcomes.map((o) => o.outcome)], swapped.stderr).toEqual([0, ['applied', 'applied', 'applied']]);
+    const retired = await producer('retire', 'k3');
+    expect(retired.outcomes.map((o) => o.outcome)).toEqual(['deleted']);
+    expect(await entries()).toEqual(new Map([['vps-jp-81', '103.21.244.83']]));
+    // Each printed outcome is the record the daemon wrote: one per event, the same kind.
+    const byId = new Map((await outcomes()).map((o) => [o.source_id, o.outcome]));
+    for (const printed of [registered, moved, refused, swapped, retired].flatMap((r) => r.outcomes)) expect([printed.source_id, byId.get(printed.source_id)]).toEqual([printed.source_id, printed.outcome]);
   });
 
   it('migrate-keys on a cluster has nothing to move and says so, instead of a cross-slot refusal', async () => {

@@ -1,7 +1,7 @@
 /**
  * vitest global setup for the e2e project: one real control plane for the whole run,
  * built from Go modules on first use, stopped at the end; helm and Istio's own tools, built
- * the same way.
+ * the same way; and the Rust producer example, built with cargo.
  */
 import { mkdtemp, rm } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
@@ -10,6 +10,7 @@ import type { TestProject } from 'vitest/node';
 import { ensureHelm } from './helm-build.ts';
 import { ensureIstioTools, type IstioTools } from './istio-build.ts';
 import { ensureKubeBinaries, type KubeBinaries } from './kube-build.ts';
+import { ensureRustProducer } from './rust-producer.ts';
 import { startCluster, type ClusterState, type StartedCluster } from './kube-cluster.ts';
 
 declare module 'vitest' {
@@ -18,6 +19,7 @@ declare module 'vitest' {
     binaries: KubeBinaries;
     helm: string;
     istio: IstioTools;
+    rustProducer: string;
   }
 }
 
@@ -28,6 +30,7 @@ export async function setup(project: TestProject): Promise<void> {
   const binaries = await ensureKubeBinaries((line) => console.error(line));
   project.provide('helm', await ensureHelm((line) => console.error(line)));
   project.provide('istio', await ensureIstioTools((line) => console.error(line)));
+  project.provide('rustProducer', await ensureRustProducer((line) => console.error(line)));
   dir = await mkdtemp(join(tmpdir(), 'edge-registrar-kube-'));
   const started = Date.now();
   cluster = await startCluster({ binaries, dir, log: (line) => console.error(line) });

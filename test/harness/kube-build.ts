@@ -33,9 +33,9 @@ export async function exists(path: string): Promise<boolean> {
   );
 }
 
-export function run(command: string, args: string[], cwd: string, log: (line: string) => void): Promise<string> {
+export function run(command: string, args: string[], cwd: string, log: (line: string) => void, env: Record<string, string> = {}): Promise<string> {
   return new Promise((resolve, reject) => {
-    const child = spawn(command, args, { cwd, env: { ...process.env, GOFLAGS: '-mod=mod' }, stdio: ['ignore', 'pipe', 'pipe'] });
+    const child = spawn(command, args, { cwd, env: { ...process.env, GOFLAGS: '-mod=mod', ...env }, stdio: ['ignore', 'pipe', 'pipe'] });
     let out = '';
     let err = '';
     child.stdout.on('data', (c: Buffer) => (out += c.toString()));
@@ -44,7 +44,7 @@ export function run(command: string, args: string[], cwd: string, log: (line: st
       for (const line of c.toString().split('\n')) if (line.trim()) log(`  ${line}`);
     });
     child.on('error', (e) => {
-      reject(new Error(`${command} could not start (${e.message}); the e2e tests need the Go toolchain on PATH`, { cause: e }));
+      reject(new Error(`${command} could not start (${e.message}); the e2e tests need it on PATH (the Go toolchain, cargo)`, { cause: e }));
     });
     child.on('close', (code) => {
       if (code === 0) resolve(out);

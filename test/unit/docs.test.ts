@@ -9,6 +9,7 @@ import { execFileSync } from 'node:child_process';
 import { existsSync, readFileSync, readdirSync } from 'node:fs';
 import { dirname, join, relative, resolve } from 'node:path';
 import { fileURLToPath } from 'node:url';
+import semver from 'semver';
 import { describe, expect, it } from 'vitest';
 import { shellCommandsIn } from '../harness/doc-snippets.ts';
 
@@ -118,5 +119,32 @@ describe('every shell command in the docs is accounted for', () => {
       for (const [, path] of text.matchAll(/(?:^|\s)((?:test|charts|docs|src|bench|scripts)\/[\w./-]+)/g)) if (!existsSync(join(ROOT, path ?? ''))) problems.push(`${text}: no file ${path ?? ''}`);
     }
     expect(problems).toEqual([]);
+  });
+});
+
+describe("the README's word on npm ci with the machine's older Node", () => {
+  it('names exactly the packages whose engines leave out Node 20, the ones npm ci warns about there', () => {
+    const lock = JSON.parse(readFileSync(join(ROOT, 'package-lock.json'), 'utf8')) as { packages: Record<string, { engines?: { node?: string }; optional?: boolean }> };
+    const root = JSON.parse(readFileSync(join(ROOT, 'package.json'), 'utf8')) as { devEngines?: { runtime?: { version?: string } } };
+    // The root is judged by its devEngines (the Node that runs npm), its dependencies by their engines.
+    expect(semver.satisfies('20.0.0', root.devEngines?.runtime?.version ?? '')).toBe(true);
+    const warned = Object.entries(lock.packages)
+      .filter(([path, pkg]) => path !== '' && pkg.optional !== true && pkg.engines?.node !== undefined && !semver.satisfies('20.20.2', pkg.engines.node, { includePrerelease: true }))
+      .map(([path]) => path.slice(path.lastIndexOf('node_modules/') + 'node_modules/'.length))
+      .sort();
+    const readme = readFileSync(join(ROOT, 'README.md'), 'utf8');
+    const named = /prints one `EBADENGINE` warning for each of ([^,]+?), which/.exec(readme.replace(/\s+/g, ' '))?.[1] ?? '';
+    expect([...named.matchAll(/`([^`]+)`/g)].map((m) => m[1]).sort()).toEqual(warned);
+  });
+});
+
+describe("the event contract's Rust calls are the example producer's own", () => {
+  it('every line of each rust block in docs/event-contract.md is a line of examples/sigma-api-producer/src', () => {
+    const contract = readFileSync(join(ROOT, 'docs/event-contract.md'), 'utf8');
+    const source = readdirSync(join(ROOT, 'examples/sigma-api-producer/src')).map((f) => readFileSync(join(ROOT, 'examples/sigma-api-producer/src', f), 'utf8')).join('\n');
+    const sourceLines = new Set(source.split('\n').map((l) => l.trim()));
+    const shown = [...contract.matchAll(/^```rust\n([\s\S]*?)^```/gm)].flatMap((m) => (m[1] ?? '').split('\n')).map((l) => l.trim()).filter((l) => l !== '' && !l.startsWith('//'));
+    expect(shown.length).toBeGreaterThan(0);
+    expect(shown.filter((l) => !sourceLines.has(l))).toEqual([]);
   });
 });
