@@ -29,6 +29,7 @@ import { randomBytes } from 'node:crypto';
 import type { Logger } from 'pino';
 import type { BlockingReader, StreamEntry } from '../redis/blocking-reader.ts';
 import { isRedisUnavailable } from '../redis/errors.ts';
+import { ReplicationBehindError } from '../redis/replica-wait.ts';
 import { backoffDelay } from '../util/backoff.ts';
 import type { KeyedQueue } from '../util/keyed-queue.ts';
 import { Semaphore } from '../util/semaphore.ts';
@@ -80,6 +81,10 @@ export interface ConsumerOptions {
   onRetry?: (reason: string) => void;
   /** Work each new term does first, before it takes over or reads anything (the key migration). */
   onTermStart?: () => Promise<void>;
+  /** The term's work was rewound (see StreamConsumer's #rewind), with why. */
+  onRewind?: (reason: RewindReason) => void;
+  /** Returns once a replica has every settling write so far; throws (transient) when none has in time (redis/replica-wait.ts). */
+  durable?: () => Promise<void>;
 }
 
 /**
@@ -115,7 +120,48 @@ end
 return { reply[1], reply[2] }
 `;
 
+/**
+ * One page of the entries pending with consumers other than this one (ARGV[2]), claimed by
+ * XCLAIM JUSTID (no delivery counted). XAUTOCLAIM cannot be used here: it walks the whole
+ * pending list, this consumer's own in-flight entries included, and for one that the producer
+ * deleted from the stream while it was being applied it drops the entry from the pending list
+ * and reports it, so the apply's commit would acknowledge nothing and the event's only outcome
+ * would say trimmed. A stray that was deleted from the stream is acknowledged here with its
+ * outcome (trimmed), since no one else can. Returns how many it claimed and how many it settled.
+ */
+const CLAIM_STRAYS_PAGE = `
+local claimed, trimmed = 0, 0
+local budget = tonumber(ARGV[3])
+for _, c in ipairs(redis.call('XINFO', 'CONSUMERS', KEYS[1], ARGV[1])) do
+  local f = {}
+  for i = 1, #c, 2 do f[c[i]] = c[i + 1] end
+  if f['name'] ~= ARGV[2] and tonumber(f['pending']) > 0 and budget > 0 then
+    for _, row in ipairs(redis.call('XPENDING', KEYS[1], ARGV[1], '-', '+', budget, f['name'])) do
+      local id = row[1]
+      budget = budget - 1
+      if #redis.call('XRANGE', KEYS[1], id, id) == 0 then
+        redis.call('HDEL', KEYS[3], id)
+        redis.call('XACK', KEYS[1], ARGV[1], id)
+        redis.call('XADD', KEYS[2], 'MAXLEN', '~', ARGV[4], '*', 'source_id', id, 'outcome', 'trimmed',
+          'reason', 'the entry was deleted from the stream before it was applied', 'at', ARGV[5])
+        trimmed = trimmed + 1
+      else
+        redis.call('XCLAIM', KEYS[1], ARGV[1], ARGV[2], 0, id, 'JUSTID')
+        claimed = claimed + 1
+      end
+    end
+  end
+end
+return { claimed, trimmed }
+`;
+
 type AttemptOutcome = 'done' | 'left-pending';
+
+/** Why the work in flight was rewound: Redis lost a commit of this daemon, or an attempt failed in a way nothing handled. */
+export type RewindReason = 'lost-commit' | 'unexpected-failure';
+
+/** Strays claimed per script call: one call stays short however many a deposed leader took. */
+const STRAY_PAGE = 500;
 
 export class StreamConsumer {
   readonly #options: ConsumerOptions;
@@ -133,8 +179,18 @@ export class StreamConsumer {
   #position: ReadPosition = IDLE;
   /** The term whose takeover was done and whose events are in flight; a different one must wait for them to settle. */
   #workingTerm: number | undefined;
-  /** Aborted when the term the loop reads in ends, so retries of its events stop waiting. */
+  /** Aborted when the term the loop reads in ends (or its work is rewound), so retries of its events stop waiting. */
   #termEnded = new AbortController();
+  /**
+   * The generation of this term's work: raised when the work must be rebuilt from Redis (a
+   * lost commit, an event left pending). Work and reads of an older generation are fenced like
+   * those of an ended term, so nothing queued or read behind the rewound event runs first.
+   */
+  #generation = 0;
+  /** A rewind is under way: nothing is read until every event of the old generation has left. */
+  #rewinding = false;
+  /** Rewinds in a row without an event finishing in between (for their back-off). */
+  #rewinds = 0;
   #lastStrayCheck = 0;
   #stopped = new AbortController();
   #running: Promise<void> | undefined;
@@ -220,6 +276,18 @@ export class StreamConsumer {
         await sleep(250, signal);
         continue;
       }
+      if (this.#rewinding) {
+        // The rewound generation's events are leaving (fenced at their next step); once they
+        // have, reading starts again from the oldest pending entry, after a back-off that
+        // grows while rewinds repeat (a lost commit whose event never comes back).
+        if (this.#inFlight.size > 0) {
+          await sleep(50, signal);
+          continue;
+        }
+        this.#rewinding = false;
+        await sleep(backoffDelay(this.#rewinds, { baseMs: this.#options.retryBaseMs, maxMs: this.#options.retryMaxMs }), signal);
+        continue;
+      }
       if (this.#inFlight.size > 0 && this.#workingTerm !== action.term) {
         // The last term's events are leaving (each is left pending at its next attempt, or
         // finishes a write already sent); none may be overtaken by a re-read of its own.
@@ -247,6 +315,7 @@ export class StreamConsumer {
             continue;
           }
         }
+        const generation = this.#generation;
         const result = await this.#options.reader.read(action.id);
         failures = 0;
         if (result.kind === 'cut') {
@@ -255,8 +324,9 @@ export class StreamConsumer {
           continue;
         }
         const entries = result.entries;
-        // Read in a term that has ended meanwhile: they stay pending, for whoever leads next.
-        if (this.#options.leadershipTerm() !== action.term) continue;
+        // Read in a term that has ended meanwhile, or before a rewind: they stay pending, to be
+        // read again in stream order (whoever leads next, or this term from the oldest pending).
+        if (this.#options.leadershipTerm() !== action.term || this.#generation !== generation) continue;
         if (action.id === '>') {
           // Entries a deposed leader took after our takeover sit before these in the stream:
           // claim them and read everything pending in stream order instead of running these first.
@@ -267,7 +337,7 @@ export class StreamConsumer {
         } else {
           this.#move({ kind: 'read', count: entries.length, batchSize: this.#options.batchSize, lastId: entries.at(-1)?.[0] });
         }
-        await this.#dispatch(entries, action.term);
+        await this.#dispatch(entries, action.term, generation);
       } catch (error) {
         if (this.#stopping()) break;
         failures++;
@@ -283,9 +353,31 @@ export class StreamConsumer {
   /** The term being worked in has ended: its events' retries stop waiting, and reads restart after a takeover. */
   #endTerm(): void {
     this.#workingTerm = undefined;
+    this.#generation++;
     this.#options.reader.close();
     this.#termEnded.abort();
     this.#termEnded = new AbortController();
+  }
+
+  /**
+   * The work of this term must be rebuilt from Redis: an event was left pending while the term
+   * goes on (Redis lost a commit of this daemon, and the event it acknowledged will be
+   * delivered again; or an attempt failed unexpectedly). Releasing only that event's place in
+   * the order would let every event queued behind it, and a read already in flight, run before
+   * it. So the whole generation is fenced: queued events leave without running, writes already
+   * sent finish, the read in flight is cut, and once all have left the consumer reads again
+   * from the oldest pending entry, in stream order.
+   */
+  #rewind(reason: RewindReason, streamId: string): void {
+    this.#generation++;
+    this.#rewinding = true;
+    this.#rewinds++;
+    this.#options.reader.close();
+    this.#termEnded.abort();
+    this.#termEnded = new AbortController();
+    this.#move({ kind: 'left-pending' });
+    this.#log.warn({ streamId, reason, inFlight: this.#inFlight.size, rewinds: this.#rewinds }, 'rewinding: every event in flight leaves pending, and the pending list is read again in stream order');
+    this.#options.onRewind?.(reason);
   }
 
   /**
@@ -315,16 +407,23 @@ export class StreamConsumer {
   /**
    * Entries pending with any other consumer: while this replica leads, only a deposed
    * leader's read that reached Redis late can have put them there. Claimed (JUSTID) when
-   * found; true then, and the caller reads from the oldest pending entry.
+   * found, never touching this consumer's own entries (in flight, some of them); true then, and
+   * the caller reads from the oldest pending entry.
    */
   async #claimStrays(): Promise<boolean> {
     this.#lastStrayCheck = Date.now();
-    const { commands, stream, group, consumer } = this.#options;
+    const { commands, stream, group, consumer, settlement } = this.#options;
     const summary = (await commands.xpending(stream, group)) as [number, string | null, string | null, [string, string][] | null];
     const others = (summary[3] ?? []).filter(([name, count]) => name !== consumer && Number(count) > 0);
     if (others.length === 0) return false;
-    const claimed = await this.#claimAll();
-    this.#log.warn({ consumers: others.map(([name, count]) => `${name}:${count}`), claimed }, 'found entries pending with another consumer (a deposed leader read them late); claimed, reading in stream order');
+    let [claimed, trimmed] = [0, 0];
+    for (;;) {
+      const [pageClaimed, pageTrimmed] = (await commands.eval(CLAIM_STRAYS_PAGE, 3, stream, settlement.outcomes.key, settlement.attempts, group, consumer, STRAY_PAGE, String(settlement.outcomes.maxLength), new Date().toISOString())) as [number, number];
+      claimed += pageClaimed;
+      trimmed += pageTrimmed;
+      if (pageClaimed + pageTrimmed < STRAY_PAGE) break;
+    }
+    this.#log.warn({ consumers: others.map(([name, count]) => `${name}:${count}`), claimed, trimmed }, 'found entries pending with another consumer (a deposed leader read them late); claimed, reading in stream order');
     return true;
   }
 
@@ -340,7 +439,7 @@ export class StreamConsumer {
    * again for any VPS whose last event settled meanwhile, so no event is queued without
    * knowing what its VPS may free. `term` is the leadership term they were read in.
    */
-  async #dispatch(entries: readonly StreamEntry[], term: number): Promise<void> {
+  async #dispatch(entries: readonly StreamEntry[], term: number, generation: number): Promise<void> {
     const fresh = entries
       .filter(([id]) => !this.#inFlight.has(id))
       .map(([id, raw]) => ({ id, fields: raw === null ? null : fieldsToRecord(raw) }));
@@ -367,17 +466,16 @@ export class StreamConsumer {
       const vpsId = fields === null ? undefined : (fields.vps_id ?? id);
       const keys = vpsId === undefined || fields === null ? [`entry:${id}`] : this.#holdings.dispatch({ vpsId, name: fields.name, address: fields.address });
       void this.#options.queue
-        .run(keys, () => this.#applyWithRetry(id, fields, interrupted.get(id) ?? 0, term, termEnded))
+        .run(keys, () => this.#applyWithRetry(id, fields, interrupted.get(id) ?? 0, term, generation, termEnded))
         .catch((error: unknown) => {
           this.#log.error({ err: error, streamId: id }, 'applying event failed unexpectedly; it stays pending');
+          if (this.#generation === generation) this.#rewind('unexpected-failure', id);
           return 'left-pending' as const;
         })
         .then((outcome) => {
           this.#inFlight.delete(id);
           if (vpsId !== undefined) this.#holdings.settle(vpsId);
-          // Left pending: the next read starts from this consumer's pending entries, in stream
-          // order, before any new event. Moved after it left #inFlight, so that read sees it.
-          if (outcome === 'left-pending') this.#move({ kind: 'left-pending' });
+          if (outcome === 'done') this.#rewinds = 0;
         });
     }
     // Yield once so queued work starts before the next read.
@@ -391,59 +489,89 @@ export class StreamConsumer {
    * `maxAttempts` times and then dead-lettered with the error, so it never blocks its VPS's
    * keys for good. `interrupted` is how many attempts at it a daemon never finished.
    */
-  async #applyWithRetry(id: string, fields: Record<string, string> | null, interrupted: number, term: number, termEnded: AbortSignal): Promise<AttemptOutcome> {
-    // Not only "leading now": leading in the term the event was read in. An event queued
-    // behind one that was left pending (the Lease lost while it was retried) must not run in
-    // its place, out of stream order, even once the Lease is held again.
-    const leaving = (): boolean => this.#stopping() || this.#options.leadershipTerm() !== term;
+  async #applyWithRetry(id: string, fields: Record<string, string> | null, interrupted: number, term: number, generation: number, termEnded: AbortSignal): Promise<AttemptOutcome> {
+    // Not only "leading now": leading in the term the event was read in, and in the generation
+    // of that term's work. An event queued behind one that was left pending (the Lease lost
+    // while it was retried, a lost commit) must not run in its place, out of stream order,
+    // even once the Lease is held again.
+    const leaving = (): boolean => this.#stopping() || this.#options.leadershipTerm() !== term || this.#generation !== generation;
     const fence = (): void => {
-      if (leaving()) throw new TermEndedError(`leadership term ${term} ended; ${id} stays pending`);
+      if (leaving()) throw new TermEndedError(`leadership term ${term} ended or its work was rewound; ${id} stays pending`);
     };
     const { attempts, processor } = this.#options;
     // Interrupted before: run alone, so if it takes the daemon down again, only it is counted.
     const permits = interrupted > 0 ? this.#slots.limit : 1;
     if (interrupted > 0) this.#log.warn({ streamId: id, vpsId: fields?.vps_id, interrupted }, 'a daemon stopped while applying this event before; applying it alone');
+    // The mark was sent (its reply may never come: a timeout still runs it later), so the
+    // attempt's end must be sent too, or a mark that lands late counts as an interruption.
+    let markSent = false;
     let marked = false;
+    // A WAIT found no replica with the settling write: the write may yet be lost in a failover.
+    let unreplicated = false;
     let behind: boolean;
     // This attempt's mark, the same however often begin() is sent (attempt-log.ts).
     const token = randomBytes(6).toString('hex');
     let unexpected = 0;
+    // The event is settled (its outcome written); what is left is for a replica to have it.
+    // An object, so the check after the try sees what the closure set.
+    const progress = { settled: false };
+    const durable = async (result: ProcessResult, started: bigint): Promise<void> => {
+      if (!progress.settled) this.#options.onResult?.(result, Number(process.hrtime.bigint() - started) / 1e9);
+      progress.settled = true;
+      await this.#options.durable?.();
+    };
+    let result: ProcessResult | undefined;
+    // Its permits, kept from one attempt to the next while the event is settled and waits for a
+    // replica: so at most `concurrency` events are settled and unreplicated at once.
+    let holding = false;
     for (let attempt = 1; ; attempt++) {
       const delay = backoffDelay(attempt, { baseMs: this.#options.retryBaseMs, maxMs: this.#options.retryMaxMs });
-      await this.#slots.acquire(permits);
+      if (!holding) await this.#slots.acquire(permits);
+      holding = false;
+      let keep = false;
       const started = process.hrtime.bigint();
       try {
         // Checked before every attempt, the first included; nothing is written by a replica
         // that no longer leads.
         fence();
-        if (!marked) {
+        if (result === undefined && !marked) {
+          markSent = true;
           const unfinished = await attempts.begin(id, token);
           marked = true;
-          if (fields !== null && unfinished - 1 >= this.#options.maxInterruptedAttempts) {
-            const result = await processor.poison(id, fields, unfinished - 1, fence);
-            this.#options.onResult?.(result, Number(process.hrtime.bigint() - started) / 1e9);
-            return 'done';
-          }
+          if (fields !== null && unfinished - 1 >= this.#options.maxInterruptedAttempts) result = await processor.poison(id, fields, unfinished - 1, fence);
         }
-        const result = await processor.process(id, fields, fence);
-        this.#options.onResult?.(result, Number(process.hrtime.bigint() - started) / 1e9);
+        // Settled, but no replica had it when last asked: if a failover lost it meanwhile (the
+        // state or the acknowledgement is gone), it is applied again, as a redelivery would be.
+        if (result !== undefined && unreplicated && fields !== null && !(await processor.survived(id, fields, result))) {
+          this.#log.warn({ streamId: id, vpsId: fields.vps_id, outcome: result.outcome }, 'the settled event was lost with an unreplicated write (a failover); applying it again');
+          result = undefined;
+          progress.settled = false;
+        }
+        result ??= await processor.process(id, fields, fence);
+        // Counted done only once a replica has the commit (redis/replica-wait.ts): until
+        // then the event keeps its place in the order, and a failover cannot take back more
+        // than the events in flight.
+        await durable(result, started);
         return 'done';
       } catch (error) {
+        unreplicated ||= error instanceof ReplicationBehindError;
+        keep = progress.settled && error instanceof ReplicationBehindError && !leaving();
         behind = error instanceof StateBehindError;
         if (behind) {
-          this.#log.warn({ err: error, streamId: id, vpsId: fields?.vps_id, retryInMs: delay }, 'the desired state lost a commit of this daemon (a Redis failover); leaving this event pending to be read again after the lost one');
+          this.#log.warn({ err: error, streamId: id, vpsId: fields?.vps_id }, 'the desired state lost a commit of this daemon (a Redis failover); leaving this event pending to be read again after the lost one');
           this.#options.onRetry?.('redis');
         } else if (!(error instanceof TermEndedError)) {
-          const transient = error instanceof TransientError || isRedisUnavailable(error) || this.#options.commands.status !== 'ready';
+          const transient = error instanceof TransientError || error instanceof ReplicationBehindError || isRedisUnavailable(error) || this.#options.commands.status !== 'ready';
           if (!transient) unexpected++;
-          if (fields !== null && unexpected >= this.#options.maxAttempts && !leaving()) {
-            const result = await processor.giveUp(id, fields, error, unexpected, fence).catch((giveUpError: unknown) => {
+          if (fields !== null && result === undefined && unexpected >= this.#options.maxAttempts && !leaving()) {
+            result = await processor.giveUp(id, fields, error, unexpected, fence).catch((giveUpError: unknown) => {
               this.#log.warn({ err: giveUpError, streamId: id }, 'dead-lettering an event that keeps failing failed; will retry');
               return undefined;
             });
             if (result !== undefined) {
-              this.#options.onResult?.(result, Number(process.hrtime.bigint() - started) / 1e9);
-              return 'done';
+              const given = result;
+              const done = await durable(given, started).then(() => true, () => false);
+              if (done) return 'done';
             }
           }
           this.#log.warn({ err: error, streamId: id, vpsId: fields?.vps_id, name: fields?.name, attempt, unexpected, retryInMs: delay, transient }, 'applying event failed; will retry (not acknowledged)');
@@ -451,22 +579,31 @@ export class StreamConsumer {
         }
       } finally {
         this.#lastProgressAt = Date.now();
-        this.#slots.release(permits);
+        if (keep) holding = true;
+        else this.#slots.release(permits);
       }
-      // Stopping, or the term is over: leave it pending; whoever consumes next re-reads it.
+      // Settled already and the term is over: nothing is pending to leave (the settling script
+      // removed the attempt's mark with the acknowledgement).
+      if (progress.settled && leaving()) {
+        if (holding) this.#slots.release(permits);
+        return 'done';
+      }
+      // Stopping, or the term or its generation is over: leave it pending; whoever consumes
+      // next (this term, after the rewind) re-reads it in stream order.
       if (leaving()) {
-        if (marked) attempts.end(id, token);
+        if (markSent) attempts.end(id, token);
+        return 'left-pending';
+      }
+      // Redis lost a commit this daemon made (a failover): the event behind it comes again,
+      // older than this one, and must go first. The whole generation is rewound before this
+      // returns (so before anything queued behind it may start), and read again from Redis.
+      if (behind) {
+        this.#rewind('lost-commit', id);
+        if (markSent) attempts.end(id, token);
         return 'left-pending';
       }
       // Ends early when the term does (stop() ends it too).
       await sleep(delay, termEnded);
-      // Redis lost a commit this daemon made (a failover): the event behind it comes again,
-      // older than this one, and must go first. Leaving this one pending frees its place in
-      // the order; the next read starts from the oldest pending entry.
-      if (behind) {
-        if (marked) attempts.end(id, token);
-        return 'left-pending';
-      }
     }
   }
 }

@@ -14,7 +14,8 @@ import { AttemptLog } from '../../src/sync/attempt-log.ts';
 import { StreamConsumer, type ConsumerOptions } from '../../src/sync/consumer.ts';
 import { deadLetter } from '../../src/sync/dead-letter.ts';
 import { TransientError } from '../../src/sync/entry-writer.ts';
-import type { EventProcessor, ProcessResult } from '../../src/sync/processor.ts';
+import { StateBehindError, type EventProcessor, type ProcessResult } from '../../src/sync/processor.ts';
+import { fieldsToRecord } from '../../src/sync/event.ts';
 import type { Fence } from '../../src/sync/term.ts';
 import { createLogger } from '../../src/observability/logger.ts';
 import { KeyedQueue } from '../../src/util/keyed-queue.ts';
@@ -519,5 +520,147 @@ describe('deadlines', () => {
       commands.disconnect();
     }
     expect(await redis.ping()).toBe('PONG');
+  });
+});
+
+describe('a lost commit holds back everything after it', () => {
+  // Redis lost a commit of this daemon (a failover): the claim that meets it is left pending to
+  // be read again after the lost event. Releasing only its own place let the events queued
+  // behind it, and a read in flight, run first (seen: E2 behind, E3, E2; and across VPSs a valid
+  // claim dead-lettered). Now the whole generation is left pending and read again in order.
+  it('the same VPS: E2 meets the lost commit, and E3 behind it runs only after E2 has', async () => {
+    let behindOnce = true;
+    const { seen, processor: p } = processor(async (id, fields) => {
+      if (fields?.n === '2' && behindOnce) {
+        behindOnce = false;
+        throw new StateBehindError('test: the desired state lost a commit');
+      }
+      await settle(id);
+      return { outcome: 'applied' };
+    });
+    const c = consumer('leader', p);
+    await redis.multi()
+      .xadd(STREAM, '*', 'event', 'register', 'vps_id', 'x', 'n', '2')
+      .xadd(STREAM, '*', 'event', 'register', 'vps_id', 'x', 'n', '3')
+      .exec();
+    const [e2, e3] = ((await redis.xrange(STREAM, '-', '+')) as [string, string[]][]).map(([id]) => id);
+    c.start();
+    await waitFor(async () => ((await redis.xpending(STREAM, GROUP)) as [number])[0] === 0 && seen.length >= 3, 'both events applied');
+    expect(seen).toEqual([e2, e2, e3]);
+  });
+
+  it("across VPSs: the lost retire of A is applied again before B's move claims its address, and C's claim of B's old address after both", async () => {
+    // E1 retires A (frees X); Redis lost its commit, so E1 is pending again. E2 moves B from Z to
+    // X and meets the lost commit. E3 (C claims Z) must not run before E2 has moved B off Z.
+    let e1Acked = false;
+    let e2Behind = true;
+    const order: string[] = [];
+    const { processor: p } = processor(async (id, fields) => {
+      const who = fields?.vps_id ?? id;
+      if (who === 'A' && !e1Acked) {
+        // Applied, but its acknowledgement is the commit Redis lost: it stays pending.
+        e1Acked = true;
+        order.push('A (commit lost)');
+        return { outcome: 'applied' };
+      }
+      if (who === 'B' && e2Behind) {
+        e2Behind = false;
+        order.push('B behind');
+        throw new StateBehindError('test: A still holds X in the desired state');
+      }
+      order.push(who);
+      await settle(id);
+      return { outcome: 'applied' };
+    });
+    const holdings = new Map([['A', { name: 'vps-jp-a', address: '45.76.9.1' }], ['B', { name: 'vps-jp-b', address: '45.76.9.2' }]]);
+    const c = consumer('leader', p, { holdings: (ids) => Promise.resolve(new Map(ids.flatMap((id) => (holdings.has(id) ? [[id, holdings.get(id)!] as const] : [])))) });
+    c.start();
+    await redis.multi()
+      .xadd(STREAM, '*', 'event', 'retire', 'vps_id', 'A')
+      .xadd(STREAM, '*', 'event', 'register', 'vps_id', 'B', 'name', 'vps-jp-b', 'address', '45.76.9.1')
+      .xadd(STREAM, '*', 'event', 'register', 'vps_id', 'C', 'name', 'vps-jp-c', 'address', '45.76.9.2')
+      .exec();
+    await waitFor(async () => ((await redis.xpending(STREAM, GROUP)) as [number])[0] === 0 && order.length >= 5, 'all three applied');
+    expect(order).toEqual(['A (commit lost)', 'B behind', 'A', 'B', 'C']);
+  });
+});
+
+describe('the stray check never takes the consumer\'s own entries', () => {
+  // XAUTOCLAIM over the whole group took this consumer's own in-flight entry too, and for one
+  // the producer had deleted from the stream it dropped it from the pending list and wrote
+  // `trimmed`: the apply's commit then acknowledged nothing, and the event, applied, said trimmed.
+  it('an in-flight entry deleted from the stream while a stray is claimed keeps its place: its one outcome is the apply\'s', async () => {
+    let release: () => void = () => undefined;
+    const gate = new Promise<void>((resolve) => (release = resolve));
+    const { processor: p } = processor(async (id, fields) => {
+      if (fields?.vps_id === 'inflight') await gate;
+      await settleWithoutChange(redis, KEYS, { source_id: id, outcome: 'applied', at: new Date().toISOString() });
+      return { outcome: 'applied' };
+    });
+    const c = consumer('leader', p, { strayCheckMs: 200 });
+    c.start();
+    const inflight = String(await redis.xadd(STREAM, '*', 'event', 'register', 'vps_id', 'inflight'));
+    await waitFor(() => Promise.resolve(c.inFlight === 1), 'the event to be in flight');
+    // The producer trims it away; a deposed leader took a later entry (a stray).
+    await redis.xdel(STREAM, inflight);
+    await redis.xadd(STREAM, '*', 'event', 'register', 'vps_id', 'stray');
+    await redis.xreadgroup('GROUP', GROUP, 'deposed', 'COUNT', 10, 'STREAMS', STREAM, '>');
+    await waitFor(async () => (await redis.xpending(STREAM, GROUP, '-', '+', 10, 'deposed')).length === 0, 'the stray to be claimed');
+    release();
+    await waitFor(async () => ((await redis.xpending(STREAM, GROUP)) as [number])[0] === 0, 'everything settled');
+    const outcomes = ((await redis.xrange(OUTCOMES, '-', '+')) as [string, string[]][]).map(([, f]) => fieldsToRecord(f)).filter((o) => o.source_id === inflight);
+    expect(outcomes.map((o) => o.outcome)).toEqual(['applied']);
+  });
+});
+
+describe('the attempt count is exact', () => {
+  it("an earlier attempt's end landing after a later attempt's mark leaves that one counted once, however often its mark is sent again", async () => {
+    const log = new AttemptLog(redis, ATTEMPTS, logger);
+    expect(await log.begin('7-1', 't1')).toBe(1);
+    // t1 ended, but its end reaches Redis only after t2's mark (it was retried meanwhile).
+    expect(await log.begin('7-1', 't2')).toBe(2);
+    log.end('7-1', 't1');
+    await waitFor(() => Promise.resolve(log.owed === 0), 'the end to land');
+    // ioredis re-sends t2's mark after a reconnect: still one attempt open.
+    expect(await log.begin('7-1', 't2')).toBe(1);
+    expect((await log.interrupted(['7-1'])).get('7-1')).toBe(1);
+    // An end for a settled event (its field deleted with the acknowledgement) creates nothing.
+    await redis.hdel(ATTEMPTS, '7-1');
+    log.end('7-1', 't2');
+    await waitFor(() => Promise.resolve(log.owed === 0), 'the end to land');
+    expect(await redis.hexists(ATTEMPTS, '7-1')).toBe(0);
+    log.stop();
+  });
+
+  it('a mark whose reply timed out, from an attempt whose term then ended, is ended too: it counts no interruption', async () => {
+    // The mark runs in Redis; only its reply is lost (a timeout).
+    class LateReplyLog extends AttemptLog {
+      override async begin(id: string, token: string): Promise<number> {
+        await super.begin(id, token);
+        throw new Error('Command timed out');
+      }
+    }
+    const held = lease();
+    const { processor: p } = processor(() => new Promise<never>(() => undefined));
+    const c = consumer('leader', p, { leadershipTerm: held.term, attemptLog: new LateReplyLog(redis, ATTEMPTS, logger) });
+    c.start();
+    const id = String(await redis.xadd(STREAM, '*', 'event', 'register', 'vps_id', 'late'));
+    await waitFor(async () => (await redis.hexists(ATTEMPTS, id)) === 1, 'the mark to land');
+    held.lose();
+    await waitFor(() => Promise.resolve(c.inFlight === 0), 'the event to be left pending');
+    await waitFor(async () => (await new AttemptLog(redis, ATTEMPTS, logger).interrupted([id])).get(id) === 0, 'the attempt to be ended');
+  });
+
+  it('the fields of events acknowledged outside the daemon are swept; pending and undelivered ones stay', async () => {
+    const log = new AttemptLog(redis, ATTEMPTS, logger);
+    const [acked, pending] = [String(await redis.xadd(STREAM, '*', 'n', '1')), String(await redis.xadd(STREAM, '*', 'n', '2'))];
+    await redis.xreadgroup('GROUP', GROUP, 'c', 'COUNT', 2, 'STREAMS', STREAM, '>');
+    const later = String(await redis.xadd(STREAM, '*', 'n', '3'));
+    for (const id of [acked, pending, later]) await log.begin(id, 'attempt');
+    // Someone acknowledges the first by hand (not through the daemon's settling script).
+    await redis.xack(STREAM, GROUP, acked);
+    expect(await log.sweep(STREAM, GROUP)).toBe(1);
+    // `later` was never delivered: its mark stays for when it is.
+    expect((await redis.hkeys(ATTEMPTS)).sort()).toEqual([pending, later].sort());
   });
 });
