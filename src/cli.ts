@@ -107,6 +107,7 @@ export function buildProgram(): Command {
       .option('--lease-name <name>', 'Lease for leader election (env EDGE_REGISTRAR_LEASE_NAME, default edge-registrar-sync)')
       .option('--concurrency <n>', 'Kubernetes writes in flight at once, across VPSs (env EDGE_REGISTRAR_SYNC_CONCURRENCY, default 16)')
       .option('--max-attempts <n>', 'attempts at an event failing for no transient reason before it is dead-lettered (env EDGE_REGISTRAR_MAX_ATTEMPTS, default 10)')
+      .option('--commit-replicas <n|auto>', "replicas that must have each commit before its event counts as done (WAIT); auto: one where the primary has any (env EDGE_REGISTRAR_COMMIT_REPLICAS, default auto)")
       .option('--dlq-max-length <n>', 'trim the dead-letter stream to about this many entries (env EDGE_REGISTRAR_DLQ_MAX_LENGTH, default 100000)')
       .option('--outcome-max-length <n>', 'trim the outcome stream to about this many records (env EDGE_REGISTRAR_OUTCOME_MAX_LENGTH, default 100000)')
       .option('--no-kube-events', 'write no Kubernetes Events on the entries and the Lease (env EDGE_REGISTRAR_KUBE_EVENTS=false)')

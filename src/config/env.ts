@@ -38,6 +38,7 @@ export const ENV = {
   leaseName: 'EDGE_REGISTRAR_LEASE_NAME',
   syncConcurrency: 'EDGE_REGISTRAR_SYNC_CONCURRENCY',
   maxAttempts: 'EDGE_REGISTRAR_MAX_ATTEMPTS',
+  commitReplicas: 'EDGE_REGISTRAR_COMMIT_REPLICAS',
   deadLetterMaxLength: 'EDGE_REGISTRAR_DLQ_MAX_LENGTH',
   outcomeStream: 'EDGE_REGISTRAR_OUTCOME_STREAM',
   outcomeMaxLength: 'EDGE_REGISTRAR_OUTCOME_MAX_LENGTH',

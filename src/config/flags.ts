@@ -43,6 +43,7 @@ const FLAG_NAMES: Record<string, string> = {
   leaseName: `--lease-name / ${ENV.leaseName}`,
   concurrency: `--concurrency / ${ENV.syncConcurrency}`,
   maxAttempts: `--max-attempts / ${ENV.maxAttempts}`,
+  commitReplicas: `--commit-replicas / ${ENV.commitReplicas}`,
   deadLetterMaxLength: `--dlq-max-length / ${ENV.deadLetterMaxLength}`,
   outcomeStream: `--outcome-stream / ${ENV.outcomeStream}`,
   outcomeMaxLength: `--outcome-max-length / ${ENV.outcomeMaxLength}`,

@@ -52,6 +52,13 @@ const syncSchema = commonSchema.extend({
   outcomeMaxLength: z.coerce.number().int().positive().default(100_000),
   /** Liveness fails when the consume loop or the events in flight made no progress this long. */
   stallMs: z.number().int().positive().default(120_000),
+  /**
+   * Replicas that must have each commit before the daemon counts its event done (WAIT):
+   * `auto` is one where the primary has any, none where it has none (redis/replica-wait.ts).
+   */
+  commitReplicas: z.union([z.literal('auto'), z.coerce.number().int().min(0).max(16)]).default('auto'),
+  /** How long one WAIT for them waits; an event whose commit no replica has by then is held and waited for again. */
+  commitReplicaTimeoutMs: z.number().int().positive().default(1_000),
   /** Every Redis command (not the blocking read, which has its own watchdog) gets this long. */
   redisCommandTimeoutMs: z.number().int().positive().default(5_000),
   /** How often stream lag, pending and dead-letter counts are read for /metrics (never per scrape). */
@@ -114,6 +121,7 @@ export interface SyncFlags extends CommonFlags, RedisFlags, TelemetryGatewayFlag
   maxAttempts?: string | undefined;
   dlqMaxLength?: string | undefined;
   outcomeMaxLength?: string | undefined;
+  commitReplicas?: string | undefined;
   /** commander's --no-kube-events sets it false. */
   kubeEvents?: boolean | undefined;
   kubeEventsBurst?: string | undefined;
@@ -142,6 +150,7 @@ export function syncConfig(flags: SyncFlags, env: Env, defaultConsumer: string):
     maxAttempts: flags.maxAttempts ?? env[ENV.maxAttempts],
     deadLetterMaxLength: flags.dlqMaxLength ?? env[ENV.deadLetterMaxLength],
     outcomeMaxLength: flags.outcomeMaxLength ?? env[ENV.outcomeMaxLength],
+    commitReplicas: flags.commitReplicas ?? env[ENV.commitReplicas],
     kubeEvents: definedOnly({
       enabled: flags.kubeEvents === false ? false : parseBoolean(env[ENV.kubeEvents]),
       burst: flags.kubeEventsBurst ?? env[ENV.kubeEventsBurst],

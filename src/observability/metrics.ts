@@ -124,6 +124,8 @@ export interface SyncMetrics {
   deadLetterLength: Gauge;
   outcomeLength: Gauge;
   kubeEvents: Counter<'result'>;
+  replicaWaits: Histogram<'result'>;
+  rewinds: Counter<'reason'>;
 }
 
 export function createSyncMetrics(registry: Registry): SyncMetrics {
@@ -169,10 +171,23 @@ export function createSyncMetrics(registry: Registry): SyncMetrics {
       labelNames: ['name', 'address', 'country', 'vps_id'],
       registers: [registry],
     }),
-    resyncChanges: new Counter({ name: 'edge_registrar_sync_resync_changes_total', help: 'Drift repairs, by action (restored, orphan_deleted, tombstoned, refused).', labelNames: ['action'], registers: [registry] }),
+    resyncChanges: new Counter({ name: 'edge_registrar_sync_resync_changes_total', help: 'Drift repairs, by action (restored, orphan_deleted, tombstoned, refused, corrupt_record; index_repaired: an address or name index entry that disagreed with the records; attempts_swept: attempt counts of events acknowledged outside the daemon).', labelNames: ['action'], registers: [registry] }),
     resyncRuns: new Counter({ name: 'edge_registrar_sync_resyncs_total', help: 'Drift-repair passes (desired state compared with the cluster), by outcome (completed, failed: tried again with back-off, term-ended: stopped when leadership ended).', labelNames: ['outcome'], registers: [registry] }),
     deadLetterLength: new Gauge({ name: 'edge_registrar_sync_dead_letter_entries', help: 'Entries in the dead-letter stream (XLEN; capped by --dlq-max-length).', registers: [registry] }),
     outcomeLength: new Gauge({ name: 'edge_registrar_sync_outcome_entries', help: 'Records in the outcome stream (XLEN; capped by --outcome-max-length).', registers: [registry] }),
+    replicaWaits: new Histogram({
+      name: 'edge_registrar_sync_replica_wait_seconds',
+      help: 'WAITs for a replica to have the daemon\'s settling writes (--commit-replicas), by result (replicated; behind: none had them in time, and the event was held and waited for again).',
+      labelNames: ['result'],
+      buckets: [0.001, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5],
+      registers: [registry],
+    }),
+    rewinds: new Counter({
+      name: 'edge_registrar_sync_rewinds_total',
+      help: 'Times the work in flight was left pending and the pending list read again in stream order (a lost commit found; an attempt that failed unexpectedly), by reason.',
+      labelNames: ['reason'],
+      registers: [registry],
+    }),
     kubeEvents: new Counter({
       name: 'edge_registrar_sync_kube_events_total',
       help: 'Kubernetes Events about entries and the Lease, by result (created, series-updated, dropped-object-rate, dropped-global-rate, dropped-queue-full, failed).',
