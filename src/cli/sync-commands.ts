@@ -18,6 +18,7 @@ import { findDeadLetter, originalFields } from '../sync/dead-letter.ts';
 import { fieldsToRecord } from '../sync/event.ts';
 import { eventFields, publish, publishMany } from '../sync/publisher.ts';
 import { runSync } from '../sync/run.ts';
+import { StateStore } from '../sync/state-store.ts';
 import { createLogger } from '../observability/logger.ts';
 import { redactUrlCredentials } from '../util/redact.ts';
 import { shellQuote } from '../util/shell-quote.ts';
@@ -237,7 +238,10 @@ export async function runMigrateKeys(flags: RedisFlags & { namespace?: string })
   // span slots: a SCAN of one node and a script over both would be refused with CROSSSLOT.
   const cluster = config.redis.clusterNodes !== undefined;
   await withRedis(config.redis, {}, async (redis) => {
-    const report = await migrateLegacyKeys(redis, { stream, namespace, keys: daemonKeys(stream, namespace, config.outcomeStream), cluster, logger: createLogger('info', 'migrate-keys') });
-    console.error(`moved ${report.records} state record(s), ${report.attempts} attempt count(s) and ${report.deadLetters} dead letter(s) into the keys of ${stream}'s hash slot`);
+    const keys = daemonKeys(stream, namespace, config.outcomeStream);
+    // Only its index check is used here: nothing is committed, so the TTL and the cap do not matter.
+    const store = new StateStore(redis, { keys, group: config.group, tombstoneTtlSeconds: 1, outcomeMaxLength: 1 });
+    const report = await migrateLegacyKeys(redis, { stream, namespace, keys, cluster, logger: createLogger('info', 'migrate-keys'), repairIndexes: () => store.repairIndexes({ scanRecords: true }) });
+    console.error(`moved ${report.records} state record(s), ${report.attempts} attempt count(s) and ${report.deadLetters} dead letter(s) into the keys of ${stream}'s hash slot${report.indexesRepaired > 0 ? `; repaired ${report.indexesRepaired} index entr${report.indexesRepaired === 1 ? 'y' : 'ies'} from the records` : ''}`);
   });
 }

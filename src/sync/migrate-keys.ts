@@ -14,7 +14,8 @@ import type { Redis } from 'ioredis';
 import type { Logger } from 'pino';
 import { legacyKeys, type DaemonKeys } from '../redis/keys.ts';
 import { NEWER_STREAM_ID_LUA } from '../util/stream-id.ts';
-import { ATTEMPT_COUNT_LUA } from './attempt-log.ts';
+import { ATTEMPT_SET_LUA } from './attempt-log.ts';
+import type { IndexRepair } from './state-store.ts';
 
 const MOVE_RECORD = `
 ${NEWER_STREAM_ID_LUA}
@@ -24,6 +25,10 @@ local fields = {}
 for i = 1, #old, 2 do fields[old[i]] = old[i + 1] end
 local current = redis.call('HGET', KEYS[2], 'stream_id')
 if not current or newer(fields['stream_id'] or '0-0', current) then
+  -- The record it replaces gives up its index entries, as a commit's would.
+  local replaced = redis.call('HMGET', KEYS[2], 'address', 'name')
+  if replaced[1] and redis.call('HGET', KEYS[3], replaced[1]) == ARGV[1] then redis.call('HDEL', KEYS[3], replaced[1]) end
+  if replaced[2] and redis.call('HGET', KEYS[4], replaced[2]) == ARGV[1] then redis.call('HDEL', KEYS[4], replaced[2]) end
   local ttl = redis.call('PTTL', KEYS[1])
   redis.call('DEL', KEYS[2])
   redis.call('HSET', KEYS[2], unpack(old))
@@ -35,16 +40,21 @@ if state[1] == 'registered' then
   redis.call('HSETNX', KEYS[3], state[3], ARGV[1])
   redis.call('HSETNX', KEYS[4], state[2], ARGV[1])
   redis.call('SADD', KEYS[5], ARGV[1])
+else
+  redis.call('SREM', KEYS[5], ARGV[1])
 end
 return 1
 `;
 
-/** Old attempt counts join the new ones (attempt-log.ts's field format); old dead letters join the new stream (a rename when there is none yet). */
-const MOVE_ATTEMPTS = `${ATTEMPT_COUNT_LUA}
+/** Old attempt sets join the new ones (attempt-log.ts's field format); old dead letters join the new stream (a rename when there is none yet). */
+const MOVE_ATTEMPTS = `${ATTEMPT_SET_LUA}
 local old = redis.call('HGETALL', KEYS[1])
 for i = 1, #old, 2 do
-  local n = count_of(redis.call('HGET', KEYS[2], old[i])) + count_of(old[i + 1])
-  redis.call('HSET', KEYS[2], old[i], n .. '|migrated')
+  local open, ended = attempts_of(redis.call('HGET', KEYS[2], old[i]))
+  local oldOpen, oldEnded = attempts_of(old[i + 1])
+  for _, t in ipairs(oldOpen) do if t == '*' or not position_in(open, t) then open[#open + 1] = t end end
+  for _, t in ipairs(oldEnded) do if not position_in(ended, t) then ended[#ended + 1] = t end end
+  redis.call('HSET', KEYS[2], old[i], attempts_text(open, ended))
 end
 redis.call('DEL', KEYS[1])
 return #old / 2
@@ -54,6 +64,8 @@ export interface MigrationReport {
   records: number;
   deadLetters: number;
   attempts: number;
+  /** Index entries the check after the move repaired (the indexes end as a function of the records). */
+  indexesRepaired: number;
 }
 
 export interface MigrationOptions {
@@ -63,6 +75,8 @@ export interface MigrationOptions {
   /** Redis Cluster: nothing was ever stored under the old names. */
   cluster: boolean;
   logger: Logger;
+  /** The state's indexes made a function of every record (StateStore.repairIndexes with a SCAN of the records); run after records moved. */
+  repairIndexes: () => Promise<IndexRepair>;
 }
 
 /**
@@ -77,14 +91,14 @@ export async function migrateLegacyKeys(redis: Redis, options: MigrationOptions)
     if (!(error instanceof Error && error.message.startsWith('NOPERM'))) throw error;
     if (!warnedNoPermission) options.logger.warn({ err: error }, 'cannot look for keys under their old names with this Redis user; if this install predates the move, run edge-registrar migrate-keys with a user that may');
     warnedNoPermission = true;
-    return { records: 0, deadLetters: 0, attempts: 0 };
+    return { records: 0, deadLetters: 0, attempts: 0, indexesRepaired: 0 };
   }
 }
 
 let warnedNoPermission = false;
 
 async function migrate(redis: Redis, options: MigrationOptions): Promise<MigrationReport> {
-  const report: MigrationReport = { records: 0, deadLetters: 0, attempts: 0 };
+  const report: MigrationReport = { records: 0, deadLetters: 0, attempts: 0, indexesRepaired: 0 };
   if (options.cluster) return report;
   const { keys } = options;
   const legacy = legacyKeys(options.stream, options.namespace);
@@ -102,6 +116,9 @@ async function migrate(redis: Redis, options: MigrationOptions): Promise<Migrati
   // The old indexes are rebuilt from the records above; what is left of them is stale.
   await redis.del(`${legacy.statePrefix}addresses`, `${legacy.statePrefix}names`, `${legacy.statePrefix}registered`);
   report.deadLetters = await moveDeadLetters(redis, legacy.deadLetters, keys.deadLetters);
+  // A legacy record that replaced a newer-named one, or two records claiming one address: each
+  // script above kept its own record's entries right, and this makes the whole agree.
+  if (report.records > 0) report.indexesRepaired = (await options.repairIndexes()).repaired;
   if (report.records + report.deadLetters + report.attempts > 0) {
     options.logger.info({ ...report, from: [legacy.statePrefix, legacy.deadLetters], to: [keys.statePrefix, keys.deadLetters] }, 'moved the state and the dead letters to their keys in the stream\'s hash slot');
   }

@@ -141,11 +141,59 @@ export class EventProcessor {
     if (!parsed.ok) return this.#deadLetter(id, fields, parsed.rejection.rule, parsed.rejection.reason, base, fence);
     const event = parsed.event;
     const record = await this.#deps.store.get(event.vps_id);
+    if (record !== undefined && record.streamId === id && this.#isOwnState(event, record)) {
+      // This event's own commit landed, but its reply did not come back (a timeout, a dropped
+      // connection): it is applied, not superseded. What a commit does next is done now.
+      return this.#alreadyCommitted(id, event, fields, record, base);
+    }
     if (record !== undefined && compareStreamIds(record.streamId, id) >= 0) {
       // Redelivered, or older than what is applied: a newer state must never be overwritten.
       return this.#ignoreStale(id, event, fields, base, `the state of a newer event (${record.streamId}) is applied`, 'stale event ignored', fence);
     }
     return event.event === 'register' ? this.#register(id, event, fields, record, base, fence) : this.#retire(id, event, fields, record, base, fence);
+  }
+
+  /**
+   * Whether what settling this event wrote is still in Redis, after a WAIT found no replica with
+   * it (a failover may have lost it since). A committed state is looked for under the event's
+   * stream id; anything else (a dead letter, a superseded event) is gone exactly when the event is
+   * pending again. An event undelivered again is not pending: it comes back with the next reads.
+   */
+  async survived(id: string, fields: Record<string, string>, result: ProcessResult): Promise<boolean> {
+    const parsed = parseEvent(fields);
+    if (parsed.ok && (result.outcome === 'applied' || result.outcome === 'deleted' || result.outcome === 'unchanged')) {
+      const record = await this.#deps.store.get(parsed.event.vps_id);
+      return record?.streamId === id;
+    }
+    const { stream, group } = this.#deps.store.settlement;
+    const pending = await this.#deps.redis.xpending(stream, group, id, id, 1);
+    return pending.length === 0;
+  }
+
+  /** Whether `record` is the state this event commits (its stream id is the event's already). */
+  #isOwnState(event: RegisterEvent | RetireEvent, record: VpsRecord): boolean {
+    if (event.event === 'retire') return record.state === 'retired';
+    return record.state === 'registered' && record.name === event.name && record.address === (canonicalAddress(event.address) ?? event.address) && record.country === event.country;
+  }
+
+  /**
+   * The event's commit ran (its state is stored under its stream id) and so did its
+   * acknowledgement and outcome, in the same script. Its outcome is read back so the result,
+   * the metrics and the Event say what it recorded; the fleet and the Telemetry follow the
+   * commit as they would have. Settled again in case (impossible with the script as it is) the
+   * acknowledgement is missing: that writes the outcome only if it was never written.
+   */
+  async #alreadyCommitted(id: string, event: RegisterEvent | RetireEvent, fields: Record<string, string>, record: VpsRecord, log: Logger): Promise<ProcessResult> {
+    const recorded = await this.#deps.store.outcomeOf(id);
+    const outcome: Outcome = recorded?.outcome ?? (event.event === 'register' ? 'applied' : 'deleted');
+    await settleWithoutChange(this.#deps.redis, this.#deps.store.settlement, this.#record(id, fields, outcome, { name: record.name || undefined }));
+    this.#deps.commits?.remember(record.vpsId, record.streamId);
+    this.#deps.onCommitted?.(record);
+    const { namespace, istioApiVersion, events } = this.#deps;
+    if (outcome === 'applied') events?.record(entryEvents.applied(entryReference(namespace, record.name, istioApiVersion), id, { vpsId: record.vpsId, address: record.address, country: record.country }));
+    if (outcome === 'deleted' && record.name !== '') events?.record(entryEvents.retired(entryReference(namespace, record.name, istioApiVersion), id, record.vpsId));
+    log.info({ outcome }, 'event already committed by an earlier attempt whose reply was lost');
+    return { outcome, event: event.event, vpsId: event.vps_id, ...(record.name !== '' ? { name: record.name } : {}) };
   }
 
   /** Acknowledges an event a newer state has superseded, without applying it. */
@@ -210,15 +258,15 @@ export class EventProcessor {
     };
     fence();
     const committed = await store.commit(record, this.#record(id, fields, 'applied'));
-    if (committed === 'ok') {
+    if (committed !== 'stale') {
       this.#deps.commits?.remember(record.vpsId, record.streamId);
       this.#deps.onCommitted?.(record);
       const { namespace, istioApiVersion, events } = this.#deps;
       if (renamedFrom !== undefined) events?.record(entryEvents.renamed(entryReference(namespace, renamedFrom, istioApiVersion), id, event.vps_id, event.name));
       events?.record(entryEvents.applied(entryReference(namespace, event.name, istioApiVersion, written.metadata?.uid), id, { vpsId: event.vps_id, address, country: event.country }));
     }
-    log.info({ address, outcome: committed === 'ok' ? 'applied' : 'superseded' }, 'register applied');
-    return { outcome: committed === 'ok' ? 'applied' : 'superseded', event: 'register', vpsId: event.vps_id, name: event.name };
+    log.info({ address, outcome: committed !== 'stale' ? 'applied' : 'superseded' }, 'register applied');
+    return { outcome: committed !== 'stale' ? 'applied' : 'superseded', event: 'register', vpsId: event.vps_id, name: event.name };
   }
 
   async #retire(id: string, event: RetireEvent, fields: Record<string, string>, previous: VpsRecord | undefined, log: Logger, fence: Fence): Promise<ProcessResult> {
@@ -250,7 +298,7 @@ export class EventProcessor {
         ? this.#record(id, fields, 'deleted', { name })
         : this.#record(id, fields, 'unchanged', { name, reason: result === 'not-ours' ? `entry ${name ?? ''} exists but is not managed by edge-registrar for this VPS; left alone` : `no entry of VPS ${event.vps_id} to remove` });
     const committed = await store.commit(tombstone, settled);
-    if (committed === 'ok') {
+    if (committed !== 'stale') {
       this.#deps.commits?.remember(tombstone.vpsId, tombstone.streamId);
       this.#deps.onCommitted?.(tombstone);
       if (result === 'deleted' && name !== undefined) this.#deps.events?.record(entryEvents.retired(entryReference(this.#deps.namespace, name, this.#deps.istioApiVersion), id, event.vps_id));

@@ -23,6 +23,7 @@ import { planRegister, type ManagedEntry } from './planner.ts';
 import type { ObjectReference } from '../kube/event-correlator.ts';
 import { entryEvents, entryReference, type EventSink } from './entry-events.ts';
 import { NO_FENCE, type Fence } from './term.ts';
+import type { AttemptLog } from './attempt-log.ts';
 import type { CorruptRecordError, StateStore, VpsRecord } from './state-store.ts';
 
 export interface ResyncOptions {
@@ -39,6 +40,8 @@ export interface ResyncOptions {
   logger: Logger;
   /** Kubernetes Events about the repairs (entry-events.ts); none when unset. */
   events?: EventSink;
+  /** The attempt log, whose fields of events acknowledged outside the daemon each pass removes. */
+  attempts?: AttemptLog;
   now?: () => number;
 }
 
@@ -55,6 +58,10 @@ export interface ResyncReport {
   refused: string[];
   /** VPSs whose state record cannot be read; left out of this resync (their entries untouched). */
   corrupt: string[];
+  /** Address and name index entries and registered-set members that disagreed with the records, now repaired. */
+  indexesRepaired: number;
+  /** Attempt-log fields of events acknowledged outside the daemon, removed. */
+  attemptsSwept: number;
   registered: VpsRecord[];
 }
 
@@ -115,7 +122,15 @@ export class Resyncer {
   async run(fence: Fence = NO_FENCE): Promise<ResyncReport> {
     const { store, writer, logger, dryRun, events } = this.#options;
     const now = this.#options.now ?? Date.now;
-    const report: ResyncReport = { restored: [], orphansDeleted: [], orphansWaiting: [], tombstoned: [], unplannable: [], overtaken: [], refused: [], corrupt: [], registered: [] };
+    const report: ResyncReport = { restored: [], orphansDeleted: [], orphansWaiting: [], tombstoned: [], unplannable: [], overtaken: [], refused: [], corrupt: [], indexesRepaired: 0, attemptsSwept: 0, registered: [] };
+    // The indexes the consumer judges claims by must say what the records say, whatever made
+    // them disagree; repaired before the fleet is read, so this pass compares against them.
+    fence();
+    const indexes = await store.repairIndexes({ dryRun });
+    report.indexesRepaired = indexes.repaired;
+    if (indexes.repaired > 0) logger.warn({ repaired: indexes.repaired, dryRun }, 'the address and name indexes disagreed with the state records; repaired from the records');
+    if (indexes.conflicts.length > 0) logger.error({ conflicts: indexes.conflicts.slice(0, 20) }, 'two registered VPSs hold the same address or name in the desired state; left as they are');
+    if (this.#options.attempts !== undefined && !dryRun) report.attemptsSwept = await this.#options.attempts.sweep(store.keys.stream, store.settlement.group);
     const onCorrupt = (error: CorruptRecordError): void => {
       report.corrupt.push(error.vpsId);
       logger.error({ vpsId: error.vpsId, err: error }, 'state record unreadable; VPS left out of this resync');

@@ -15,6 +15,7 @@ import { LeaderElector } from '../kube/lease.ts';
 import { watchedPolicy } from '../policy-source.ts';
 import { BlockingReader } from '../redis/blocking-reader.ts';
 import { daemonKeys } from '../redis/keys.ts';
+import { ReplicaWait } from '../redis/replica-wait.ts';
 import { slotOwner } from '../redis/cluster-slot.ts';
 import { clusterNodeOptions, connectWithin, createRedis, isCluster, redisOptions } from '../redis/connection.ts';
 import { consumerGroupInfo, undeliveredEntries } from '../redis/consumer-group.ts';
@@ -127,6 +128,13 @@ export async function runSync(config: SyncConfig, logger: Logger): Promise<Runni
   // Events and drift repairs about one VPS never interleave: both queue on the same keys.
   const queue = new KeyedQueue();
   const attempts = new AttemptLog(commands, store.attemptsKey, logger.child({ component: 'attempts' }));
+  // An event counts as done once a replica has its commit (--commit-replicas): see redis/replica-wait.ts.
+  const replicas = new ReplicaWait(commands, {
+    replicas: config.commitReplicas,
+    timeoutMs: config.commitReplicaTimeoutMs,
+    ...(cluster ? { clusterKey: config.stream } : {}),
+    onWait: (result, seconds) => { metrics.replicaWaits.observe({ result }, seconds); },
+  });
   const consumer = new StreamConsumer({
     reader,
     commands,
@@ -153,9 +161,11 @@ export async function runSync(config: SyncConfig, logger: Logger): Promise<Runni
       metrics.eventDuration.observe(seconds);
     },
     onRetry: (reason) => { metrics.retries.inc({ reason }); },
+    onRewind: (reason) => { metrics.rewinds.inc({ reason }); },
+    durable: () => replicas.replicated(),
     // Keys under their old names (an install from before they moved into the stream's slot) move first.
     onTermStart: async () => {
-      await migrateLegacyKeys(commands, { stream: config.stream, namespace: config.namespace, keys, cluster, logger });
+      await migrateLegacyKeys(commands, { stream: config.stream, namespace: config.namespace, keys, cluster, logger, repairIndexes: () => store.repairIndexes({ scanRecords: true }) });
     },
   });
   await consumer.ensureGroup();
@@ -199,6 +209,7 @@ export async function runSync(config: SyncConfig, logger: Logger): Promise<Runni
     orphanGraceMs: config.orphanGraceMs,
     dryRun: config.resyncDryRun,
     logger: logger.child({ component: 'resync' }),
+    attempts,
     ...(events ? { events } : {}),
   });
   let resyncTimer: NodeJS.Timeout | undefined;
@@ -219,6 +230,8 @@ export async function runSync(config: SyncConfig, logger: Logger): Promise<Runni
       nextResyncAt = Date.now() + config.resyncIntervalMs;
       const counts = { restored: report.restored, orphan_deleted: report.orphansDeleted, tombstoned: report.tombstoned, refused: report.refused, corrupt_record: report.corrupt };
       for (const [action, names] of Object.entries(counts)) if (names.length > 0) metrics.resyncChanges.inc({ action }, names.length);
+      if (report.indexesRepaired > 0) metrics.resyncChanges.inc({ action: 'index_repaired' }, report.indexesRepaired);
+      if (report.attemptsSwept > 0) metrics.resyncChanges.inc({ action: 'attempts_swept' }, report.attemptsSwept);
       metrics.resyncRuns.inc({ outcome: 'completed' });
       fleet.replaceAll(report.registered);
       fleetLoadedAsLeader = elector.term() === term;

@@ -14,12 +14,14 @@
  *   attempts       hash: stream id -> attempts at it that never ended (attempt-log.ts)
  * The commit settles the event too (its outcome record, acknowledge.ts), in the same script.
  */
-import type { Redis } from 'ioredis';
+import type { Cluster, Redis } from 'ioredis';
+import { slotOwner } from '../redis/cluster-slot.ts';
 import type { DaemonKeys } from '../redis/keys.ts';
 import { SETTLE_LUA, type SettlementKeys } from './acknowledge.ts';
 import type { Holding } from './ordering.ts';
 import { outcomeFields, type OutcomeRecord, type OutcomeStream } from './outcome.ts';
 import { NEWER_STREAM_ID_LUA } from '../util/stream-id.ts';
+import { fieldsToRecord } from './event.ts';
 
 export interface VpsRecord {
   vpsId: string;
@@ -40,6 +42,16 @@ local outcomeMax = ARGV[11]
 local outcome = {}
 for i = 12, #ARGV do outcome[#outcome + 1] = ARGV[i] end
 local current = redis.call('HGET', vpsKey, 'stream_id')
+if current == id and id ~= '0-0' then
+  local stored = redis.call('HMGET', vpsKey, 'state', 'name', 'address')
+  if stored[1] == state and stored[2] == ARGV[5] and stored[3] == ARGV[6] then
+    -- This very commit ran before (ioredis re-sent it after a reconnect, or the daemon sent it
+    -- again after its reply timed out): the state is this event's, and it settled then. Settle
+    -- again (acknowledging nothing, recording nothing) and say so, not 'superseded'.
+    settle(stream, group, id, attempts, outcomes, outcomeMax, outcome)
+    return 'again'
+  end
+end
 if current and not newer(id, current) then
   -- A newer state is stored: this event is superseded, and settles as such.
   local reason = 'the state of a newer event (' .. current .. ') was stored first'
@@ -75,7 +87,52 @@ if id ~= '0-0' then settle(stream, group, id, attempts, outcomes, outcomeMax, ou
 return 'ok'
 `;
 
-export type CommitResult = 'ok' | 'stale';
+/** 'again': this very commit had run before (a re-sent or retried command); its effect and outcome stand. */
+export type CommitResult = 'ok' | 'again' | 'stale';
+
+/**
+ * Makes one index entry (`addresses` or `names`, ARGV[1] the record field it mirrors) agree with
+ * the records, atomically: the entry for ARGV[2] names the VPS whose registered record holds that
+ * value, or nothing. ARGV[3] is a VPS whose record is believed to hold it; ARGV[4] the records'
+ * key prefix (every record is in the stream's slot, as the index is). Returns 1 when it changed
+ * the entry, 0 when it was right, -1 when two registered records hold the value (left as it is).
+ */
+const FIX_INDEX_ENTRY = `
+local function holds(vps)
+  if not vps then return false end
+  local r = redis.call('HMGET', ARGV[4] .. vps, 'state', ARGV[1])
+  return r[1] == 'registered' and r[2] == ARGV[2]
+end
+local holder = redis.call('HGET', KEYS[1], ARGV[2])
+if holder and holds(holder) then
+  if ARGV[3] ~= '' and ARGV[3] ~= holder and holds(ARGV[3]) then return -1 end
+  return 0
+end
+if ARGV[3] ~= '' and holds(ARGV[3]) then
+  redis.call('HSET', KEYS[1], ARGV[2], ARGV[3])
+  return 1
+end
+if holder then
+  redis.call('HDEL', KEYS[1], ARGV[2])
+  return 1
+end
+return 0
+`;
+
+/** Makes the registered set (KEYS[1]) agree with VPS ARGV[1]'s record (KEYS[2]). Returns 1 when it changed it. */
+const FIX_REGISTERED = `
+local registered = redis.call('HGET', KEYS[2], 'state') == 'registered'
+if registered then return redis.call('SADD', KEYS[1], ARGV[1]) end
+return redis.call('SREM', KEYS[1], ARGV[1])
+`;
+
+/** What an index check found and did (StateStore.repairIndexes). */
+export interface IndexRepair {
+  /** Index entries and set members changed to agree with the records. */
+  repaired: number;
+  /** Values two registered records hold at once (the records disagree; left as they are, and logged). */
+  conflicts: string[];
+}
 
 /** A state record that cannot be read (edited by hand, written by a broken version). */
 export class CorruptRecordError extends Error {
@@ -225,6 +282,96 @@ export class StateStore {
       String(this.#outcomeMaxLength),
       ...outcomeFields(outcome),
     );
-    return result === 'stale' ? 'stale' : 'ok';
+    return result === 'stale' || result === 'again' ? result : 'ok';
+  }
+
+  /**
+   * The ids of every VPS with a record. SCAN over the record keys' prefix, on the node that
+   * holds the stream's slot (where every key of the daemon is, Redis Cluster or not).
+   */
+  async #recordIds(): Promise<string[]> {
+    const prefix = this.#keys.vps('');
+    const cluster = this.#redis as unknown as Partial<Cluster>;
+    let node: Redis = this.#redis;
+    if (typeof cluster.nodes === 'function') {
+      const owner = await slotOwner(this.#redis, this.#keys.stream, 'current');
+      const found = cluster.nodes('master').find((n) => n.options.port === owner.port && n.options.host === owner.host);
+      if (found === undefined) throw new Error(`no connection to the node serving ${this.#keys.stream}'s slot (${owner.host}:${owner.port})`);
+      node = found;
+    }
+    const ids: string[] = [];
+    let cursor = '0';
+    do {
+      const [next, keys] = await node.scan(cursor, 'MATCH', `${prefix.replace(/[*?[\]\\]/g, '\\$&')}*`, 'COUNT', 1_000);
+      cursor = next;
+      for (const key of keys) ids.push(key.slice(prefix.length));
+    } while (cursor !== '0');
+    return ids;
+  }
+
+  /**
+   * Makes the address and name indexes and the registered set a function of the records: every
+   * registered record's address and name point at its VPS, nothing else does, and the set holds
+   * exactly the registered VPSs. Whatever made them disagree (a migration of older keys, a record
+   * edited by hand, a bug), each disagreement is repaired by a script that re-checks the records
+   * it touches, so a commit running meanwhile is never undone.
+   */
+  async repairIndexes(options: { dryRun?: boolean; scanRecords?: boolean } = {}): Promise<IndexRepair> {
+    const result: IndexRepair = { repaired: 0, conflicts: [] };
+    const [addresses, names, registered] = await Promise.all([this.#redis.hgetall(this.#keys.addresses), this.#redis.hgetall(this.#keys.names), this.#redis.smembers(this.#keys.registered)]);
+    // The records that matter: every one the indexes or the set name. A registered record none
+    // of them names can only come from a hand edit or a migration, which asks for a SCAN of
+    // every record (scanRecords) instead; the periodic check does not walk the keyspace.
+    const ids = options.scanRecords === true ? await this.#recordIds() : [...new Set([...registered, ...Object.values(addresses), ...Object.values(names)])];
+    const records = new Map<string, { state: string | null; name: string | null; address: string | null }>();
+    for (let i = 0; i < ids.length; i += 500) {
+      const page = ids.slice(i, i + 500);
+      const pipeline = this.#redis.pipeline();
+      for (const id of page) pipeline.hmget(this.#keys.vps(id), 'state', 'name', 'address');
+      const replies = (await pipeline.exec()) ?? [];
+      replies.forEach(([error, fields], j) => {
+        if (error !== null) throw error;
+        const [state = null, name = null, address = null] = fields as (string | null)[];
+        records.set(page[j] as string, { state, name, address });
+      });
+    }
+    // Every value an index should hold (from the records) or does hold (from the index): each is checked once.
+    const check = async (index: string, field: 'address' | 'name', actual: Record<string, string>): Promise<void> => {
+      const believed = new Map<string, string>();
+      for (const [id, r] of records) if (r.state === 'registered' && r[field] !== null) believed.set(r[field], id);
+      for (const value of new Set([...believed.keys(), ...Object.keys(actual)])) {
+        const candidate = believed.get(value) ?? '';
+        if (actual[value] !== undefined && actual[value] === candidate) continue;
+        if (options.dryRun === true) {
+          result.repaired++;
+          continue;
+        }
+        const changed = (await this.#redis.eval(FIX_INDEX_ENTRY, 1, index, field, value, candidate, this.#keys.vps(''))) as number;
+        if (changed === 1) result.repaired++;
+        if (changed === -1) result.conflicts.push(`${field} ${value}`);
+      }
+    };
+    await check(this.#keys.addresses, 'address', addresses);
+    await check(this.#keys.names, 'name', names);
+    const inSet = new Set(registered);
+    for (const id of new Set([...inSet, ...[...records].filter(([, r]) => r.state === 'registered').map(([id]) => id)])) {
+      if (inSet.has(id) === (records.get(id)?.state === 'registered')) continue;
+      if (options.dryRun === true) {
+        result.repaired++;
+        continue;
+      }
+      result.repaired += (await this.#redis.eval(FIX_REGISTERED, 2, this.#keys.registered, this.#keys.vps(id), id)) as number;
+    }
+    return result;
+  }
+
+  /** The outcome recorded for event `sourceId`, looked for among the newest `limit` records. */
+  async outcomeOf(sourceId: string, limit = 1_000): Promise<OutcomeRecord | undefined> {
+    const rows = (await this.#redis.xrevrange(this.#keys.outcomes, '+', '-', 'COUNT', limit)) as [string, string[]][];
+    for (const [, raw] of rows) {
+      const record = fieldsToRecord(raw);
+      if (record.source_id === sourceId) return record as unknown as OutcomeRecord;
+    }
+    return undefined;
   }
 }

@@ -21,6 +21,7 @@ import { GROUP, STREAM, publishRegister, publishRetire, settled, startSyncTestBe
 import { NAMESPACE, deleteAllEntries, kubectl, waitFor } from './support.ts';
 import { capture } from '../harness/capture.ts';
 import { fileURLToPath } from 'node:url';
+import { isDeepStrictEqual } from 'node:util';
 
 const KEYS = daemonKeys(STREAM, NAMESPACE);
 const CLI = fileURLToPath(new URL('../../src/cli.ts', import.meta.url));
@@ -172,6 +173,84 @@ describe('an outcome for every event', () => {
   });
 });
 
+describe("a commit whose reply was lost is the event's own, not a newer one's", () => {
+  // ioredis re-sends a commit it never heard back about after a reconnect, and after the 5 s
+  // command timeout the daemon tries the event again: either way the commit has run, and the
+  // event was reported superseded, its fleet update and its Applied Event skipped.
+  it('the retry after a timed-out commit reports applied, updates the fleet and writes the Event; one outcome', async () => {
+    await bed.redis.xgroup('CREATE', STREAM, GROUP, '0', 'MKSTREAM');
+    const id = await publishRegister(bed.redis, 'v11', 'vps-jp-11', '103.21.244.111');
+    await bed.redis.xreadgroup('GROUP', GROUP, 'test', 'COUNT', 10, 'STREAMS', STREAM, '>');
+    let replyLost = true;
+    class ReplyLostStore extends StateStore {
+      override async commit(...args: Parameters<StateStore['commit']>): ReturnType<StateStore['commit']> {
+        const result = await super.commit(...args);
+        if (!replyLost) return result;
+        replyLost = false;
+        throw new Error('Command timed out');
+      }
+    }
+    const store = new ReplyLostStore(bed.redis, { keys: KEYS, group: GROUP, tombstoneTtlSeconds: 60, outcomeMaxLength: 1_000 });
+    const committed: string[] = [];
+    const recorded: string[] = [];
+    const processor = new EventProcessor({
+      redis: bed.redis, store, writer: new EntryWriter(loadKubeConfig(kubeconfigFor(inject('cluster'), 'sync')), NAMESPACE, 'v1'),
+      policy: () => DEFAULT_POLICY, namespace: NAMESPACE, istioApiVersion: 'v1', deadLetterMaxLength: 1_000, logger: createLogger('silent', 't'),
+      onCommitted: (record) => { committed.push(`${record.vpsId} ${record.streamId}`); },
+      events: { record: (occurrence) => { recorded.push(occurrence.reason); } },
+    });
+    const [, fields] = ((await bed.redis.xrange(STREAM, id, id)) as [string, string[]][])[0] ?? ['', []];
+    await expect(processor.process(id, fieldsToRecord(fields))).rejects.toThrow(/timed out/);
+    expect(await processor.process(id, fieldsToRecord(fields))).toMatchObject({ outcome: 'applied', vpsId: 'v11' });
+    expect(committed).toEqual([`v11 ${id}`]);
+    expect(recorded).toEqual(['Applied']);
+    expect((await outcomes()).filter((o) => o.source_id === id).map((o) => o.outcome)).toEqual(['applied']);
+  });
+
+  it('the same commit run twice (re-sent after a reconnect) says so, not stale', async () => {
+    const store = new StateStore(bed.redis, { keys: KEYS, group: GROUP, tombstoneTtlSeconds: 60, outcomeMaxLength: 1_000 });
+    const record = { vpsId: 'v12', state: 'registered' as const, name: 'vps-jp-12', address: '103.21.244.112', country: 'jp', labels: {}, streamId: '1796378400000-0', updatedAt: new Date().toISOString() };
+    const outcome = { source_id: '1796378400000-0', outcome: 'applied' as const, at: new Date().toISOString() };
+    expect(await store.commit(record, outcome)).toBe('ok');
+    expect(await store.commit(record, outcome)).toBe('again');
+    // A different state under the same id is no copy of this commit: it is stale.
+    expect(await store.commit({ ...record, address: '103.21.244.113' }, outcome)).toBe('stale');
+  });
+});
+
+/** Every index entry and registered-set member is what the records say, and nothing else is there. */
+async function indexesMatchRecords(): Promise<{ addresses: Record<string, string>; names: Record<string, string>; registered: string[]; fromRecords: { addresses: Record<string, string>; names: Record<string, string>; registered: string[] } }> {
+  const fromRecords = { addresses: {} as Record<string, string>, names: {} as Record<string, string>, registered: [] as string[] };
+  for (const key of await bed.redis.keys(`${KEYS.vps('')}*`)) {
+    const record = await bed.redis.hgetall(key);
+    if (record.state !== 'registered') continue;
+    const vpsId = key.slice(KEYS.vps('').length);
+    fromRecords.addresses[record.address ?? ''] = vpsId;
+    fromRecords.names[record.name ?? ''] = vpsId;
+    fromRecords.registered.push(vpsId);
+  }
+  fromRecords.registered.sort();
+  return { addresses: await bed.redis.hgetall(KEYS.addresses), names: await bed.redis.hgetall(KEYS.names), registered: (await bed.redis.smembers(KEYS.registered)).sort(), fromRecords };
+}
+
+describe('the indexes are a function of the records', () => {
+  it('a resync repairs index entries that disagree with the records, and counts them', async () => {
+    const sync = await startSync({ resyncIntervalMs: 1_000, metricsRefreshMs: 200 });
+    await publishRegister(bed.redis, 'v13', 'vps-jp-13', '103.21.244.113');
+    await publishRegister(bed.redis, 'v14', 'vps-jp-14', '103.21.244.114');
+    await settled(bed.redis);
+    // Damage of every kind: a stale address, a missing name, a retired VPS in the set.
+    await bed.redis.hset(KEYS.addresses, '103.21.244.200', 'v13');
+    await bed.redis.hdel(KEYS.names, 'vps-jp-14');
+    await bed.redis.sadd(KEYS.registered, 'v-gone');
+    await waitFor(async () => {
+      const { fromRecords, ...now } = await indexesMatchRecords();
+      return isDeepStrictEqual(now, fromRecords);
+    }, 'the resync to repair the indexes', 20_000).catch(async (error: unknown) => { throw new Error(`${String(error)}: ${JSON.stringify(await indexesMatchRecords())}`); });
+    await waitFor(async () => /edge_registrar_sync_resync_changes_total\{action="index_repaired"\} 3/.test(await (await fetch(`http://127.0.0.1:${sync.port}/metrics`)).text()), 'the repairs to be counted');
+  });
+});
+
 describe('keys moved into the stream\'s hash slot', () => {
   // Before, the state lived under edge-registrar:<namespace>: and the dead letters in
   // <stream>:dlq: names Redis Cluster cannot serve from one script.
@@ -206,6 +285,28 @@ describe('keys moved into the stream\'s hash slot', () => {
     await waitFor(async () => (await kubectl('admin', ['-n', NAMESPACE, 'get', 'workloadentry', 'vps-jp-01', '-o', 'jsonpath={.spec.address}'])).stdout === '103.21.244.11', 'the moved entry');
     expect(await bed.redis.hget(KEYS.addresses, '103.21.244.11')).toBe('v1');
     expect(await bed.redis.hget(KEYS.addresses, '103.21.244.10')).toBeNull();
+  });
+
+  it('a legacy record newer than the one under the new keys replaces it, and the indexes end as a function of the records', async () => {
+    const old = (suffix: string): string => `edge-registrar:${NAMESPACE}:${suffix}`;
+    // New keys: x at 1.1.1.1 / name-a (5-0); the legacy keys: x at 2.2.2.2 / name-b (7-0), and
+    // a legacy tombstone of y (9-0) newer than y registered under the new keys (6-0).
+    await bed.redis.hset(KEYS.vps('x'), 'state', 'registered', 'name', 'vps-jp-21', 'address', '1.1.1.1', 'country', 'jp', 'labels', '{}', 'stream_id', '5-0');
+    await bed.redis.hset(KEYS.addresses, '1.1.1.1', 'x');
+    await bed.redis.hset(KEYS.names, 'vps-jp-21', 'x');
+    await bed.redis.hset(KEYS.vps('y'), 'state', 'registered', 'name', 'vps-jp-23', 'address', '3.3.3.3', 'country', 'jp', 'labels', '{}', 'stream_id', '6-0');
+    await bed.redis.hset(KEYS.addresses, '3.3.3.3', 'y');
+    await bed.redis.hset(KEYS.names, 'vps-jp-23', 'y');
+    await bed.redis.sadd(KEYS.registered, 'x', 'y');
+    await bed.redis.hset(old('vps:x'), 'state', 'registered', 'name', 'vps-jp-22', 'address', '2.2.2.2', 'country', 'jp', 'labels', '{}', 'stream_id', '7-0');
+    await bed.redis.hset(old('vps:y'), 'state', 'retired', 'name', 'vps-jp-23', 'address', '3.3.3.3', 'country', 'jp', 'labels', '{}', 'stream_id', '9-0');
+    const migrated = await capture(process.execPath, [CLI, 'migrate-keys', '--redis-url', bed.redisServer.url]);
+    expect(migrated.code, migrated.stderr).toBe(0);
+    const after = await indexesMatchRecords();
+    expect({ addresses: after.addresses, names: after.names, registered: after.registered }).toEqual(after.fromRecords);
+    expect(after.addresses).toEqual({ '2.2.2.2': 'x' });
+    expect(after.names).toEqual({ 'vps-jp-22': 'x' });
+    expect(after.registered).toEqual(['x']);
   });
 
   it('edge-registrar migrate-keys moves them without a daemon, and a second run finds nothing', async () => {
