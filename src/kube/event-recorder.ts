@@ -59,6 +59,10 @@ export class EventRecorder {
   readonly #now: () => number;
   /** Correlator id -> the Event written for it (namespace, name), for series patches. */
   readonly #names = new Map<number, { namespace: string; name: string }>();
+  /** Writes queued or being written, per correlator id: an id's name is kept while any is. */
+  readonly #unwritten = new Map<number, number>();
+  /** Ids the correlator forgot while writes for them were still queued: their name goes when the last is written. */
+  readonly #forgotten = new Set<number>();
   readonly #queue: Write[] = [];
   #draining: Promise<void> | undefined;
   #timer: NodeJS.Timeout | undefined;
@@ -105,8 +109,29 @@ export class EventRecorder {
   #tick(): void {
     const { writes, forgotten } = this.#correlator.tick(this.#now());
     for (const write of writes) this.#enqueue(write);
-    // A forgotten id's last write is queued before this, and found its name already.
-    for (const id of forgotten) if (!writes.some((w) => w.id === id)) this.#names.delete(id);
+    // A forgotten id may still have writes queued (its create, when the API server is slow or
+    // away, or a last series count queued just now): its name is kept until they are written,
+    // then dropped, so the map holds no more than the ids remembered and the writes queued.
+    for (const id of forgotten) {
+      if (this.#unwritten.has(id)) this.#forgotten.add(id);
+      else this.#names.delete(id);
+    }
+  }
+
+  /** Names of Events kept for series patches (bounded by the correlator's memory and the queue). */
+  get namesKept(): number {
+    return this.#names.size;
+  }
+
+  /** One write for `id` is done (written, failed or skipped); its name goes with the last if the correlator forgot it. */
+  #written(id: number): void {
+    const left = (this.#unwritten.get(id) ?? 1) - 1;
+    if (left > 0) {
+      this.#unwritten.set(id, left);
+      return;
+    }
+    this.#unwritten.delete(id);
+    if (this.#forgotten.delete(id)) this.#names.delete(id);
   }
 
   #enqueue(write: Write): void {
@@ -115,6 +140,7 @@ export class EventRecorder {
       return;
     }
     this.#queue.push(write);
+    this.#unwritten.set(write.id, (this.#unwritten.get(write.id) ?? 0) + 1);
     // #drain catches each write's failure; this guards the loop itself, since Events are a
     // courtesy and nothing in them may take the daemon down (an unhandled rejection would).
     this.#draining ??= this.#drain()
@@ -124,6 +150,7 @@ export class EventRecorder {
 
   async #drain(): Promise<void> {
     for (let write = this.#queue.shift(); write !== undefined; write = this.#queue.shift()) {
+      const { id } = write;
       try {
         await (write.kind === 'create' ? this.#create(write) : this.#patchSeries(write));
         this.#options.written?.inc({ result: write.kind === 'create' ? 'created' : 'series-updated' });
@@ -136,6 +163,8 @@ export class EventRecorder {
         if (this.#failing) this.#options.logger.debug(log, 'Kubernetes Event not written');
         else this.#options.logger.warn(log, 'Kubernetes Event not written (further failures are logged at debug until one succeeds)');
         this.#failing = true;
+      } finally {
+        this.#written(id);
       }
     }
   }

@@ -43,3 +43,53 @@ it('an API server that refuses the connection: the write is counted as failed, o
   expect(warnings[0]?.err?.message).toBeTypeOf('string');
   await recorder.stop(1_000);
 });
+
+/**
+ * The names kept for series patches are bounded by what the correlator remembers and what is
+ * queued: ids forgotten while their creates were still queued (an API server that does not
+ * answer, 6 quiet minutes) used to have their names set when the create finally ran, and never
+ * removed.
+ */
+it('names of Events whose ids were forgotten while their creates waited in the queue are not kept', async () => {
+  // An API server that takes connections and never answers: every write waits out its deadline.
+  const { createServer } = await import('node:net');
+  const sockets: import('node:net').Socket[] = [];
+  const silent = createServer((socket) => { sockets.push(socket); });
+  await new Promise<void>((resolve) => silent.listen(0, '127.0.0.1', resolve));
+  const port = (silent.address() as import('node:net').AddressInfo).port;
+  const kubeConfig = new k8s.KubeConfig();
+  kubeConfig.loadFromOptions({
+    clusters: [{ name: 'silent', server: `https://127.0.0.1:${port}`, skipTLSVerify: true }],
+    users: [{ name: 'sync', token: 'test' }],
+    contexts: [{ name: 'silent', cluster: 'silent', user: 'sync' }],
+    currentContext: 'silent',
+  });
+  let clock = Date.now();
+  const written = new Counter({ name: 'kube_events_total', help: 'test', labelNames: ['result'], registers: [new Registry()] });
+  const lease = { apiVersion: 'coordination.k8s.io/v1', kind: 'Lease', namespace: 'airport-prod', name: 'edge-registrar-sync' };
+  const recorder = new EventRecorder({
+    kubeConfig,
+    reportingController: 'edge-registrar.io/sync',
+    reportingInstance: 'test',
+    correlator: { objectBurst: 25, objectRefillSeconds: 300, globalBurst: 100, globalPerMinute: 60, dropsRegarding: lease },
+    logger: createLogger('silent', 'test'),
+    written,
+    requestTimeoutMs: 100,
+    tickMs: 20,
+    now: () => clock,
+  });
+  recorder.start();
+  try {
+    for (let i = 0; i < 20; i++) {
+      recorder.record({ regarding: { apiVersion: 'networking.istio.io/v1', kind: 'WorkloadEntry', namespace: 'airport-prod', name: `vps-jp-${i}` }, type: 'Normal', reason: 'Applied', action: 'Apply', note: `applied ${i}` });
+    }
+    // Seven quiet minutes pass while the creates wait: the correlator forgets every id.
+    clock += 7 * 60_000;
+    await expect.poll(async () => (await written.get()).values.find((v) => v.labels.result === 'failed')?.value, { timeout: 15_000 }).toBe(20);
+    await expect.poll(() => recorder.namesKept, { timeout: 2_000 }).toBe(0);
+  } finally {
+    await recorder.stop(100);
+    for (const socket of sockets) socket.destroy();
+    silent.close();
+  }
+});
