@@ -93,6 +93,38 @@ function staleLeader(object: unknown, leaseToken: string | null | undefined): Vi
   };
 }
 
+/**
+ * What the sync daemon does after a break-glass write, in its own words: what its resync does
+ * (within --resync-interval) to an entry it manages. True because the daemon's bookkeeping
+ * annotation is kept out of break-glass reach (breakGlassStreamId).
+ */
+const BREAK_GLASS_AFTERMATH: Record<'CREATE' | 'UPDATE' | 'DELETE', string> = {
+  CREATE: 'its next resync restores the registered state if the VPS is registered, and removes the entry after the orphan grace if it is not',
+  UPDATE: 'its next resync restores the registered state (changes to the entry do not last unless they come through sigma-api)',
+  DELETE: 'its next resync creates the entry again if its VPS is still registered',
+};
+
+/**
+ * A break-glass write that sets the entry's `edge-registrar.io/stream-id` (on a create) or
+ * changes it (on an update; removing it is allowed). That annotation is the daemon's record of
+ * the event that wrote the entry, and the webhook refuses the daemon any write with an older
+ * one: raised by hand, it would make every later event of the VPS superseded and every repair
+ * refused, so the break-glass change could never be undone.
+ */
+function breakGlassStreamId(operation: Operation, object: unknown, oldObject: unknown): Violation | undefined {
+  if (operation !== 'CREATE' && operation !== 'UPDATE') return undefined;
+  const next = annotationsOf(object)[STREAM_ID_ANNOTATION];
+  const previous = operation === 'UPDATE' ? annotationsOf(oldObject)[STREAM_ID_ANNOTATION] : undefined;
+  if (next === undefined || next === previous) return undefined;
+  return {
+    rule: 'ownership.break-glass',
+    path: `metadata.annotations["${STREAM_ID_ANNOTATION}"]`,
+    value: next,
+    problem: operation === 'CREATE' ? 'is set by a break-glass create; it is the sync daemon\'s record of the event that wrote the entry' : `changes the sync daemon's record of the event that wrote the entry (${typeof previous === 'string' ? previous : 'none'})`,
+    expected: operation === 'CREATE' ? 'no such annotation: the daemon adds it when it next writes the entry' : 'the annotation left as it is, or removed',
+  };
+}
+
 export function decideOwnership({ operation, user, object, oldObject, policy, leaseToken }: OwnershipInput): OwnershipDecision {
   const own = policy.ownership;
   if (operation === 'DELETE' && own.controllerDeleters.includes(user.username)) return { kind: 'controller' };
@@ -114,9 +146,11 @@ export function decideOwnership({ operation, user, object, oldObject, policy, le
 
   const action = operation === 'CREATE' ? 'create' : operation === 'DELETE' ? 'delete' : 'change';
   if (intersects(user.groups, own.breakGlassGroups)) {
+    const bookkeeping = breakGlassStreamId(operation, object, oldObject);
+    if (bookkeeping !== undefined) return { kind: 'denied', violation: bookkeeping };
     return {
       kind: 'break-glass',
-      warning: `break-glass: ${user.username} may ${action} this edge-registrar-managed entry; the sync daemon will restore the registered state on its next resync`,
+      warning: `break-glass: ${user.username} may ${action} this edge-registrar-managed entry; ${BREAK_GLASS_AFTERMATH[operation === 'CONNECT' ? 'UPDATE' : operation]}`,
       audit: `${operation} by ${user.username} (groups ${user.groups.join(',')}) via break-glass`,
     };
   }

@@ -94,7 +94,7 @@ export const RULES = {
   'ownership.managed': 'managed entries are written only by the sync daemon',
   'ownership.stream-order': "the sync daemon never replaces an entry's state with one from an older stream event",
   'ownership.leader': 'the sync daemon writes only from the leadership term the sync Lease shows now (a deposed leader\'s late write is refused)',
-  'ownership.break-glass': 'break-glass writes to managed entries are recorded',
+  'ownership.break-glass': "break-glass writes to managed entries are recorded, and leave the sync daemon's stream-id annotation as it is",
 } as const;
 
 export type RuleId = keyof typeof RULES;

@@ -252,6 +252,25 @@ describe('ownership', () => {
     expect(restamped.metadata.annotations['edge-registrar.io/break-glass']).toMatch(/^2026-11-21T00:00:05.000Z UPDATE by bob/);
   });
 
+  it("break-glass may not set or raise the daemon's stream-id annotation (the webhook would refuse every later repair), and says truly what the daemon will do", () => {
+    const withStreamId = (id: string) => {
+      const entry = structuredClone(managed) as { metadata: { annotations: Record<string, string> } };
+      entry.metadata.annotations = { ...entry.metadata.annotations, 'edge-registrar.io/stream-id': id };
+      return entry;
+    };
+    const raised = handleValidate(admissionRequest('UPDATE', withStreamId('9999999999999-0'), { oldObject: withStreamId('1796378400000-0'), user: USERS.breakGlass }), context());
+    expect(raised.response.allowed).toBe(false);
+    expect(raised.response.status?.code).toBe(403);
+    expect(raised.response.status?.message).toContain('[ownership.break-glass] metadata.annotations["edge-registrar.io/stream-id"]: "9999999999999-0" changes the sync daemon\'s record of the event that wrote the entry (1796378400000-0)');
+    const created = handleValidate(admissionRequest('CREATE', withStreamId('9999999999999-0'), { user: USERS.breakGlass }), context());
+    expect(created.response.status?.message).toContain('[ownership.break-glass]');
+    // Left as it is, or removed: allowed, and the warning says what the resync does.
+    const kept = handleValidate(admissionRequest('UPDATE', withStreamId('1796378400000-0'), { oldObject: withStreamId('1796378400000-0'), user: USERS.breakGlass }), context());
+    expect([kept.response.allowed, kept.response.warnings?.[0]]).toEqual([true, expect.stringContaining('its next resync restores the registered state')]);
+    expect(handleValidate(admissionRequest('UPDATE', managed, { oldObject: withStreamId('1796378400000-0'), user: USERS.breakGlass }), context()).response.allowed).toBe(true);
+    expect(handleValidate(admissionRequest('DELETE', undefined, { oldObject: managed, user: USERS.breakGlass }), context()).response.warnings?.[0]).toContain('its next resync creates the entry again if its VPS is still registered');
+  });
+
   it('break-glass deletes are allowed with a warning', () => {
     const { response } = handleValidate(admissionRequest('DELETE', undefined, { oldObject: managed, user: USERS.breakGlass }), context());
     expect(response.allowed).toBe(true);
