@@ -16,9 +16,13 @@
  *
  * On Redis Cluster the connection goes straight to the node that serves the stream's slot
  * (`locate`), not through ioredis's Cluster client, which re-sends commands after failovers
- * and redirections. A read that the node answers with a redirection (MOVED after a failover or
- * a migration, ASK while the slot moves, TRYAGAIN, CLUSTERDOWN) is cut like a closed
- * connection: nothing was delivered, and the next read connects to the slot's new owner.
+ * and redirections. While the slot migrates, the source node answers ASK for a stream it has
+ * handed over: the read is sent again at once to the node the ASK names, preceded by ASKING,
+ * as Redis Cluster clients do, and further reads go there (each with ASKING) until that node
+ * owns the slot or redirects back. Nothing was delivered by the ASK reply, so this is no cut.
+ * Any other redirection (MOVED after a failover or a completed migration, TRYAGAIN,
+ * CLUSTERDOWN) is cut like a closed connection: nothing was delivered, and the next read
+ * connects to the slot's new owner.
  */
 import { Redis, type RedisOptions } from 'ioredis';
 import type { Logger } from 'pino';
@@ -53,6 +57,8 @@ const CONNECTION_CLOSED = 'Connection is closed.';
  * reshard's MIGRATE) or the node is demoted to a replica.
  */
 const REDIRECTION = /^(MOVED|ASK|TRYAGAIN|CLUSTERDOWN|UNBLOCKED) /;
+/** ASK <slot> <host>:<port>: the slot is migrating, and the key is at that node now. */
+const ASK = /^ASK \d+ (.+):(\d+)$/;
 /** A redirected read waits this long before the next, so a slot in the middle of a move is not asked in a tight loop. */
 const REDIRECTED_PAUSE_MS = 100;
 /** A connect (TCP, TLS, AUTH, the ready check) that takes longer than this is given up. */
@@ -65,6 +71,8 @@ export class BlockingReader {
   #connections = 0;
   /** The last read was redirected: the next connection asks for the slot's owner afresh. */
   #redirected = false;
+  /** The slot is migrating and the stream is at this node: reads go there, each after ASKING. */
+  #asked: { host: string; port: number } | undefined;
 
   constructor(options: BlockingReaderOptions) {
     this.#options = options;
@@ -76,7 +84,7 @@ export class BlockingReader {
 
   async #connect(): Promise<Redis> {
     if (this.#connection !== undefined) return this.#connection;
-    const where = this.#options.locate === undefined ? {} : await this.#options.locate(this.#redirected ? 'stale' : 'current');
+    const where = this.#asked ?? (this.#options.locate === undefined ? {} : await this.#options.locate(this.#redirected ? 'stale' : 'current'));
     this.#redirected = false;
     const connection = new Redis({
       ...this.#options.redisOptions,
@@ -100,6 +108,7 @@ export class BlockingReader {
       this.#drop(connection);
       // The node may be gone (a failed primary): ask for the slot's owner afresh next time.
       this.#redirected = this.#options.locate !== undefined;
+      this.#asked = undefined;
       throw error;
     }
     return connection;
@@ -112,8 +121,16 @@ export class BlockingReader {
 
   /** Reads up to batchSize entries from `id` ('0'-style: this consumer's pending ones; '>': new ones). */
   async read(id: string): Promise<ReadResult> {
+    const first = await this.#readOnce(id);
+    // Followed once: the node an ASK names has the stream, or answers with a redirection of its own.
+    return first === 'asked' ? this.#readOnce(id).then((second) => (second === 'asked' ? { kind: 'cut', reason: 'the read was redirected with ASK twice' } : second)) : first;
+  }
+
+  async #readOnce(id: string): Promise<ReadResult | 'asked'> {
     const { group, consumer, batchSize, blockMs, stream, watchdogGraceMs } = this.#options;
     const connection = await this.#connect();
+    // ASKING holds for the next command only; sent on the same connection, so it precedes the read.
+    if (this.#asked !== undefined) void connection.asking().catch(() => undefined);
     const read = connection.xreadgroup('GROUP', group, consumer, 'COUNT', batchSize, 'BLOCK', blockMs, 'STREAMS', stream, id) as Promise<[string, StreamEntry[]][] | null>;
     let timer: NodeJS.Timeout | undefined;
     const watchdog = new Promise<'hung'>((resolve) => (timer = setTimeout(() => { resolve('hung'); }, blockMs + watchdogGraceMs)));
@@ -130,8 +147,17 @@ export class BlockingReader {
         this.#drop(connection);
         return { kind: 'cut', reason: 'the connection closed during the read' };
       }
+      const asked = error instanceof Error ? ASK.exec(error.message) : null;
+      if (asked !== null) {
+        this.#drop(connection);
+        const target = { host: asked[1] ?? '', port: Number(asked[2]) };
+        if (this.#asked?.host !== target.host || this.#asked.port !== target.port) this.#options.logger.info({ node: `${target.host}:${target.port}` }, "the stream's slot is migrating; reading from the node it is moving to (ASK)");
+        this.#asked = target;
+        return 'asked';
+      }
       if (error instanceof Error && REDIRECTION.test(error.message)) {
         this.#drop(connection);
+        this.#asked = undefined;
         this.#redirected = true;
         await new Promise((resolve) => setTimeout(resolve, REDIRECTED_PAUSE_MS));
         return { kind: 'cut', reason: `the node redirected the read (${error.message.split(' ')[0] ?? ''}): the stream's slot is served elsewhere` };

@@ -224,6 +224,70 @@ export class RunningRedisCluster {
     return target.port;
   }
 
+  /**
+   * A slot migration held half-way, as a slow `redis-cli --cluster reshard` holds it: `key`'s
+   * slot set MIGRATING on its primary and IMPORTING on another, every key of the slot moved
+   * (MIGRATE), then `whileMigrating` runs (the source answers ASK for every key, the target
+   * serves them to clients that send ASKING), and the slot is handed to the target. Returns the
+   * target's port.
+   */
+  async holdSlotMigrating(key: string, whileMigrating: () => Promise<void>): Promise<number> {
+    const slot = String(hashSlot(key));
+    const source = await this.primaryFor(key);
+    const target = (await this.view()).find((n) => n.role === 'master' && !n.failed && n.id !== source.id);
+    if (target === undefined) throw new Error('no other primary to move the slot to');
+    await this.cli(['-p', String(target.port), 'cluster', 'setslot', slot, 'importing', source.id]);
+    await this.cli(['-p', String(source.port), 'cluster', 'setslot', slot, 'migrating', target.id]);
+    for (;;) {
+      const keys = (await this.cli(['-p', String(source.port), 'cluster', 'getkeysinslot', slot, '100'])).split('\n').filter((k) => k !== '');
+      if (keys.length === 0) break;
+      await this.cli(['-p', String(source.port), 'migrate', '127.0.0.1', String(target.port), '', '0', '5000', 'keys', ...keys]);
+    }
+    try {
+      await whileMigrating();
+    } finally {
+      // Handed over on the target first, then the source, then every other primary (as redis-cli does).
+      for (const port of [target.port, source.port, ...(await this.view()).filter((n) => n.role === 'master' && n.port !== target.port && n.port !== source.port).map((n) => n.port)]) {
+        await this.cli(['-p', String(port), 'cluster', 'setslot', slot, 'node', target.id]);
+      }
+    }
+    await this.#waitPrimary(key, target.port, 30_000);
+    return target.port;
+  }
+
+  /**
+   * A failover that loses writes the primary had not replicated: `key`'s replica is paused
+   * (SIGSTOP) so replication stalls, `whilePaused` runs against the primary alone (given its
+   * port: the paused node answers nothing, so ask the primary), then the
+   * primary is SIGKILLed and the replica resumed and promoted (CLUSTER FAILOVER TAKEOVER, since
+   * its primary is gone), and the old primary restarted to rejoin as a replica. Whatever the
+   * primary took while its replica was paused is lost. Returns the new primary's port.
+   */
+  async failoverLosingWrites(key: string, whilePaused: (primaryPort: number) => Promise<void>): Promise<number> {
+    const primary = await this.primaryFor(key);
+    const replica = await this.replicaOf(primary);
+    const replicaNode = this.nodes.get(replica.port);
+    const primaryNode = this.nodes.get(primary.port);
+    if (replicaNode === undefined || primaryNode === undefined) throw new Error('no process for the primary or its replica');
+    replicaNode.process.kill('SIGSTOP');
+    try {
+      await whilePaused(primary.port);
+    } finally {
+      primaryNode.process.kill('SIGKILL');
+      await new Promise<void>((resolve) => {
+        if (primaryNode.process.exitCode !== null || primaryNode.process.signalCode !== null) resolve();
+        else primaryNode.process.once('exit', () => { resolve(); });
+      });
+      this.nodes.delete(primary.port);
+      replicaNode.process.kill('SIGCONT');
+    }
+    await this.cli(['-p', String(replica.port), 'cluster', 'failover', 'takeover']);
+    await this.#waitPrimary(key, replica.port, 60_000);
+    await this.startNode(primary.port);
+    await this.waitHealthy(60_000);
+    return replica.port;
+  }
+
   async #waitPrimary(key: string, port: number, timeoutMs: number): Promise<void> {
     const deadline = Date.now() + timeoutMs;
     while (Date.now() < deadline) {
