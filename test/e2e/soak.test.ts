@@ -11,7 +11,7 @@ import { faultKindsFor } from '../soak/faults.ts';
 
 const SOAK = fileURLToPath(new URL('../soak/run.ts', import.meta.url));
 
-it('a 2-minute soak with every fault injected loses nothing, applies nothing wrong and dead-letters exactly the invalid events', async () => {
+it('a 2-minute soak with every fault injected loses nothing, applies nothing wrong, dead-letters exactly the invalid events and gives each event one true outcome', async () => {
   const child = spawn(process.execPath, [SOAK, '--minutes', '2'], { stdio: ['ignore', 'pipe', 'pipe'] });
   let stdout = '';
   let stderr = '';
@@ -21,7 +21,7 @@ it('a 2-minute soak with every fault injected loses nothing, applies nothing wro
   const line = stdout.split('\n').find((l) => l.startsWith('SOAK '));
   if (code !== 0 || line === undefined) throw new Error(`soak exited with ${code}:\n${stdout}\n${stderr.slice(-6000)}`);
   const summary = JSON.parse(line.slice('SOAK '.length)) as Record<string, unknown> & { faults: Record<string, number>; expected: Record<string, number> };
-  expect(summary).toMatchObject({ lost: 0, wrong: 0, pending: 0, deadLetterMissing: 0, deadLetterUnexpected: 0, deadLetterDuplicated: 0, historyViolations: 0, supervisorRestarts: { crashed: 0 } });
+  expect(summary).toMatchObject({ lost: 0, wrong: 0, pending: 0, deadLetterMissing: 0, deadLetterUnexpected: 0, deadLetterDuplicated: 0, historyViolations: 0, outcomeMissing: 0, outcomeUntrue: 0, outcomeDuplicated: 0, heardTwice: 0, supervisorRestarts: { crashed: 0 } });
   // It really did what it claims: every fault kind, every expectation, and a real workload.
   for (const kind of faultKindsFor('standalone')) expect(summary.faults[kind], kind).toBeGreaterThanOrEqual(1);
   expect(summary.expected.applied).toBeGreaterThan(1_000);

@@ -41,6 +41,10 @@ const PARTITION_MS = 15_000;
 const RESYNC_FAILING_MS = 20_000;
 const API_SERVER_PAUSE_MS = 8_000;
 const WEBHOOK_DOWN_MS = 6_000;
+/** How long a slot stays half-migrated: many of the daemon's reads (blockMs 200 in the soak) meet ASK. */
+const SLOT_MIGRATING_MS = 8_000;
+/** How long the daemon settles on a primary whose replica is paused, before that primary fails. */
+const UNREPLICATED_MS = 3_000;
 
 export const FAULTS = {
   /** The leader is killed mid-flight; its pending entries are claimed after its restart. */
@@ -213,13 +217,55 @@ export const FAULTS = {
     withProducerHeld(context, async () => {
       await context.stack.redisCluster().reshard(STREAM);
     }),
+  /**
+   * On a Redis Cluster: the stream's slot held half-way through a migration for a while, every
+   * key already at the target: the source answers ASK, and the daemon's reads must follow it
+   * (read there after ASKING) rather than cut and reconnect until the migration ends. The
+   * producer is held: its WAIT on the source's connection cannot count a write ASKed elsewhere.
+   */
+  'cluster-slot-migrating': (context) =>
+    withProducerHeld(context, async () => {
+      await context.stack.redisCluster().holdSlotMigrating(STREAM, () => sleep(SLOT_MIGRATING_MS));
+      await context.stack.redisCluster().waitHealthy(60_000);
+    }),
+  /**
+   * On a Redis Cluster: a failover that loses what the primary had not replicated. The webhook
+   * goes down so the daemon holds read events unsettled; the producer is held (its WAIT would
+   * fail); the stream's replica is paused, the webhook comes back, and the daemon settles events
+   * on the primary alone; then the primary is killed and the paused replica promoted. Those
+   * commits are lost: their events come back pending and are applied again (a second outcome,
+   * at most --concurrency of them, since each waits for a replica), and any claim that met a
+   * lost release is read again in stream order.
+   */
+  'cluster-failover-unreplicated': (context) =>
+    withProducerHeld(context, async () => {
+      const { stack } = context;
+      await stack.stopWebhook();
+      await sleep(WEBHOOK_DOWN_MS);
+      await stack.redisCluster().failoverLosingWrites(STREAM, async () => {
+        await stack.startWebhook();
+        await sleep(UNREPLICATED_MS);
+      });
+    }),
+  /**
+   * (standalone) The leader's Redis connections reset again and again while events flow: a
+   * commit, a mark or an acknowledgement in flight loses its reply, and ioredis sends it again
+   * after reconnecting. A commit that ran twice is still its event's (applied, not superseded),
+   * and a mark sent twice counts once.
+   */
+  'redis-cut-under-load': async ({ stack }) => {
+    for (let i = 0; i < 6; i++) {
+      stack.cutRedis('a');
+      await sleep(400 + i * 150);
+    }
+  },
 } satisfies Record<string, (context: FaultContext) => Promise<void>>;
 
 export type FaultKind = keyof typeof FAULTS;
 
 /** Faults that need standalone Redis: its process restarted or paused, or a replica's proxied connections cut. */
-const STANDALONE_ONLY: readonly FaultKind[] = ['redis-restart', 'redis-pause', 'replica-partition', 'redis-cut-while-reading-pending'];
-const CLUSTER_ONLY: readonly FaultKind[] = ['cluster-failover', 'cluster-primary-kill', 'cluster-reshard'];
+const STANDALONE_ONLY: readonly FaultKind[] = ['redis-restart', 'redis-pause', 'replica-partition', 'redis-cut-while-reading-pending', 'redis-cut-under-load'];
+const CLUSTER_ONLY: readonly FaultKind[] = ['cluster-failover', 'cluster-primary-kill', 'cluster-reshard', 'cluster-slot-migrating', 'cluster-failover-unreplicated'];
 
 /** The fault kinds a run injects on `mode`: every kind that does not need the other Redis deployment. */
 export function faultKindsFor(mode: RedisMode): FaultKind[] {

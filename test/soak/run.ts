@@ -11,12 +11,13 @@ import { mkdtemp, rm } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { Command, Option } from 'commander';
-import { deadLetterStream } from '../../src/redis/keys.ts';
+import { deadLetterStream, outcomeStreamOf } from '../../src/redis/keys.ts';
 import { ensureKubeBinaries } from '../harness/kube-build.ts';
 import { ensureRedisServer } from '../harness/redis-server.ts';
 import { unacknowledgedEvents } from '../harness/stream-group.ts';
 import { FAULTS, faultKindsFor, type FaultKind } from './faults.ts';
 import { EntryObserver } from './observer.ts';
+import { OutcomeTail } from './outcome-tail.ts';
 import { Producer } from './producer.ts';
 import { Random } from './random.ts';
 import { SoakStack, type RedisMode } from './stack.ts';
@@ -75,6 +76,11 @@ redis.on('error', () => undefined);
 const producer = new Producer(redis, STREAM, { cluster: options.redis === 'cluster' });
 const observer = new EntryObserver(() => stack.adminKubeconfig(), NAMESPACE);
 observer.start();
+// sigma-api's reader of the outcome stream, on a connection of its own (its reads block).
+const tailClient = stack.redisClient();
+tailClient.on('error', () => undefined);
+const tail = new OutcomeTail(tailClient, outcomeStreamOf(STREAM));
+tail.start();
 const workload = new Workload(random, { fleet });
 
 const outcome: { findings?: Findings } = {};
@@ -146,12 +152,19 @@ try {
   const deadLetterSourceIds = deadLetters.map(([, fields]) => fields[fields.indexOf('dlq_source_id') + 1] ?? '?');
   const pending = ((await redis.xpending(STREAM, GROUP)) as [number])[0];
   observer.stop();
-  const findings = verify({ expected, events: producer.published, finalEntries: await observer.list(), deadLetterSourceIds, pending, history: observer.history });
+  const outcomeRows = (await redis.xrange(outcomeStreamOf(STREAM), '-', '+')) as [string, string[]][];
+  const outcomes = outcomeRows.map(([, fields]) => ({ sourceId: fields[fields.indexOf('source_id') + 1] ?? '?', outcome: fields[fields.indexOf('outcome') + 1] ?? '?' }));
+  await tail.stop();
+  // A failover that loses unreplicated writes re-applies at most the events settled unreplicated: --concurrency (16) each time.
+  const heardTwiceAllowed = faultsDone.filter((f) => f.kind === 'cluster-failover-unreplicated').length * 16;
+  const findings = verify({ expected, events: producer.published, finalEntries: await observer.list(), deadLetterSourceIds, pending, history: observer.history, outcomes, heard: tail.heard, heardTwiceAllowed });
 
   outcome.findings = findings;
   report(producer.published, findings, faultsDone, observer);
 } finally {
   observer.stop();
+  await tail.stop();
+  tailClient.disconnect();
   redis.disconnect();
   await stack.stop().catch((error: unknown) => { log(`stopping the stack: ${String(error)}`); });
   if (options.keep !== true && passed(outcome.findings)) await rm(dir, { recursive: true, force: true });
@@ -201,6 +214,11 @@ function report(events: readonly PlannedEvent[], result: Findings, faults: reado
     deadLetterUnexpected: result.deadLetterUnexpected.length,
     deadLetterDuplicated: result.deadLetterDuplicated.length,
     historyViolations: result.history.length,
+    outcomeMissing: result.outcomeMissing.length,
+    outcomeUntrue: result.outcomeUntrue.length,
+    outcomeDuplicated: result.outcomeDuplicated.length,
+    heardTwice: result.heardTwice.length,
+    heardTwiceAllowed: result.heardTwiceAllowed,
   };
   const lines = [
     `events: ${events.length} (${Object.entries(byKind).map(([k, n]) => `${k} ${n}`).join(', ')})`,
@@ -208,9 +226,10 @@ function report(events: readonly PlannedEvent[], result: Findings, faults: reado
     `watch: ${watch.history.length} entry states seen, ${watch.relists} relists`,
     `entries: ${workload.fleetSize} expected`,
     `lost ${summary.lost}, wrong ${summary.wrong}, pending ${summary.pending}, dead-lettered ${summary.deadLettered} of ${expectedDeadLetters} expected (unexpected ${summary.deadLetterUnexpected}, duplicated ${summary.deadLetterDuplicated}), history violations ${summary.historyViolations}`,
+    `outcomes: missing ${summary.outcomeMissing}, untrue ${summary.outcomeUntrue}, duplicated ${summary.outcomeDuplicated}; heard twice by sigma-api's reader ${summary.heardTwice} (allowed ${summary.heardTwiceAllowed})`,
   ];
   for (const line of lines) console.log(line);
-  for (const [what, items] of Object.entries({ crash: crashes(), lost: result.lost, wrong: result.wrong, 'dead letter missing': result.deadLetterMissing, 'dead letter unexpected': result.deadLetterUnexpected, 'dead letter duplicated': result.deadLetterDuplicated, history: result.history })) {
+  for (const [what, items] of Object.entries({ crash: crashes(), lost: result.lost, wrong: result.wrong, 'dead letter missing': result.deadLetterMissing, 'dead letter unexpected': result.deadLetterUnexpected, 'dead letter duplicated': result.deadLetterDuplicated, history: result.history, 'outcome missing': result.outcomeMissing, 'outcome untrue': result.outcomeUntrue, 'outcome duplicated': result.outcomeDuplicated, 'heard twice': result.heardTwice })) {
     for (const item of items.slice(0, 20)) console.log(`  ${what}: ${item}`);
     if (items.length > 20) console.log(`  ${what}: ... and ${items.length - 20} more`);
   }

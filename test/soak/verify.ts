@@ -30,10 +30,38 @@ export interface Findings {
   deadLetterDuplicated: string[];
   /** States seen on the watch that no event asked for, or a VPS going back to an older event. */
   history: string[];
+  /** Published events without an outcome record. */
+  outcomeMissing: string[];
+  /** Outcome records that say what the event did not do (superseded for a valid event, trimmed for one applied, ...). */
+  outcomeUntrue: string[];
+  /** Events with more than one outcome record on the stream at the end. */
+  outcomeDuplicated: string[];
+  /** Events sigma-api heard more than one outcome of while it followed the stream (outcome-tail.ts). */
+  heardTwice: string[];
+  /** How many may be heard twice: a failover that loses unreplicated writes re-applies at most --concurrency events. */
+  heardTwiceAllowed: number;
 }
 
 export function discrepancies(findings: Findings): number {
-  return findings.lost.length + findings.wrong.length + findings.pending + findings.deadLetterMissing.length + findings.deadLetterUnexpected.length + findings.deadLetterDuplicated.length + findings.history.length;
+  return (
+    findings.lost.length +
+    findings.wrong.length +
+    findings.pending +
+    findings.deadLetterMissing.length +
+    findings.deadLetterUnexpected.length +
+    findings.deadLetterDuplicated.length +
+    findings.history.length +
+    findings.outcomeMissing.length +
+    findings.outcomeUntrue.length +
+    findings.outcomeDuplicated.length +
+    Math.max(0, findings.heardTwice.length - findings.heardTwiceAllowed)
+  );
+}
+
+/** An outcome record as the verdict reads it (at the end, or as sigma-api heard it). */
+export interface ObservedOutcome {
+  sourceId: string;
+  outcome: string;
 }
 
 export interface VerifyInput {
@@ -44,6 +72,24 @@ export interface VerifyInput {
   pending: number;
   /** Every state the watch saw, in the order the API server sent them (add and modify). */
   history: readonly ObservedEntry[];
+  /** Every record of the outcome stream at the end. */
+  outcomes: readonly ObservedOutcome[];
+  /** Every record sigma-api's reader heard while the run went on. */
+  heard: readonly ObservedOutcome[];
+  /** See Findings.heardTwiceAllowed. */
+  heardTwiceAllowed: number;
+}
+
+/**
+ * What an event's outcome may truly say: a dead letter for an invalid one; `applied` for a
+ * register; for a retire of a registered VPS `deleted`, or `unchanged` when its entry had been
+ * deleted behind the daemon (a fault does that); `unchanged` for a retire of an unknown VPS. The
+ * soak publishes no stale event and trims nothing, so `superseded` and `trimmed` are never true.
+ */
+function trueOutcomes(event: PlannedEvent): readonly string[] {
+  if (event.expect === 'dead-letter') return ['dead-lettered'];
+  if (field(event.fields, 'event') === 'retire') return event.expect === 'applied' ? ['deleted', 'unchanged'] : ['unchanged'];
+  return ['applied'];
 }
 
 function describe(entry: ObservedEntry | ExpectedEntry): string {
@@ -57,7 +103,7 @@ function field(fields: readonly (string | Buffer)[], name: string): string | und
 }
 
 export function verify(input: VerifyInput): Findings {
-  const findings: Findings = { lost: [], wrong: [], pending: input.pending, deadLetterMissing: [], deadLetterUnexpected: [], deadLetterDuplicated: [], history: [] };
+  const findings: Findings = { lost: [], wrong: [], pending: input.pending, deadLetterMissing: [], deadLetterUnexpected: [], deadLetterDuplicated: [], history: [], outcomeMissing: [], outcomeUntrue: [], outcomeDuplicated: [], heardTwice: [], heardTwiceAllowed: input.heardTwiceAllowed };
 
   const held = new Map(input.finalEntries.map((e) => [e.name, e]));
   for (const [name, want] of input.expected) {
@@ -82,6 +128,21 @@ export function verify(input: VerifyInput): Findings {
     const event = byId.get(id);
     if (event?.expect !== 'dead-letter') findings.deadLetterUnexpected.push(`${id} (${event?.kind ?? 'not published by the soak'})`);
   }
+
+  // Exactly one outcome per event, saying what the event did.
+  const outcomesOf = new Map<string, string[]>();
+  for (const { sourceId, outcome } of input.outcomes) outcomesOf.set(sourceId, [...(outcomesOf.get(sourceId) ?? []), outcome]);
+  for (const event of input.events) {
+    if (event.streamId === undefined) continue;
+    const recorded = outcomesOf.get(event.streamId) ?? [];
+    if (recorded.length === 0) findings.outcomeMissing.push(`${event.streamId} (${event.kind})`);
+    if (recorded.length > 1) findings.outcomeDuplicated.push(`${event.streamId} (${event.kind}): ${recorded.join(', ')}`);
+    const untrue = recorded.filter((o) => !trueOutcomes(event).includes(o));
+    if (untrue.length > 0) findings.outcomeUntrue.push(`${event.streamId} (${event.kind}, expected ${trueOutcomes(event).join(' or ')}): ${untrue.join(', ')}`);
+  }
+  const heardOf = new Map<string, string[]>();
+  for (const { sourceId, outcome } of input.heard) heardOf.set(sourceId, [...(heardOf.get(sourceId) ?? []), outcome]);
+  for (const [sourceId, heard] of heardOf) if (heard.length > 1) findings.heardTwice.push(`${sourceId}: ${heard.join(', ')}`);
 
   // Every state on the way must be one a valid register asked for, and a VPS's states must
   // follow its events' stream order: an older event's state after a newer one is a lost update.

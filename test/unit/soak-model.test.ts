@@ -109,6 +109,9 @@ describe('soak verdict', () => {
     deadLetterSourceIds: ['3-0'],
     pending: 0,
     history: [seen(first), seen(moved)],
+    outcomes: [{ sourceId: '1-0', outcome: 'applied' }, { sourceId: '2-0', outcome: 'applied' }, { sourceId: '3-0', outcome: 'dead-lettered' }],
+    heard: [{ sourceId: '1-0', outcome: 'applied' }, { sourceId: '2-0', outcome: 'applied' }, { sourceId: '3-0', outcome: 'dead-lettered' }],
+    heardTwiceAllowed: 0,
   };
 
   it.each<[string, Partial<VerifyInput>, string]>([
@@ -121,11 +124,22 @@ describe('soak verdict', () => {
     ['an invalid event dead-lettered twice', { deadLetterSourceIds: ['3-0', '3-0'] }, 'deadLetterDuplicated'],
     ['an older state seen after a newer one', { history: [seen(first), seen(moved), seen(first)] }, 'history'],
     ['a state no event asked for', { history: [{ ...seen(first), address: '45.76.9.9' }] }, 'history'],
+    ['an event without an outcome', { outcomes: [{ sourceId: '1-0', outcome: 'applied' }, { sourceId: '3-0', outcome: 'dead-lettered' }] }, 'outcomeMissing'],
+    ['an applied event reported superseded', { outcomes: [{ sourceId: '1-0', outcome: 'applied' }, { sourceId: '2-0', outcome: 'superseded' }, { sourceId: '3-0', outcome: 'dead-lettered' }] }, 'outcomeUntrue'],
+    ['an applied event reported trimmed', { outcomes: [{ sourceId: '1-0', outcome: 'trimmed' }, { sourceId: '2-0', outcome: 'applied' }, { sourceId: '3-0', outcome: 'dead-lettered' }] }, 'outcomeUntrue'],
+    ['an event with two outcomes on the stream', { outcomes: [{ sourceId: '1-0', outcome: 'applied' }, { sourceId: '1-0', outcome: 'applied' }, { sourceId: '2-0', outcome: 'applied' }, { sourceId: '3-0', outcome: 'dead-lettered' }] }, 'outcomeDuplicated'],
+    ['an event heard twice, none allowed', { heard: [{ sourceId: '1-0', outcome: 'applied' }, { sourceId: '1-0', outcome: 'applied' }] }, 'heardTwice'],
   ])('finds %s', (_, change, key) => {
     expect(discrepancies(verify(good))).toBe(0);
     const findings = verify({ ...good, ...change });
     expect(discrepancies(findings)).toBeGreaterThan(0);
     const value = findings[key as keyof typeof findings];
     expect(typeof value === 'number' ? value : value.length).toBeGreaterThan(0);
+  });
+
+  it('allows events heard twice up to the allowance (a failover that lost unreplicated writes), and no more', () => {
+    const twice = [...good.heard, { sourceId: '1-0', outcome: 'applied' }];
+    expect(discrepancies(verify({ ...good, heard: twice, heardTwiceAllowed: 1 }))).toBe(0);
+    expect(discrepancies(verify({ ...good, heard: [...twice, { sourceId: '2-0', outcome: 'applied' }], heardTwiceAllowed: 1 }))).toBe(1);
   });
 });
