@@ -64,6 +64,7 @@ const FLAG_NAMES: Record<string, string> = {
   'telemetry.maxExpressionCodepoints': `--telemetry-max-expression-codepoints / ${ENV.telemetryMaxExpressionCodepoints}`,
   'telemetry.maxObjectBytes': `--telemetry-max-object-bytes / ${ENV.telemetryMaxObjectBytes}`,
   waitMs: '--wait-timeout',
+  maxConnections: `--max-connections / ${ENV.maxConnections}`,
   rules: '--no-check',
   files: 'FILE',
   hosts: '--host',

@@ -60,6 +60,10 @@ const webhookSchema = commonSchema.extend({
   bodyBudgetBytes: z.coerce.number().int().positive().optional(),
   /** A request body must arrive within this; the API server sends it at once, and gives up on a webhook after at most 30 s. */
   bodyTimeoutMs: z.number().int().positive().default(10_000),
+  /** A small body (64 KiB or less announced: every WorkloadEntry review) must arrive within this: the API server sends it in one go. */
+  smallBodyTimeoutMs: z.number().int().positive().default(2_000),
+  /** Open connections at most; unset: sized from the memory limit (webhook/connection-guard.ts). */
+  maxConnections: z.coerce.number().int().positive().optional(),
   /**
    * The API server keeps idle connections to webhooks for 90 s; ours must outlive that or
    * it meets a closed connection ("failed calling webhook ... EOF").
@@ -100,6 +104,7 @@ export interface WebhookFlags extends CommonFlags {
   certDays?: string | undefined;
   certRenewBefore?: string | undefined;
   maxBodyBytesInFlight?: string | undefined;
+  maxConnections?: string | undefined;
   syncLease?: string | undefined;
 }
 
@@ -117,6 +122,7 @@ export function webhookConfig(flags: WebhookFlags, env: Env): WebhookConfig {
     selfCertificate: (flags.certMode ?? env[ENV.certMode]) === 'self' ? selfCertificateInput(flags, env) : undefined,
     memoryLimitBytes: processMemoryLimitBytes(),
     bodyBudgetBytes: flags.maxBodyBytesInFlight ?? env[ENV.maxBodyBytesInFlight],
+    maxConnections: flags.maxConnections ?? env[ENV.maxConnections],
     syncLeaseName: flags.syncLease ?? env[ENV.leaseName],
   });
 }

@@ -41,9 +41,16 @@ export function tune(server: HttpServer | HttpsServer, options: ListenOptions): 
  * A client error (a request that timed out, headers too large, bytes that are not HTTP)
  * gets the status Node would send, then the connection is closed; a socket already gone is
  * left alone. (A listener replaces Node's own answer, so it has to give one.)
+ *
+ * An HTTPS server reports a failed TLS handshake here too (a timed-out one included), and
+ * destroys the socket only when no listener takes the error: a socket whose handshake did not
+ * finish has no HTTP to answer in, and is destroyed at once, or a handshake that never finishes
+ * would keep its connection for good.
  */
 export function answerClientError(error: Error & { code?: string }, socket: Socket): void {
-  if (error.code === 'ECONNRESET' || !socket.writable) {
+  // TLS errors carry Node's ERR_TLS_ codes (a handshake timeout) or OpenSSL's ERR_SSL_ ones.
+  const tls = error.code !== undefined && /^ERR_(TLS|SSL)_/.test(error.code);
+  if (error.code === 'ECONNRESET' || tls || !socket.writable) {
     socket.destroy();
     return;
   }

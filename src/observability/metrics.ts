@@ -32,6 +32,8 @@ export interface WebhookMetrics {
   badRequests: Counter<'handler' | 'reason'>;
   bodyBytesInFlight: Gauge;
   bodyBudgetBytes: Gauge;
+  connectionsClosed: Counter<'reason'>;
+  connectionLimit: Gauge;
   certificateExpiry: Gauge;
   certificateReloads: Counter<'result'>;
   policyReloads: Counter<'result'>;
@@ -68,9 +70,16 @@ export function createWebhookMetrics(registry: Registry): WebhookMetrics {
     }),
     bodyBytesInFlight: new Gauge({
       name: 'edge_registrar_webhook_body_bytes_in_flight',
-      help: 'Bytes of admission request bodies reserved now (announced sizes of bodies being received or parsed).',
+      help: 'Bytes of admission request bodies held now (received so far of bodies being received, and those being parsed).',
       registers: [registry],
     }),
+    connectionsClosed: new Counter({
+      name: 'edge_registrar_webhook_connections_closed_total',
+      help: 'Connections the webhook closed to keep its connections bounded, by reason (total: over --max-connections; per-peer: over a peer\'s limit; no-request: no request after the TLS handshake; idle-untrusted: an idle keep-alive of a peer that sent no real review).',
+      labelNames: ['reason'],
+      registers: [registry],
+    }),
+    connectionLimit: new Gauge({ name: 'edge_registrar_webhook_connection_limit', help: 'Open connections the webhook accepts at most (--max-connections).', registers: [registry] }),
     bodyBudgetBytes: new Gauge({
       name: 'edge_registrar_webhook_body_budget_bytes',
       help: 'Bytes of request bodies the webhook holds at once at most; beyond it requests are shed with 429.',

@@ -12,7 +12,7 @@ import type { ClusterView } from '../policy/cluster-view.ts';
 import type { Policy } from '../policy/policy-file.ts';
 import type { WebhookMetrics } from '../observability/metrics.ts';
 import { decodeAdmissionReview, reviewResponse } from './admission.ts';
-import type { BodyBudget, BodyReservation } from './body-budget.ts';
+import { SMALL_REVIEW_BYTES, type BodyBudget, type BodyReservation } from './body-budget.ts';
 import { handleMutate, handleValidate, type HandlerOutcome } from './handlers.ts';
 
 export interface AdmissionRouteDependencies {
@@ -28,6 +28,10 @@ export interface AdmissionRouteDependencies {
   syncLeaseName?: string;
   /** A body must have arrived this long after its headers. */
   bodyTimeoutMs: number;
+  /** ...and a small one (an AdmissionReview of a WorkloadEntry, which the API server sends in one go) this long. */
+  smallBodyTimeoutMs: number;
+  /** Told of every peer that sent a real review (connection-guard.ts). */
+  trustPeer?: (peer: string | undefined) => void;
   now?: () => Date;
 }
 
@@ -72,7 +76,7 @@ function headerProblem(req: IncomingMessage): { status: number; reason: string; 
  * 'over-budget' when `reservation` cannot grow to hold what has arrived (429), 'too-slow'
  * when it has not all arrived within `timeoutMs` (408), undefined when the client went away.
  */
-function readBody(req: IncomingMessage, limit: number, reservation: BodyReservation, timeoutMs: number): Promise<Buffer | 'too-large' | 'over-budget' | 'too-slow' | undefined> {
+function readBody(req: IncomingMessage, limit: number, reservation: BodyReservation, timeoutMs: number, onHeld: () => void): Promise<Buffer | 'too-large' | 'over-budget' | 'too-slow' | undefined> {
   return new Promise((resolve) => {
     const chunks: Buffer[] = [];
     let size = 0;
@@ -97,6 +101,7 @@ function readBody(req: IncomingMessage, limit: number, reservation: BodyReservat
         resolve('over-budget');
         return;
       }
+      onHeld();
       chunks.push(chunk);
     });
     req.once('end', () => {
@@ -126,7 +131,7 @@ export function admissionRoutes(deps: AdmissionRouteDependencies, fallback: Requ
     problem(res, status, message, headers);
   };
 
-  const admit = (handlerName: HandlerName, parsed: unknown, res: ServerResponse): void => {
+  const admit = (handlerName: HandlerName, parsed: unknown, req: IncomingMessage, res: ServerResponse): void => {
     // Measured from a whole, parsed body: the webhook's own work, not the client's upload.
     const started = process.hrtime.bigint();
     const decoded = decodeAdmissionReview(parsed);
@@ -134,6 +139,7 @@ export function admissionRoutes(deps: AdmissionRouteDependencies, fallback: Requ
       bad(res, handlerName, 400, 'not-admission-review', decoded.message);
       return;
     }
+    deps.trustPeer?.(req.socket.remoteAddress);
     const { request } = decoded;
     let outcome: HandlerOutcome;
     try {
@@ -193,23 +199,26 @@ export function admissionRoutes(deps: AdmissionRouteDependencies, fallback: Requ
       bad(res, handlerName, wrong.status, wrong.reason, wrong.message);
       return;
     }
-    // Reserved before a byte of the body is read: what it announced (a chunked body reserves
-    // as it arrives). Shed now if that does not fit, and close the connection rather than
-    // read the body to keep it.
+    // Bytes are reserved as they arrive, never as announced (a header alone holds nothing), in
+    // the budget of the whole server and of this peer. Shed when they do not fit, and the
+    // connection closed rather than the rest read to keep it.
     const overBudget = (): void => {
       bad(res, handlerName, 429, 'over-budget', `the webhook holds ${deps.budget.totalBytes} bytes of request bodies at most and is full; retry`, { 'retry-after': RETRY_AFTER_SECONDS, connection: 'close' });
     };
-    const reservation = deps.budget.tryReserve(announced);
+    const reservation = deps.budget.tryReserve(0, { peer: req.socket.remoteAddress, announcedBytes: announced });
     if (reservation === undefined) {
       overBudget();
       return;
     }
-    deps.metrics.bodyBytesInFlight.set(deps.budget.inUseBytes);
     const release = (): void => {
       reservation.release();
       deps.metrics.bodyBytesInFlight.set(deps.budget.inUseBytes);
     };
-    void readBody(req, deps.bodyLimitBytes, reservation, deps.bodyTimeoutMs).then((body) => {
+    // A small body is sent at once by the API server: it gets a short deadline, so a client that
+    // announces one and sends it slowly cannot hold a connection (and its bytes) for long.
+    const deadlineMs = announced > 0 && announced <= SMALL_REVIEW_BYTES ? deps.smallBodyTimeoutMs : deps.bodyTimeoutMs;
+    const held = (): void => { deps.metrics.bodyBytesInFlight.set(deps.budget.inUseBytes); };
+    void readBody(req, deps.bodyLimitBytes, reservation, deadlineMs, held).then((body) => {
       if (body === undefined) {
         release();
         return;
@@ -218,7 +227,7 @@ export function admissionRoutes(deps: AdmissionRouteDependencies, fallback: Requ
         release();
         if (body === 'too-large') bad(res, handlerName, 413, 'too-large', `body is larger than ${deps.bodyLimitBytes} bytes`, { connection: 'close' });
         else if (body === 'over-budget') overBudget();
-        else bad(res, handlerName, 408, 'too-slow', `body did not arrive within ${deps.bodyTimeoutMs} ms`, { connection: 'close' });
+        else bad(res, handlerName, 408, 'too-slow', `body did not arrive within ${deadlineMs} ms`, { connection: 'close' });
         return;
       }
       let parsed: unknown;
@@ -231,7 +240,7 @@ export function admissionRoutes(deps: AdmissionRouteDependencies, fallback: Requ
         // The buffer is garbage once parsed; the parsed review lives only as long as this call.
         release();
       }
-      admit(handlerName, parsed, res);
+      admit(handlerName, parsed, req, res);
     });
   };
 }

@@ -12,6 +12,7 @@ import { createRegistry, createWebhookMetrics } from '../observability/metrics.t
 import express from 'express';
 import { createApp } from './app.ts';
 import { BodyBudget, bodyBudgetFor } from './body-budget.ts';
+import { ConnectionGuard, connectionLimitsFor } from './connection-guard.ts';
 import { probeRoutes, type ProbeCheck } from '../http/probes.ts';
 import { closeGracefully, listenHttp } from '../http/serving.ts';
 import { listenHttps, swapCertificate } from './server.ts';
@@ -68,6 +69,11 @@ export async function runWebhook(config: WebhookConfig, logger: Logger, override
     return { ok: reasons.length === 0, reasons };
   };
 
+  const limits = connectionLimitsFor(config.memoryLimitBytes);
+  const guard = new ConnectionGuard(config.maxConnections === undefined ? limits : { ...limits, maxConnections: config.maxConnections, perTrustedPeer: Math.floor(config.maxConnections / 2) }, {
+    onClose: (reason) => { metrics.connectionsClosed.inc({ reason }); },
+  });
+  metrics.connectionLimit.set(guard.limits.maxConnections);
   const budget = new BodyBudget(bodyBudgetFor(config.memoryLimitBytes, config.bodyBudgetBytes));
   metrics.bodyBudgetBytes.set(budget.totalBytes);
   const app = createApp({
@@ -81,10 +87,12 @@ export async function runWebhook(config: WebhookConfig, logger: Logger, override
     bodyLimitBytes: config.bodyLimitBytes,
     budget,
     bodyTimeoutMs: config.bodyTimeoutMs,
+    smallBodyTimeoutMs: config.smallBodyTimeoutMs,
+    trustPeer: (peer) => { guard.trust(peer); },
     syncLeaseName: config.syncLeaseName,
   });
   const listenOptions = { host: config.host, keepAliveTimeoutMs: config.keepAliveTimeoutMs, headersTimeoutMs: config.headersTimeoutMs, requestTimeoutMs: config.requestTimeoutMs };
-  const https = await listenHttps(app, certificate, { ...listenOptions, port: config.port });
+  const https = await listenHttps(app, certificate, { ...listenOptions, port: config.port, guard });
   let plain: Awaited<ReturnType<typeof listenHttp>> | undefined;
   if (config.metricsPort !== undefined) {
     const probes = express();

@@ -5,9 +5,9 @@ const MiB = 1024 * 1024;
 
 describe('the body budget', () => {
   it('is an eighth of the memory limit, 64 MiB when none is known, or what is given', () => {
-    expect(bodyBudgetFor(320 * MiB)).toEqual({ totalBytes: 40 * MiB, smallRequestBytes: SMALL_REVIEW_BYTES, reservedForSmallBytes: 5 * MiB });
+    expect(bodyBudgetFor(320 * MiB)).toEqual({ totalBytes: 40 * MiB, smallRequestBytes: SMALL_REVIEW_BYTES, reservedForSmallBytes: 5 * MiB, perPeerBytes: 10 * MiB });
     expect(bodyBudgetFor(0).totalBytes).toBe(64 * MiB);
-    expect(bodyBudgetFor(320 * MiB, 8 * MiB)).toEqual({ totalBytes: 8 * MiB, smallRequestBytes: SMALL_REVIEW_BYTES, reservedForSmallBytes: 1 * MiB });
+    expect(bodyBudgetFor(320 * MiB, 8 * MiB)).toEqual({ totalBytes: 8 * MiB, smallRequestBytes: SMALL_REVIEW_BYTES, reservedForSmallBytes: 1 * MiB, perPeerBytes: 2 * MiB });
   });
 
   it('sheds large bodies before they reach the part kept for small ones, and small ones only when full', () => {
@@ -41,5 +41,30 @@ describe('a body sent without Content-Length', () => {
     expect(budget.inUseBytes).toBe(800);
     chunked?.release();
     expect(budget.inUseBytes).toBe(0);
+  });
+});
+
+describe('what one peer holds', () => {
+  it('is capped at its share, whatever the whole budget has left; other peers are not affected', () => {
+    const budget = new BodyBudget({ totalBytes: 1000, smallRequestBytes: 100, reservedForSmallBytes: 100, perPeerBytes: 300 });
+    const a = budget.tryReserve(0, { peer: 'a', announcedBytes: 50 });
+    expect(a?.growTo(50)).toBe(true);
+    const a2 = budget.tryReserve(0, { peer: 'a', announcedBytes: 400 });
+    expect(a2?.growTo(250)).toBe(true);
+    // 300 held by a: one byte more is over its share.
+    expect(a2?.growTo(251)).toBe(false);
+    expect(budget.tryReserve(1, { peer: 'a' })).toBeUndefined();
+    expect(budget.tryReserve(200, { peer: 'b' })).toBeDefined();
+    expect(budget.heldBy('a')).toBe(300);
+    a?.release();
+    expect(budget.heldBy('a')).toBe(250);
+  });
+
+  it('classes a request by the size it announced: a large announcement never uses the room kept for small ones', () => {
+    const budget = new BodyBudget({ totalBytes: 1000, smallRequestBytes: 100, reservedForSmallBytes: 200 });
+    const large = budget.tryReserve(0, { announcedBytes: 5000 });
+    expect(large?.growTo(800)).toBe(true);
+    expect(large?.growTo(801)).toBe(false);
+    expect(budget.tryReserve(0, { announcedBytes: 50 })?.growTo(50)).toBe(true);
   });
 });

@@ -6,6 +6,7 @@
 import jsonPatch from 'fast-json-patch';
 import { mkdtemp, readFile, rm, writeFile } from 'node:fs/promises';
 import { Agent } from 'node:https';
+import { connect as netConnect } from 'node:net';
 import { connect as tlsConnect } from 'node:tls';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
@@ -216,7 +217,8 @@ describe('request bodies held at once are bounded', () => {
       ...webhookConfig({ port: '0', host: '127.0.0.1', tlsCert: join(dir, 'tls.crt'), tlsKey: join(dir, 'tls.key'), maxBodyBytesInFlight: String(1024 * KiB) }, {}),
       shutdownDelayMs: 0,
       bodyLimitBytes: 512 * KiB,
-      bodyTimeoutMs: 1_500,
+      bodyTimeoutMs: 3_000,
+      smallBodyTimeoutMs: 500,
     };
     bounded = await runWebhook(config, createLogger('silent', 'test'), { view });
   });
@@ -225,9 +227,13 @@ describe('request bodies held at once are bounded', () => {
     await bounded.stop();
   });
 
-  /** A connection that announces `bytes` of body, sends 100 and holds on; resolves with the status line it is answered with. */
-  const slowBody = async (bytes: number): Promise<{ answered: Promise<string> }> => {
-    const socket = tlsConnect({ host: '127.0.0.1', port: bounded.port, ca: ca.cert, servername: 'localhost' });
+  /**
+   * A connection from `peer` (a loopback address of its own) that announces `announced` bytes
+   * of body, sends `sent` of them and holds on; resolves once they are written, with the status
+   * line it is answered with to come.
+   */
+  const slowBody = async (peer: string, announced: number, sent: number): Promise<{ answered: Promise<string> }> => {
+    const socket = tlsConnect({ socket: netConnect({ host: '127.0.0.1', port: bounded.port, localAddress: peer }), ca: ca.cert, servername: 'localhost' });
     socket.on('error', () => undefined);
     await new Promise<void>((resolve) => socket.once('secureConnect', resolve));
     let received = '';
@@ -235,7 +241,7 @@ describe('request bodies held at once are bounded', () => {
       socket.on('data', (d: Buffer) => { received += d.toString(); if (received.includes('\r\n\r\n')) resolve(received); });
       socket.once('close', () => { resolve(received); });
     });
-    socket.write(`POST /validate HTTP/1.1\r\nHost: localhost\r\nContent-Type: application/json\r\nContent-Length: ${bytes}\r\n\r\n${' '.repeat(100)}`);
+    await new Promise<void>((resolve) => socket.write(`POST /validate HTTP/1.1\r\nHost: localhost\r\nContent-Type: application/json\r\nContent-Length: ${announced}\r\n\r\n${' '.repeat(sent)}`, () => { resolve(); }));
     return { answered };
   };
   const gauge = async (): Promise<number> => {
@@ -243,14 +249,29 @@ describe('request bodies held at once are bounded', () => {
     return Number(body.split('\n').find((l) => l.startsWith('edge_registrar_webhook_body_bytes_in_flight '))?.split(' ')[1]);
   };
 
-  it('sheds a body that does not fit with 429 and Retry-After, still answers a real review, and frees what a too-slow body held', async () => {
-    const held = [await slowBody(400 * KiB), await slowBody(400 * KiB)];
-    await expect.poll(gauge).toBe(800 * KiB);
-    // 800 KiB held: a third large body would pass the 896 KiB large bodies may use.
-    const shed = await (await slowBody(400 * KiB)).answered;
+  it('holds only the bytes that arrived: announcing a body holds nothing', async () => {
+    const announcedOnly = await Promise.all(Array.from({ length: 20 }, (_, i) => slowBody(`127.0.2.${i + 1}`, 64 * KiB, 0)));
+    expect(await gauge()).toBe(0);
+    // A real review goes through beside them.
+    const review = await postJson(bounded.port, '/validate', admissionReview(admissionRequest('CREATE', completeEntry())), ca.cert);
+    expect(review.status).toBe(200);
+    // A small body must arrive at once: cut off at the short deadline, long before the large one's.
+    const started = Date.now();
+    for (const { answered } of announcedOnly) expect((await answered).split('\r\n')[0]).toBe('HTTP/1.1 408 Request Timeout');
+    expect(Date.now() - started).toBeLessThan(2_500);
+  });
+
+  it('sheds a body whose bytes do not fit (429, Retry-After), caps what one peer holds, still answers a real review, and frees what a too-slow body held', async () => {
+    const held = await Promise.all(['127.0.3.1', '127.0.3.2', '127.0.3.3', '127.0.3.4'].map((peer) => slowBody(peer, 400 * KiB, 200 * KiB)));
+    await expect.poll(gauge, { timeout: 2_000 }).toBe(800 * KiB);
+    // 800 KiB held: 200 KiB more would pass the 896 KiB large bodies may use.
+    const shed = await (await slowBody('127.0.3.5', 400 * KiB, 200 * KiB)).answered;
     expect(shed.split('\r\n')[0]).toBe('HTTP/1.1 429 Too Many Requests');
     expect(shed.toLowerCase()).toContain('retry-after: 1');
     expect(shed).toContain('holds 1048576 bytes of request bodies at most');
+    // One peer may hold a quarter (256 KiB): its second body is shed once the two pass it.
+    const secondOfPeer = await (await slowBody('127.0.3.1', 400 * KiB, 100 * KiB)).answered;
+    expect(secondOfPeer.split('\r\n')[0]).toBe('HTTP/1.1 429 Too Many Requests');
     // A real review is small, and the room kept for small ones is free.
     const review = await postJson(bounded.port, '/validate', admissionReview(admissionRequest('CREATE', completeEntry())), ca.cert);
     expect([review.status, review.body]).toEqual([200, expect.stringContaining('"allowed":true')]);
