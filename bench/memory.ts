@@ -62,7 +62,7 @@ async function chartSizing(): Promise<Record<'webhook' | 'sync', Sizing>> {
   const helm = await ensureHelm(log);
   const chart = fileURLToPath(new URL('../charts/edge-registrar', import.meta.url));
   const home = join(tmpdir(), 'edge-registrar-helm-home');
-  const res = await capture(helm, ['template', 'edge-registrar', chart, '--namespace', 'edge-registrar', '--set', 'image.repository=edge-registrar-bench/edge-registrar'], { env: { ...process.env, HELM_CACHE_HOME: join(home, 'cache'), HELM_CONFIG_HOME: join(home, 'config'), HELM_DATA_HOME: join(home, 'data') } });
+  const res = await capture(helm, ['template', 'edge-registrar', chart, '--namespace', 'edge-registrar', '--set', 'image.repository=edge-registrar-bench/edge-registrar', '--set', 'networkPolicy.allowAnySourceToWebhook=true'], { env: { ...process.env, HELM_CACHE_HOME: join(home, 'cache'), HELM_CONFIG_HOME: join(home, 'config'), HELM_DATA_HOME: join(home, 'data') } });
   if (res.code !== 0) throw new Error(res.stderr);
   type Container = { args?: string[]; env?: { name: string; value?: string }[]; resources?: { limits?: { memory?: string } } };
   const containers = parseAllDocuments(res.stdout)

@@ -9,7 +9,7 @@ import { join } from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { parse, parseAllDocuments } from 'yaml';
 import { describe, expect, it } from 'vitest';
-import { CHART, TEST_IMAGE, helm, render, type K8sObject } from './helm-support.ts';
+import { CHART, TEST_IMAGE, TEST_VALUES, helm, render, type K8sObject } from './helm-support.ts';
 
 const WEBHOOK_CONFIG = fileURLToPath(new URL('../../webhook-config/', import.meta.url));
 
@@ -30,11 +30,32 @@ describe('what the chart refuses to render', () => {
     expect(res.stderr).toContain("image.repository: name the image you built from the repository's Dockerfile and pushed");
   });
 
+  // networkPolicy.apiServerCIDRs defaulted to [], which admitted any source to the webhook's
+  // port: any pod could hold its connections and memory, and with failurePolicy Fail take every
+  // WorkloadEntry write of the namespace down.
+  it("nothing says who may reach the webhook: refused, naming the three ways to say it", async () => {
+    const res = await helm(['template', 'edge-registrar', CHART, '--set', TEST_IMAGE]);
+    expect(res.code).not.toBe(0);
+    expect(res.stderr).toContain("networkPolicy: nothing says who may reach the webhook's port, so it would be open to every pod");
+    expect(res.stderr).toContain('networkPolicy.apiServerCIDRs');
+    expect(res.stderr).toContain('networkPolicy.apiServerFromEndpoints=true');
+    expect(res.stderr).toContain('networkPolicy.allowAnySourceToWebhook=true');
+    // Endpoints asked for, but helm template cannot look them up: said so.
+    const noLookup = await helm(['template', 'edge-registrar', CHART, '--set', TEST_IMAGE, '--set', 'networkPolicy.apiServerFromEndpoints=true']);
+    expect(noLookup.stderr).toContain('none were found: helm template cannot look them up');
+  });
+
+  it('the webhook port admits exactly the CIDRs given, or every source when that is said explicitly', async () => {
+    const webhookPolicy = (objects: K8sObject[]): any => find(objects, 'NetworkPolicy', 'edge-registrar-webhook').spec.ingress[0];
+    expect(webhookPolicy(await render(['networkPolicy.apiServerCIDRs={172.16.0.0/28,fd00:1::/64}']))).toEqual({ ports: [{ port: 8443, protocol: 'TCP' }], from: [{ ipBlock: { cidr: '172.16.0.0/28' } }, { ipBlock: { cidr: 'fd00:1::/64' } }] });
+    expect(webhookPolicy(await render(['networkPolicy.apiServerCIDRs=null', 'networkPolicy.allowAnySourceToWebhook=true']))).toEqual({ ports: [{ port: 8443, protocol: 'TCP' }] });
+  });
+
   it('a name pattern RE2 cannot compile: refused with the field and RE2\'s reason', async () => {
     const dir = await mkdtemp(join(tmpdir(), 'edge-registrar-values-'));
     const values = join(dir, 'values.yaml');
     await writeFile(values, 'policy:\n  namePattern: "^(vps)-\\\\1$"\n');
-    const res = await helm(['template', 'edge-registrar', CHART, '--set', TEST_IMAGE, '-f', values]);
+    const res = await helm(['template', 'edge-registrar', CHART, '--set', TEST_VALUES, '-f', values]);
     await rm(dir, { recursive: true, force: true });
     expect(res.code).not.toBe(0);
     expect(res.stderr).toContain('executing "policy.namePattern must be an RE2 regular expression"');
@@ -44,7 +65,7 @@ describe('what the chart refuses to render', () => {
 
 describe('helm lint and template', () => {
   it('helm lint --strict passes', async () => {
-    const res = await helm(['lint', '--strict', CHART, '--set', TEST_IMAGE]);
+    const res = await helm(['lint', '--strict', CHART, '--set', TEST_VALUES]);
     expect(res.stderr + res.stdout).toContain('0 chart(s) failed');
     expect(res.code).toBe(0);
   });
@@ -140,6 +161,29 @@ describe('helm lint and template', () => {
     const dashboard = find(objects, 'ConfigMap', 'edge-registrar-per-vps-dashboard');
     expect(dashboard.metadata.labels).toMatchObject({ grafana_dashboard: '1' });
     expect(JSON.parse(dashboard.data['edge-registrar-per-vps.json'] as string)).toEqual(JSON.parse(await readFile(new URL('../../charts/edge-registrar/files/per-vps-dashboard.json', import.meta.url), 'utf8')));
+  });
+
+  it("the gateway's PROXY-protocol listeners closed to the pod network: opt-in, each /0 excepting the pod CIDRs of its family, Istio's ports open", async () => {
+    const gatewayPolicy = (objects: K8sObject[]) => objects.find((o) => o.kind === 'NetworkPolicy' && o.metadata.namespace === 'istio-system');
+    expect(gatewayPolicy(await render(['perVpsMetrics.enabled=true']))).toBeUndefined();
+    await expect(render(['perVpsMetrics.enabled=true', 'perVpsMetrics.gatewayNetworkPolicy.enabled=true'])).rejects.toThrow(/perVpsMetrics.gatewayNetworkPolicy.podCIDRs: give the pod network's ranges/);
+    const on = ['perVpsMetrics.enabled=true', 'perVpsMetrics.gatewayNetworkPolicy.enabled=true', 'perVpsMetrics.gatewayNetworkPolicy.podCIDRs={10.244.0.0/16,fd00:10:244::/56}'];
+    const policy = gatewayPolicy(await render(on));
+    expect(policy?.metadata.name).toBe('edge-registrar-gateway-proxy-protocol');
+    expect(policy?.spec).toEqual({
+      podSelector: { matchLabels: { istio: 'ingressgateway' } },
+      policyTypes: ['Ingress'],
+      ingress: [
+        { from: [{ ipBlock: { cidr: '0.0.0.0/0', except: ['10.244.0.0/16'] } }, { ipBlock: { cidr: '::/0', except: ['fd00:10:244::/56'] } }] },
+        { ports: [{ port: 15021, protocol: 'TCP' }, { port: 15090, protocol: 'TCP' }] },
+      ],
+    });
+    // A load balancer's own range needs no exception; a narrower block never gets one of the other family.
+    expect(gatewayPolicy(await render([...on, 'perVpsMetrics.gatewayNetworkPolicy.sourceCIDRs={192.0.2.0/24}']))?.spec.ingress[0]).toEqual({ from: [{ ipBlock: { cidr: '192.0.2.0/24' } }] });
+    // A Gateway API gateway is named by targetRefs: its pods' labels must be given.
+    const refs = ['perVpsMetrics.telemetry.targetRefs[0].kind=Gateway', 'perVpsMetrics.telemetry.targetRefs[0].name=public'];
+    await expect(render([...on, ...refs])).rejects.toThrow(/gatewayNetworkPolicy.podSelector: the Telemetry selects its gateway by targetRefs/);
+    expect(gatewayPolicy(await render([...on, ...refs, 'perVpsMetrics.gatewayNetworkPolicy.podSelector.gateway\\.networking\\.k8s\\.io/gateway-name=public']))?.spec.podSelector).toEqual({ matchLabels: { 'gateway.networking.k8s.io/gateway-name': 'public' } });
   });
 
   it("Node's heap is sized from each container's memory limit, so a pod under load stays inside it", async () => {
@@ -256,7 +300,7 @@ describe('helm lint and template', () => {
     ['a metric named twice', 'perVpsMetrics.telemetry.metrics={REQUEST_COUNT,REQUEST_COUNT}', "at '/perVpsMetrics/telemetry/metrics'"],
     ['an expression budget past what Envoy parses', 'perVpsMetrics.telemetry.maxExpressionCodepoints=100000', "at '/perVpsMetrics/telemetry/maxExpressionCodepoints'"],
   ])('values.schema.json rejects %s with a message naming it', async (_what, set, named) => {
-    const res = await helm(['template', 'edge-registrar', CHART, '--set', TEST_IMAGE, '--set', set, ...(set.includes('provided') ? ['--set', 'certificates.provided.secretName=x'] : [])]);
+    const res = await helm(['template', 'edge-registrar', CHART, '--set', TEST_VALUES, '--set', set, ...(set.includes('provided') ? ['--set', 'certificates.provided.secretName=x'] : [])]);
     expect(res.code).not.toBe(0);
     expect(res.stderr).toContain('values don\'t meet the specifications of the schema');
     expect(res.stderr).toContain(named);

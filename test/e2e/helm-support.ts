@@ -25,9 +25,12 @@ export function helm(args: string[], kubeconfig?: string): Promise<Captured> {
 /** The image the tests name (the chart requires one; nothing pulls it here). */
 export const TEST_IMAGE = 'image.repository=edge-registrar-test/edge-registrar';
 
-/** `helm template edge-registrar CHART -n edge-registrar --set TEST_IMAGE --set ...`, parsed. */
+/** What the chart requires: an image, and who may reach the webhook's port (an illustrative range for `helm template`). */
+export const TEST_VALUES = `${TEST_IMAGE},networkPolicy.apiServerCIDRs={10.0.0.0/8}`;
+
+/** `helm template edge-registrar CHART -n edge-registrar --set TEST_VALUES --set ...`, parsed. */
 export async function render(set: string[] = [], release = 'edge-registrar'): Promise<K8sObject[]> {
-  const res = await helm(['template', release, CHART, '--namespace', 'edge-registrar', ...[TEST_IMAGE, ...set].flatMap((s) => ['--set', s])]);
+  const res = await helm(['template', release, CHART, '--namespace', 'edge-registrar', ...[TEST_VALUES, ...set].flatMap((s) => ['--set', s])]);
   if (res.code !== 0) throw new Error(res.stderr);
   return parseAllDocuments(res.stdout)
     .map((d) => d.toJS() as K8sObject | null)
