@@ -6,6 +6,7 @@
  */
 import { cidrContains, parseAddress } from '../policy/address.ts';
 import type { Policy } from '../policy/policy-file.ts';
+import { everyAddressBlock, ingressReach, podsInBlocks, type NetworkPolicyObj, type PodAddress, type Reach } from './network-reach.ts';
 import { FLEET_DIGEST_ANNOTATION, VPS_COUNT_ANNOTATION, fleetDigest, isManagedTelemetry, type StoredTelemetry } from '../mesh-telemetry/telemetry-object.ts';
 
 export type Status = 'pass' | 'fail' | 'warn' | 'skip';
@@ -58,7 +59,22 @@ export interface MeshNetworks {
 
 export interface WebhookConfiguration {
   metadata?: { name?: string };
-  webhooks?: { name?: string; failurePolicy?: string; clientConfig?: { caBundle?: string } }[];
+  webhooks?: { name?: string; failurePolicy?: string; clientConfig?: { caBundle?: string; service?: { name: string; namespace: string; port?: number } } }[];
+}
+
+export interface PodPort {
+  number?: number;
+  name?: string;
+}
+
+/** The webhook's Service as the webhook configuration names it: the labels it selects pods by and the port it sends to, with the NetworkPolicies of its namespace. */
+export interface WebhookNetwork {
+  service: string;
+  /** The labels of the pods it sends to (their pod template's, or the Service's selector). */
+  podLabels: Record<string, string>;
+  /** The pod port the Service forwards to, by number and by name where either is known. */
+  targetPort: PodPort;
+  policies: NetworkPolicyObj[];
 }
 
 export interface RegisteredVps {
@@ -84,6 +100,12 @@ export interface ClusterState {
   meshNetworks: Read<MeshNetworks | undefined>;
   istiodEnv: Read<Record<string, string> | undefined>;
   telemetry?: Read<StoredTelemetry | undefined>;
+  /** undefined: the webhook configurations call a URL, not a Service, or do not exist. */
+  webhookNetwork?: Read<WebhookNetwork | undefined>;
+  /** The NetworkPolicies of the gateway's namespace, when per-VPS metrics are on. */
+  gatewayPolicies?: Read<NetworkPolicyObj[]>;
+  /** The addresses of the cluster's running pods (host-network pods left out). */
+  podAddresses?: Read<PodAddress[]>;
   managedEntries: Read<{ name: string; address: string; vpsId: string }[]>;
   redis?: Read<{ groupExists: boolean; lag: number | null; pending: number; deadLetters: number; registered: RegisteredVps[] }>;
 }
@@ -337,8 +359,79 @@ function fleetChecks(state: ClusterState, expect: Expectations): Check[] {
   return checks;
 }
 
+const listOf = (names: readonly string[]): string => `${names.slice(0, 5).join(', ')}${names.length > 5 ? ` and ${names.length - 5} more` : ''}`;
+
+function describeLimited(reach: Reach): string {
+  if (reach.kind === 'anyone') return reach.why;
+  const parts = [...reach.blocks.map((b) => (b.except.length === 0 ? b.cidr : `${b.cidr} except ${b.except.join(', ')}`)), ...(reach.selectors > 0 ? [`${reach.selectors} pod selector(s)`] : [])];
+  return parts.length === 0 ? 'nothing' : parts.join(', ');
+}
+
+function webhookNetworkCheck(state: ClusterState): Check | undefined {
+  const id = 'webhook.network';
+  const title = "the webhook's port is reachable by the API server, not by every pod (a NetworkPolicy)";
+  if (state.webhookNetwork === undefined) return undefined;
+  if (!state.webhookNetwork.ok) return unread(id, title, state.webhookNetwork.error);
+  const network = state.webhookNetwork.value;
+  if (network === undefined) return { id, title, status: 'skip', detail: 'the webhook configurations call no Service in the cluster' };
+  const port = network.targetPort.number ?? network.targetPort.name;
+  const reach = ingressReach(network.policies, network.podLabels, (p) => p.port === undefined || p.port === network.targetPort.number || p.port === network.targetPort.name);
+  // The API server may call from any address, but so may a pod: a /0 is as open as no policy.
+  const everyAddress = everyAddressBlock(reach);
+  if (reach.kind === 'anyone' || everyAddress !== undefined) {
+    const why = reach.kind === 'anyone' ? reach.why : `NetworkPolicy ${everyAddress?.policy ?? '?'} admits ${everyAddress?.cidr ?? '?'}`;
+    return {
+      id,
+      title,
+      status: 'fail',
+      detail: `Service ${network.service}: port ${port} is open to any source (${why}); with failurePolicy Fail, any pod that floods it can refuse every WorkloadEntry write`,
+      fix: 'install the chart with networkPolicy.apiServerCIDRs set to the addresses the API server calls webhooks from (docs/operating.md, "Who may reach the webhook")',
+    };
+  }
+  const pods = state.podAddresses?.ok === true ? podsInBlocks(reach, state.podAddresses.value) : [];
+  if (pods.length > 0) {
+    return {
+      id,
+      title,
+      status: 'warn',
+      detail: `Service ${network.service}: port ${port} admits ${describeLimited(reach)}, which holds the addresses of ${pods.length} pod(s): ${listOf(pods)}`,
+      fix: "narrow networkPolicy.apiServerCIDRs to the control plane's addresses; where pods share them (EKS with the VPC CNI), the webhook's per-peer limits are what holds (docs/operating.md)",
+    };
+  }
+  return { id, title, status: 'pass', detail: `Service ${network.service}: port ${port} admits ${describeLimited(reach)}; no pod's address is among them` };
+}
+
+/** Istio's own ports on a gateway pod (15000-15099: status, Prometheus, admin), which take no PROXY-protocol header. */
+const isIstioPort = (port: number | string | undefined): boolean => (typeof port === 'number' && port >= 15000 && port <= 15099) || port === 'status-port' || port === 'http-envoy-prom';
+
+function gatewayNetworkCheck(state: ClusterState, expect: Expectations): Check | undefined {
+  if (expect.telemetry === undefined || state.gatewayPolicies === undefined) return undefined;
+  const id = 'gateway.proxy-listener';
+  const title = "pods cannot reach the gateway's PROXY-protocol listener (a pod that can could claim to be any VPS)";
+  if (!state.gatewayPolicies.ok) return unread(id, title, state.gatewayPolicies.error);
+  // No gateway pod: gateway.client-address already fails and says so.
+  if (!state.gatewayPods.ok || state.gatewayPods.value.length === 0) return undefined;
+  const policies = state.gatewayPolicies.value;
+  const pods = state.podAddresses?.ok === true ? state.podAddresses.value : [];
+  const open: string[] = [];
+  for (const gateway of state.gatewayPods.value) {
+    const reach = ingressReach(policies, gateway.metadata?.labels ?? {}, (p) => !isIstioPort(p.port));
+    const how = reach.kind === 'anyone' ? reach.why : reach.selectors > 0 ? `${reach.selectors} pod selector(s) admit pods` : podsInBlocks(reach, pods).length > 0 ? `its address blocks hold ${listOf(podsInBlocks(reach, pods))}` : undefined;
+    if (how !== undefined) open.push(`${gateway.metadata?.name ?? '?'} (${how})`);
+  }
+  if (open.length === 0) return { id, title, status: 'pass', detail: "no pod's address is admitted to the gateway's listeners" };
+  return {
+    id,
+    title,
+    status: 'warn',
+    detail: `pods can open connections to ${listOf(open)} and send a PROXY-protocol header naming any VPS's address: their requests are then counted as that VPS's`,
+    fix: "a NetworkPolicy that admits the load balancer to the gateway's listeners and excepts the pod network: the chart's perVpsMetrics.gatewayNetworkPolicy (docs/attribution.md)",
+  };
+}
+
 export function diagnose(state: ClusterState, expect: Expectations): Check[] {
-  return [...crdChecks(state, expect), injectionCheck(state, expect), ...meshObjectChecks(state, expect), ...webhookChecks(state, expect), gatewayCheck(state, expect), internalAddressesCheck(state, expect), telemetryCheck(state, expect), directAttributionCheck(state), ...fleetChecks(state, expect)];
+  const optional = [webhookNetworkCheck(state), gatewayNetworkCheck(state, expect)].filter((c): c is Check => c !== undefined);
+  return [...crdChecks(state, expect), injectionCheck(state, expect), ...meshObjectChecks(state, expect), ...webhookChecks(state, expect), ...optional, gatewayCheck(state, expect), internalAddressesCheck(state, expect), telemetryCheck(state, expect), directAttributionCheck(state), ...fleetChecks(state, expect)];
 }
 
 const MARK: Record<Status, string> = { pass: '✓', fail: '✗', warn: '!', skip: '-' };

@@ -14,7 +14,8 @@ import { daemonKeys } from '../redis/keys.ts';
 import { StateStore } from '../sync/state-store.ts';
 import { TELEMETRY_COORDINATES, type StoredTelemetry } from '../mesh-telemetry/telemetry-object.ts';
 import type { Policy } from '../policy/policy-file.ts';
-import type { ClusterState, MeshConfig, MeshNetworks, Obj, Read, RegisteredVps, WebhookConfiguration } from './checks.ts';
+import type { ClusterState, MeshConfig, MeshNetworks, Obj, PodPort, Read, RegisteredVps, WebhookConfiguration, WebhookNetwork } from './checks.ts';
+import { selects, type NetworkPolicyObj, type PodAddress } from './network-reach.ts';
 
 async function read<T>(get: () => Promise<T>): Promise<Read<T>> {
   try {
@@ -66,12 +67,53 @@ async function redisState(config: DoctorConfig): Promise<ClusterState['redis']> 
   );
 }
 
+/**
+ * The Service the validating webhook calls, the pods it selects and the port it forwards to, with
+ * the NetworkPolicies of its namespace: what decides who may open connections to the webhook.
+ */
+async function webhookNetwork(core: k8s.CoreV1Api, apps: k8s.AppsV1Api, networking: k8s.NetworkingV1Api, validating: WebhookConfiguration | undefined): Promise<WebhookNetwork | undefined> {
+  const reference = validating?.webhooks?.find((w) => w.clientConfig?.service !== undefined)?.clientConfig?.service;
+  if (reference === undefined) return undefined;
+  const service = await optional(() => core.readNamespacedService({ name: reference.name, namespace: reference.namespace }));
+  if (service === undefined) throw new Error(`Service ${reference.namespace}/${reference.name}, which the webhook configuration calls, does not exist`);
+  const selector = service.spec?.selector ?? {};
+  const servicePort = service.spec?.ports?.find((p) => p.port === (reference.port ?? 443));
+  const target = servicePort?.targetPort ?? servicePort?.port ?? reference.port ?? 443;
+  // The pods' own labels and port numbers come from the pod template of the Deployment the
+  // Service selects: a NetworkPolicy may select on labels the Service does not, and name the
+  // port by number where the Service names it.
+  const template = (await apps.listNamespacedDeployment({ namespace: reference.namespace })).items.map((d) => d.spec?.template).find((t) => selects({ matchLabels: selector }, t?.metadata?.labels ?? {}));
+  let targetPort: PodPort = typeof target === 'number' ? { number: target } : { name: target };
+  const named = template?.spec?.containers.flatMap((c) => c.ports ?? []).find((p) => p.name === target);
+  if (named !== undefined) targetPort = { name: named.name, number: named.containerPort };
+  const policies = await listNetworkPolicies(networking, reference.namespace);
+  return { service: `${reference.namespace}/${reference.name}`, podLabels: { ...selector, ...template?.metadata?.labels }, targetPort, policies };
+}
+
+/** client-node's model names an ingress rule's `from` `_from`; doctor reads the API's own field names. */
+async function listNetworkPolicies(networking: k8s.NetworkingV1Api, namespace: string): Promise<NetworkPolicyObj[]> {
+  const { items } = await networking.listNamespacedNetworkPolicy({ namespace });
+  return items.map(
+    (policy): NetworkPolicyObj => ({
+      metadata: { name: policy.metadata?.name ?? '' },
+      spec: { ...policy.spec, ingress: policy.spec?.ingress?.map(({ _from, ...rule }) => ({ ...rule, ...(_from === undefined ? {} : { from: _from }) })) },
+    }),
+  );
+}
+
+/** The addresses of the cluster's running pods; host-network pods share their node's address and are left out. */
+async function podAddresses(core: k8s.CoreV1Api): Promise<PodAddress[]> {
+  const pods = (await core.listPodForAllNamespaces({ fieldSelector: 'status.phase=Running' })).items;
+  return pods.filter((p) => p.spec?.hostNetwork !== true).flatMap((p) => (p.status?.podIPs ?? []).map(({ ip }) => ({ pod: `${p.metadata?.namespace ?? ''}/${p.metadata?.name ?? ''}`, ip })));
+}
+
 export async function gatherClusterState(kubeConfig: k8s.KubeConfig, config: DoctorConfig, policy: Policy): Promise<ClusterState> {
   const core = makeApiClient(kubeConfig, k8s.CoreV1Api);
   const apps = makeApiClient(kubeConfig, k8s.AppsV1Api);
   const custom = makeApiClient(kubeConfig, k8s.CustomObjectsApi);
   const extensions = makeApiClient(kubeConfig, k8s.ApiextensionsV1Api);
   const admission = makeApiClient(kubeConfig, k8s.AdmissionregistrationV1Api);
+  const networking = makeApiClient(kubeConfig, k8s.NetworkingV1Api);
   const ns = config.namespace;
   const istio = (plural: string) => custom.listNamespacedCustomObject({ group: 'networking.istio.io', version: config.istioApiVersion, namespace: ns, plural }) as Promise<{ items: Obj[] }>;
   const telemetry = config.telemetry;
@@ -139,7 +181,10 @@ export async function gatherClusterState(kubeConfig: k8s.KubeConfig, config: Doc
       return { caBundle: ca, notAfter: new Date(new X509Certificate(Buffer.from(cert, 'base64')).validTo) };
     });
   }
+  state.webhookNetwork = await read(() => webhookNetwork(core, apps, networking, validating.ok ? validating.value : undefined));
+  state.podAddresses = await read(() => podAddresses(core));
   if (telemetry.enabled) {
+    state.gatewayPolicies = await read(async () => listNetworkPolicies(networking, telemetry.namespace));
     state.telemetry = await read(() => optional(() => custom.getNamespacedCustomObject({ ...TELEMETRY_COORDINATES, namespace: telemetry.namespace, name: telemetry.name }) as Promise<StoredTelemetry>));
   }
   return state;

@@ -12,6 +12,7 @@ import { capture } from '../harness/capture.ts';
 import { shellWords } from '../harness/doc-snippets.ts';
 import { kubeconfigFor } from '../harness/kube-cluster.ts';
 import { publishRegister, settled, startSyncTestBed, startTestSync, stopSyncTestBed, testSyncConfig, type SyncTestBed } from './sync-support.ts';
+import { render } from './helm-support.ts';
 import { NAMESPACE, kubectl, mustKubectl, waitFor } from './support.ts';
 
 const ROOT = fileURLToPath(new URL('../../', import.meta.url));
@@ -33,6 +34,17 @@ const MESH = {
   metadata: { name: 'istio', namespace: 'istio-system' },
   data: { mesh: 'defaultConfig:\n  proxyMetadata:\n    PEER_METADATA_DISCOVERY: "true"\n' },
 };
+
+// A pod of the application's, at an address of the pod network (10.244.0.0/16 here), as a kubelet would report it.
+const APP_POD = { apiVersion: 'v1', kind: 'Pod', metadata: { name: 'xboard-0', namespace: NAMESPACE }, spec: { containers: [{ name: 'xboard', image: 'xboard' }] } };
+const APP_POD_STATUS = { status: { phase: 'Running', podIP: '10.244.1.7', podIPs: [{ ip: '10.244.1.7' }] } };
+
+/** The chart's opt-in NetworkPolicy on the gateway, rendered with `set` and applied. */
+async function applyGatewayPolicy(set: string[]): Promise<void> {
+  const objects = await render(['perVpsMetrics.enabled=true', 'perVpsMetrics.gatewayNetworkPolicy.enabled=true', 'perVpsMetrics.gatewayNetworkPolicy.podCIDRs={10.244.0.0/16}', ...set]);
+  const policy = objects.find((o) => o.kind === 'NetworkPolicy' && o.metadata.namespace === 'istio-system');
+  await mustKubectl('admin', ['apply', '-f', '-'], policy);
+}
 
 let bed: SyncTestBed | undefined;
 let sync: RunningSync | undefined;
@@ -65,14 +77,17 @@ beforeAll(async () => {
   await publishRegister(bed.redis, 'vps-8102', 'vps-sg-82', '2400:cb00:2049::82', 'sg');
   await settled(bed.redis);
   await mustKubectl('admin', ['label', 'namespace', NAMESPACE, 'istio-injection=enabled', '--overwrite']);
-  await mustKubectl('admin', ['apply', '-f', '-'], { apiVersion: 'v1', kind: 'List', items: [GATEWAY_POD, ISTIOD, MESH] });
+  await mustKubectl('admin', ['apply', '-f', '-'], { apiVersion: 'v1', kind: 'List', items: [GATEWAY_POD, ISTIOD, MESH, APP_POD] });
+  await mustKubectl('admin', ['-n', NAMESPACE, 'patch', 'pod', APP_POD.metadata.name, '--subresource=status', '--type=merge', '-p', JSON.stringify(APP_POD_STATUS)]);
+  await applyGatewayPolicy([]);
   await waitFor(async () => (await kubectl('admin', ['-n', 'istio-system', 'get', 'telemetry', 'edge-registrar-vps', '-o', "jsonpath={.metadata.annotations['edge-registrar\\.io/vps-count']}"])).stdout === '2', 'the Telemetry to map both VPSs');
 });
 
 afterAll(async () => {
   await sync?.stop();
   await kubectl('admin', ['label', 'namespace', NAMESPACE, 'istio-injection-']);
-  await kubectl('admin', ['-n', 'istio-system', 'delete', 'pod/istio-ingressgateway-7f9c', 'deployment/istiod', 'configmap/istio', 'telemetry/edge-registrar-vps', '--ignore-not-found', '--wait=false']);
+  await kubectl('admin', ['-n', 'istio-system', 'delete', 'pod/istio-ingressgateway-7f9c', 'deployment/istiod', 'configmap/istio', 'telemetry/edge-registrar-vps', 'networkpolicy/edge-registrar-gateway-proxy-protocol', '--ignore-not-found', '--wait=false']);
+  await kubectl('admin', ['-n', NAMESPACE, 'delete', 'pod', APP_POD.metadata.name, '--ignore-not-found', '--wait=false']);
   if (bed !== undefined) await stopSyncTestBed(bed);
 });
 
@@ -198,6 +213,22 @@ describe('edge-registrar doctor', () => {
       expect([listed.code, listed.stdout]).toEqual([0, expect.stringMatching(/event.schema\s+register vps_id=vps-8199/)]);
     } finally {
       await bed!.redis.del('{sigma:vps-events}:dlq');
+    }
+  });
+
+  // The chart's gateway policy keeps the pod network off the PROXY-protocol listeners: pass.
+  // Without it, or with a source block that holds a pod's address, the pod could name any VPS.
+  it("warns while a pod can reach the gateway's PROXY-protocol listener, naming how; the chart's policy passes", async () => {
+    expect((await doctor()).checks['gateway.proxy-listener']).toMatchObject({ status: 'pass' });
+    try {
+      await applyGatewayPolicy(['perVpsMetrics.gatewayNetworkPolicy.sourceCIDRs={10.0.0.0/8}']);
+      expect((await doctor()).checks['gateway.proxy-listener']).toMatchObject({ status: 'warn', detail: expect.stringContaining(`istio-ingressgateway-7f9c (its address blocks hold ${NAMESPACE}/xboard-0)`) });
+      await mustKubectl('admin', ['-n', 'istio-system', 'delete', 'networkpolicy', 'edge-registrar-gateway-proxy-protocol']);
+      const { code, checks } = await doctor();
+      expect(checks['gateway.proxy-listener']).toMatchObject({ status: 'warn', detail: expect.stringContaining('istio-ingressgateway-7f9c (no NetworkPolicy isolates it)'), fix: expect.stringContaining('perVpsMetrics.gatewayNetworkPolicy') });
+      expect(code).toBe(0);
+    } finally {
+      await applyGatewayPolicy([]);
     }
   });
 

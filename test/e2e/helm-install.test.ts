@@ -9,6 +9,7 @@ import { X509Certificate } from 'node:crypto';
 import { mkdtemp, rm, writeFile } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
+import { fileURLToPath } from 'node:url';
 import { connect } from 'node:tls';
 import * as k8s from '@kubernetes/client-node';
 import { afterAll, beforeAll, describe, expect, inject, it } from 'vitest';
@@ -24,6 +25,7 @@ import { capture } from '../harness/capture.ts';
 import { CHART, TEST_IMAGE, helm, render } from './helm-support.ts';
 import { waitFor } from './support.ts';
 
+const ROOT = fileURLToPath(new URL('../../', import.meta.url));
 const RELEASE_NS = 'edge-registrar';
 const SECRET = 'edge-registrar-webhook-tls';
 const SERVICE = 'edge-registrar-webhook';
@@ -83,7 +85,12 @@ afterAll(async () => {
 
 describe('helm install into a real API server', () => {
   it('installs with default values; the objects carry what they must', async () => {
-    const res = await helm(['install', 'edge-registrar', CHART, '--namespace', RELEASE_NS, '--create-namespace', '--set', TEST_IMAGE, '--set', 'sync.replicas=1'], kubeconfigFor(cluster.state, 'admin'));
+    // The EndpointSlice a kind cluster's API server writes for the kubernetes Service. This one
+    // advertises 127.0.0.1, which an EndpointSlice may not hold, so it runs without its endpoint
+    // reconciler and the test writes what the reconciler would.
+    const slice = { apiVersion: 'discovery.k8s.io/v1', kind: 'EndpointSlice', metadata: { name: 'kubernetes', namespace: 'default', labels: { 'kubernetes.io/service-name': 'kubernetes' } }, addressType: 'IPv4', endpoints: [{ addresses: ['172.18.0.2'], conditions: { ready: true } }], ports: [{ name: 'https', port: 6443, protocol: 'TCP' }] };
+    expect((await cluster.kubectl('admin', ['apply', '-f', '-'], JSON.stringify(slice))).code).toBe(0);
+    const res = await helm(['install', 'edge-registrar', CHART, '--namespace', RELEASE_NS, '--create-namespace', '--set', TEST_IMAGE, '--set', 'sync.replicas=1', '--set', 'networkPolicy.apiServerFromEndpoints=true'], kubeconfigFor(cluster.state, 'admin'));
     expect(res.stderr).toBe('');
     expect(res.stdout).toContain('STATUS: deployed');
     // NOTES.txt tells the user how to check that entries flow.
@@ -98,6 +105,30 @@ describe('helm install into a real API server', () => {
     expect((await getJson(['-n', 'airport-prod', 'get', 'serviceentry', 'xrayr-nodes'])).spec.hosts).toEqual(['xrayr.airport-prod.mesh']);
     expect((await getJson(['-n', 'airport-prod', 'get', 'workloadgroup', 'xrayr'])).spec.template.serviceAccount).toBe('xrayr-vm');
     expect((await getJson(['-n', 'airport-prod', 'get', 'serviceaccount', 'xrayr-vm'])).metadata.labels['app.kubernetes.io/managed-by']).toBe('Helm');
+    // Who may reach the webhook: the API server's own address, read from the kubernetes Service's endpoints at install.
+    const endpoints = await getJson(['-n', 'default', 'get', 'endpointslices', '-l', 'kubernetes.io/service-name=kubernetes']);
+    const apiServer = endpoints.items.flatMap((e: any) => e.endpoints.flatMap((p: any) => p.addresses)).map((a: string) => `${a}/${a.includes(':') ? 128 : 32}`);
+    expect(apiServer).toEqual(['172.18.0.2/32']);
+    const policy = await getJson(['-n', RELEASE_NS, 'get', 'networkpolicy', 'edge-registrar-webhook']);
+    expect(policy.spec.ingress[0].from.map((f: any) => f.ipBlock.cidr)).toEqual(apiServer);
+  });
+
+  it("doctor reads who may reach the webhook: the chart's NetworkPolicy passes, and without it the open port fails", async () => {
+    const doctor = async () => {
+      const res = await capture(process.execPath, [join(ROOT, 'src/cli.ts'), 'doctor', '--kubeconfig', kubeconfigFor(cluster.state, 'admin'), '--namespace', 'airport-prod', '--output', 'json']);
+      return (JSON.parse(res.stdout) as { checks: { id: string; status: string; detail: string; fix?: string }[] }).checks.find((c) => c.id === 'webhook.network');
+    };
+    expect(await doctor()).toMatchObject({ status: 'pass', detail: expect.stringMatching(new RegExp(`^Service ${RELEASE_NS}/${SERVICE}: port 8443 admits [0-9a-f.:]+/(32|128); no pod's address is among them$`)) });
+    const policy = await getJson(['-n', RELEASE_NS, 'get', 'networkpolicy', 'edge-registrar-webhook']);
+    await kubectl(['-n', RELEASE_NS, 'delete', 'networkpolicy', 'edge-registrar-webhook']);
+    try {
+      expect(await doctor()).toMatchObject({ status: 'fail', detail: expect.stringContaining('port 8443 is open to any source (no NetworkPolicy isolates it)'), fix: expect.stringContaining('networkPolicy.apiServerCIDRs') });
+    } finally {
+      delete policy.metadata.resourceVersion;
+      delete policy.metadata.uid;
+      delete policy.metadata.creationTimestamp;
+      await cluster.kubectl('admin', ['apply', '-f', '-'], JSON.stringify(policy));
+    }
   });
 
   it('kubectl auth can-i: each ServiceAccount can do what it needs and nothing more', async () => {
@@ -176,7 +207,7 @@ describe('self-mode certificate lifecycle against the real API server, as the ch
     expect((await manager().reconcile()).action).toBe('used');
     expect((await getJson(['-n', RELEASE_NS, 'get', 'secret', SECRET])).metadata.resourceVersion).toBe(before);
     // helm upgrade leaves the injected caBundle alone (the template does not set it).
-    const upgraded = await helm(['upgrade', 'edge-registrar', CHART, '--namespace', RELEASE_NS, '--set', TEST_IMAGE, '--set', 'sync.replicas=1', '--set', 'webhook.timeoutSeconds=7'], kubeconfigFor(cluster.state, 'admin'));
+    const upgraded = await helm(['upgrade', 'edge-registrar', CHART, '--namespace', RELEASE_NS, '--set', TEST_IMAGE, '--set', 'sync.replicas=1', '--set', 'networkPolicy.apiServerFromEndpoints=true', '--set', 'webhook.timeoutSeconds=7'], kubeconfigFor(cluster.state, 'admin'));
     expect(upgraded.code, upgraded.stderr).toBe(0);
     const after = await getJson(['get', 'validatingwebhookconfiguration', 'edge-registrar']);
     expect(after.webhooks[0].timeoutSeconds).toBe(7);

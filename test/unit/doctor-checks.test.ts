@@ -1,11 +1,15 @@
 /** doctor's judgement on cluster states, without a cluster: one state per check's outcomes. */
 import { describe, expect, it } from 'vitest';
 import { diagnose, formatChecks, type Check, type ClusterState } from '../../src/doctor/checks.ts';
+import type { NetworkPolicyObj } from '../../src/doctor/network-reach.ts';
 import { fleetDigest } from '../../src/mesh-telemetry/telemetry-object.ts';
 import { DEFAULT_POLICY } from '../../src/policy/policy-file.ts';
 
 const ok = <T>(value: T) => ({ ok: true as const, value });
 const registered = [{ vpsId: 'v1', name: 'vps-jp-01', address: '103.21.244.10', country: 'jp' }];
+
+const WEBHOOK_POLICY: NetworkPolicyObj = { metadata: { name: 'edge-registrar' }, spec: { podSelector: { matchLabels: { app: 'edge-registrar-webhook' } }, policyTypes: ['Ingress'], ingress: [{ ports: [{ port: 8443, protocol: 'TCP' }], from: [{ ipBlock: { cidr: '172.18.0.2/32' } }] }, { ports: [{ port: 9090 }] }] } };
+const GATEWAY_POLICY: NetworkPolicyObj = { metadata: { name: 'gw' }, spec: { podSelector: {}, ingress: [{ from: [{ ipBlock: { cidr: '0.0.0.0/0', except: ['10.244.0.0/16'] } }] }] } };
 
 function healthy(): ClusterState {
   return {
@@ -22,6 +26,9 @@ function healthy(): ClusterState {
     meshNetworks: ok({ networks: { network1: { endpoints: [{ fromCidr: '10.244.0.0/16' }] } } }),
     istiodEnv: ok({ PILOT_ENABLE_AMBIENT: 'true' }),
     telemetry: ok({ metadata: { labels: { 'app.kubernetes.io/managed-by': 'edge-registrar' }, annotations: { 'edge-registrar.io/vps-count': '1', 'edge-registrar.io/fleet-digest': fleetDigest(registered) } } }),
+    webhookNetwork: ok({ service: 'airport-prod/edge-registrar', podLabels: { app: 'edge-registrar-webhook' }, targetPort: { name: 'https', number: 8443 }, policies: [WEBHOOK_POLICY] }),
+    gatewayPolicies: ok([GATEWAY_POLICY]),
+    podAddresses: ok([{ pod: 'airport-prod/xboard-0', ip: '10.244.1.7' }, { pod: 'istio-system/istio-ingressgateway-1', ip: '10.244.2.3' }]),
     managedEntries: ok([{ name: 'vps-jp-01', address: '103.21.244.10', vpsId: 'v1' }]),
     redis: ok({ groupExists: true, lag: 0, pending: 0, deadLetters: 0, registered }),
   };
@@ -55,6 +62,13 @@ describe('diagnose', () => {
     ['no consumer group', (s) => { s.redis = ok({ groupExists: false, lag: null, pending: 0, deadLetters: 0, registered }); }, 'redis.stream', 'fail', /consumer group does not exist/],
     ['dead letters waiting', (s) => { s.redis = ok({ groupExists: true, lag: 0, pending: 0, deadLetters: 3, registered }); }, 'redis.stream', 'warn', /3 dead letters/],
     ['an entry without a registered VPS', (s) => { s.managedEntries = ok([{ name: 'vps-jp-01', address: '103.21.244.10', vpsId: 'v1' }, { name: 'vps-jp-02', address: '103.21.244.11', vpsId: 'v2' }]); }, 'fleet.entries', 'fail', /entries without a registered VPS: vps-jp-02/],
+    ['a webhook port open to every pod (no NetworkPolicy)', (s) => { s.webhookNetwork = ok({ service: 'airport-prod/edge-registrar', podLabels: { app: 'edge-registrar-webhook' }, targetPort: { name: 'https', number: 8443 }, policies: [] }); }, 'webhook.network', 'fail', /port 8443 is open to any source \(no NetworkPolicy isolates it\)/],
+    ['a webhook policy that admits every source on its port', (s) => { s.webhookNetwork = ok({ service: 'airport-prod/edge-registrar', podLabels: { app: 'edge-registrar-webhook' }, targetPort: { name: 'https', number: 8443 }, policies: [{ spec: { podSelector: {}, ingress: [{ ports: [{ port: 8443 }] }] } }] }); }, 'webhook.network', 'fail', /port 8443/],
+    ['a webhook block that holds pod addresses (EKS: the VPC CIDR)', (s) => { s.webhookNetwork = ok({ service: 'airport-prod/edge-registrar', podLabels: { app: 'edge-registrar-webhook' }, targetPort: { name: 'https', number: 8443 }, policies: [{ spec: { podSelector: {}, ingress: [{ ports: [{ port: 'https' }], from: [{ ipBlock: { cidr: '10.0.0.0/8' } }] }] } }] }); }, 'webhook.network', 'warn', /admits 10.0.0.0\/8, which holds the addresses of 2 pod\(s\): airport-prod\/xboard-0, istio-system/],
+    ['a gateway policy with a rule for every source on a listener', (s) => { s.gatewayPolicies = ok([{ metadata: { name: 'gw' }, spec: { podSelector: {}, ingress: [{ ports: [{ port: 8443 }] }] } }]); }, 'gateway.proxy-listener', 'warn', /gw \(NetworkPolicy gw has a rule with no from\)/],
+    ['a gateway block that does not except the pod network', (s) => { s.gatewayPolicies = ok([{ metadata: { name: 'gw' }, spec: { podSelector: {}, ingress: [{ from: [{ ipBlock: { cidr: '10.0.0.0/8' } }] }] } }]); }, 'gateway.proxy-listener', 'warn', /its address blocks hold airport-prod\/xboard-0, istio-system\/istio-ingressgateway-1/],
+    ['a webhook policy that admits 0.0.0.0/0', (s) => { s.webhookNetwork = ok({ service: 'airport-prod/edge-registrar', podLabels: { app: 'edge-registrar-webhook' }, targetPort: { name: 'https', number: 8443 }, policies: [{ metadata: { name: 'wide' }, spec: { podSelector: {}, ingress: [{ from: [{ ipBlock: { cidr: '0.0.0.0/0' } }] }] } }] }); }, 'webhook.network', 'fail', /open to any source \(NetworkPolicy wide admits 0.0.0.0\/0\)/],
+    ['a gateway any pod can reach', (s) => { s.gatewayPolicies = ok([]); }, 'gateway.proxy-listener', 'warn', /pods can open connections to gw \(no NetworkPolicy isolates it\) and send a PROXY-protocol header/],
     ['a part that could not be read', (s) => { s.serviceAccount = { ok: false, error: 'HTTP 403: forbidden' }; }, 'mesh.service-account', 'fail', /could not read it: HTTP 403/],
   ])('%s: %s is %s', (_name, breakIt, id, status, detail) => {
     const state = healthy();
@@ -88,7 +102,7 @@ describe('diagnose', () => {
     expect(text).toContain('✗ sidecar injection is on in airport-prod');
     expect(text).toContain("    fix: label it (or istio.io/rev=<revision> for a revisioned install), then restart Xboard's pods so they get their sidecars");
     expect(text).toContain('    run: kubectl label namespace airport-prod istio-injection=enabled');
-    expect(text.trim().split('\n').at(-1)).toBe('13 passed, 1 failed, 0 warnings, 0 skipped');
+    expect(text.trim().split('\n').at(-1)).toBe('15 passed, 1 failed, 0 warnings, 0 skipped');
   });
 
   it('prints commands with what doctor was given to reach the cluster and Redis, so they run as printed', () => {
