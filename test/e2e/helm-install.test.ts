@@ -22,6 +22,7 @@ import { createLogger } from '../../src/observability/logger.ts';
 import { runWebhook, type RunningWebhook } from '../../src/webhook/run.ts';
 import { kubeconfigFor, startCluster, type StartedCluster } from '../harness/kube-cluster.ts';
 import { capture } from '../harness/capture.ts';
+import { shellCommandsIn, shellWords } from '../harness/doc-snippets.ts';
 import { CHART, TEST_IMAGE, helm, render } from './helm-support.ts';
 import { waitFor } from './support.ts';
 
@@ -129,6 +130,21 @@ describe('helm install into a real API server', () => {
       delete policy.metadata.creationTimestamp;
       await cluster.kubectl('admin', ['apply', '-f', '-'], JSON.stringify(policy));
     }
+  });
+
+  it("docs/attribution.md's command turns on the gateway's NetworkPolicy, and the API server takes it as rendered", async () => {
+    await kubectl(['create', 'namespace', 'istio-system']);
+    const kubeconfig = kubeconfigFor(cluster.state, 'admin');
+    // Per-VPS metrics on first, as the section presumes (no Prometheus Operator here: its rules off).
+    const on = await helm(['upgrade', 'edge-registrar', CHART, '-n', RELEASE_NS, '--reuse-values', '--set', 'perVpsMetrics.enabled=true', '--set', 'perVpsMetrics.prometheusRule.enabled=false'], kubeconfig);
+    expect(on.code, on.stderr).toBe(0);
+    const documented = shellCommandsIn(join(ROOT, 'docs/attribution.md')).filter((c) => c.startsWith('helm upgrade'));
+    expect(documented).toHaveLength(1);
+    const [, ...args] = shellWords(documented[0] ?? '');
+    const res = await helm(args.map((a) => (a === 'charts/edge-registrar' ? CHART : a)), kubeconfig);
+    expect(res.code, res.stderr).toBe(0);
+    const policy = await getJson(['-n', 'istio-system', 'get', 'networkpolicy', 'edge-registrar-gateway-proxy-protocol']);
+    expect(policy.spec.ingress[0].from).toEqual([{ ipBlock: { cidr: '0.0.0.0/0', except: ['10.244.0.0/16'] } }, { ipBlock: { cidr: '::/0' } }]);
   });
 
   it('kubectl auth can-i: each ServiceAccount can do what it needs and nothing more', async () => {
