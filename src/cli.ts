@@ -62,7 +62,8 @@ export function buildProgram(): Command {
       .option('--cert-renew-before <days>', 'self mode: renew when fewer days are left (env EDGE_REGISTRAR_CERT_RENEW_BEFORE_DAYS, default 30)')
       .option('--sync-lease <name>', "the sync daemon's Lease in the namespace; the daemon's writes from any other term are refused (env EDGE_REGISTRAR_LEASE_NAME, default edge-registrar-sync)")
       .option('--max-body-bytes-in-flight <bytes>', 'request bodies held at once; more is shed with 429 and Retry-After (env EDGE_REGISTRAR_MAX_BODY_BYTES_IN_FLIGHT, default an eighth of the memory limit, 64 MiB when none is known)')
-      .option('--max-connections <n>', 'open connections at most; a peer that has sent no real review may hold 32 (env EDGE_REGISTRAR_MAX_CONNECTIONS, default an eighth of the memory limit at 64 KiB each, 256 to 4096)'),
+      .option('--max-connections <n>', 'open connections at most; an untrusted peer may hold 32, untrusted peers together three quarters (env EDGE_REGISTRAR_MAX_CONNECTIONS, default an eighth of the memory limit at 80 KiB each, 256 to 4096)')
+      .option('--api-server-cidrs <cidrs>', "the addresses the API server calls from, comma-separated: peers in them are trusted, nobody else (env EDGE_REGISTRAR_API_SERVER_CIDRS; unset, a peer earns trust by sending a review)"),
     true,
   ).action(lazy(async () => (await webhookCommand()).runWebhookCommand));
 

@@ -65,6 +65,7 @@ const FLAG_NAMES: Record<string, string> = {
   'telemetry.maxObjectBytes': `--telemetry-max-object-bytes / ${ENV.telemetryMaxObjectBytes}`,
   waitMs: '--wait-timeout',
   maxConnections: `--max-connections / ${ENV.maxConnections}`,
+  apiServerCidrs: `--api-server-cidrs / ${ENV.apiServerCidrs}`,
   rules: '--no-check',
   files: 'FILE',
   hosts: '--host',

@@ -1,6 +1,7 @@
 /**
  * `edge-registrar webhook`: the listener, TLS and certificate modes, and the request limits.
  */
+import ipaddr from 'ipaddr.js';
 import { z } from 'zod';
 import { type CommonFlags, commonInput, commonSchema, dnsLabel, istioApiVersion, port } from './common.ts';
 import { ENV, type Env, processMemoryLimitBytes, secondsToMs } from './env.ts';
@@ -65,6 +66,16 @@ const webhookSchema = commonSchema.extend({
   /** Open connections at most; unset: sized from the memory limit (webhook/connection-guard.ts). */
   maxConnections: z.coerce.number().int().positive().optional(),
   /**
+   * The addresses the API server calls from (CIDRs, comma-separated): peers in them are trusted
+   * (more connections, kept alive) and nobody else is. Unset: a peer earns trust by sending a
+   * review, which anyone who reaches the port can do.
+   */
+  apiServerCidrs: z
+    .string()
+    .transform((text) => text.split(',').map((c) => c.trim()).filter((c) => c !== ''))
+    .pipe(z.array(z.string().refine((c) => ipaddr.isValidCIDR(c), { error: 'must be a CIDR such as 172.18.0.2/32 or fd00::/64' })))
+    .optional(),
+  /**
    * The API server keeps idle connections to webhooks for 90 s; ours must outlive that or
    * it meets a closed connection ("failed calling webhook ... EOF").
    */
@@ -105,6 +116,7 @@ export interface WebhookFlags extends CommonFlags {
   certRenewBefore?: string | undefined;
   maxBodyBytesInFlight?: string | undefined;
   maxConnections?: string | undefined;
+  apiServerCidrs?: string | undefined;
   syncLease?: string | undefined;
 }
 
@@ -123,6 +135,7 @@ export function webhookConfig(flags: WebhookFlags, env: Env): WebhookConfig {
     memoryLimitBytes: processMemoryLimitBytes(),
     bodyBudgetBytes: flags.maxBodyBytesInFlight ?? env[ENV.maxBodyBytesInFlight],
     maxConnections: flags.maxConnections ?? env[ENV.maxConnections],
+    apiServerCidrs: flags.apiServerCidrs ?? env[ENV.apiServerCidrs],
     syncLeaseName: flags.syncLease ?? env[ENV.leaseName],
   });
 }

@@ -75,7 +75,7 @@ export function createWebhookMetrics(registry: Registry): WebhookMetrics {
     }),
     connectionsClosed: new Counter({
       name: 'edge_registrar_webhook_connections_closed_total',
-      help: 'Connections the webhook closed to keep its connections bounded, by reason (total: over --max-connections; per-peer: over a peer\'s limit; no-request: no request after the TLS handshake; idle-untrusted: an idle keep-alive of a peer that sent no real review).',
+      help: "Connections the webhook closed to keep its connections bounded, by reason (total: over --max-connections; per-peer: over a peer's limit; untrusted-total: over what untrusted peers may hold together; handshake-timeout: no finished TLS handshake within 5 s; no-request: no request after the handshake; idle-untrusted: an idle keep-alive of a peer not trusted as the API server).",
       labelNames: ['reason'],
       registers: [registry],
     }),

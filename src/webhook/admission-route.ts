@@ -30,8 +30,8 @@ export interface AdmissionRouteDependencies {
   bodyTimeoutMs: number;
   /** ...and a small one (an AdmissionReview of a WorkloadEntry, which the API server sends in one go) this long. */
   smallBodyTimeoutMs: number;
-  /** Told of every peer that sent a real review (connection-guard.ts). */
-  trustPeer?: (peer: string | undefined) => void;
+  /** Who the API server is (connection-guard.ts): told of every peer that sent a real review, and asked whether a peer is trusted. */
+  peers?: { trust(peer: string | undefined): void; isTrusted(peer: string | undefined): boolean };
   now?: () => Date;
 }
 
@@ -139,7 +139,7 @@ export function admissionRoutes(deps: AdmissionRouteDependencies, fallback: Requ
       bad(res, handlerName, 400, 'not-admission-review', decoded.message);
       return;
     }
-    deps.trustPeer?.(req.socket.remoteAddress);
+    deps.peers?.trust(req.socket.remoteAddress);
     const { request } = decoded;
     let outcome: HandlerOutcome;
     try {
@@ -205,7 +205,8 @@ export function admissionRoutes(deps: AdmissionRouteDependencies, fallback: Requ
     const overBudget = (): void => {
       bad(res, handlerName, 429, 'over-budget', `the webhook holds ${deps.budget.totalBytes} bytes of request bodies at most and is full; retry`, { 'retry-after': RETRY_AFTER_SECONDS, connection: 'close' });
     };
-    const reservation = deps.budget.tryReserve(0, { peer: req.socket.remoteAddress, announcedBytes: announced });
+    const peer = req.socket.remoteAddress;
+    const reservation = deps.budget.tryReserve(0, { peer, announcedBytes: announced, trusted: deps.peers?.isTrusted(peer) ?? false });
     if (reservation === undefined) {
       overBudget();
       return;

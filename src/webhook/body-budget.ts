@@ -11,8 +11,10 @@
  *
  * Real AdmissionReviews of WorkloadEntries are a few KiB. So that large bodies, however many,
  * cannot crowd them out, a request announced (or grown) past the small size may fill the budget
- * only up to what is kept back for small ones; and no one peer (remote address) may hold more
- * than its share, so one client cannot take what the API server needs.
+ * only up to what is kept back for small ones; no one peer (remote address) may hold more
+ * than its share; and untrusted peers together (anyone but the API server, connection-guard.ts)
+ * may not touch what is kept back for trusted ones, so many attacking addresses cannot take
+ * what the API server needs.
  */
 
 export interface BodyBudgetOptions {
@@ -24,12 +26,16 @@ export interface BodyBudgetOptions {
   reservedForSmallBytes: number;
   /** Bytes one peer may hold at once (all its requests together); unset: no per-peer cap. */
   perPeerBytes?: number;
+  /** Bytes only trusted peers may use; unset: none kept back. */
+  reservedForTrustedBytes?: number;
 }
 
 /** What is known of a request when it reserves: its peer, and the size it announced (Content-Length). */
 export interface ReservationContext {
   peer?: string | undefined;
   announcedBytes?: number | undefined;
+  /** The peer is the API server (connection-guard.ts): it may use what is kept back for it. */
+  trusted?: boolean | undefined;
 }
 
 export interface BodyReservation {
@@ -43,6 +49,8 @@ export interface BodyReservation {
 export class BodyBudget {
   readonly #options: BodyBudgetOptions;
   #inUse = 0;
+  /** Bytes held by untrusted peers together. */
+  #untrustedInUse = 0;
   /** Bytes held per peer, for those holding any. */
   readonly #byPeer = new Map<string, number>();
 
@@ -66,15 +74,18 @@ export class BodyBudget {
 
   /** Whether `more` bytes fit beside what is in use, for a request of `peer` that would then be `size` (of at least `announced`). */
   #fits(more: number, size: number, context: ReservationContext): boolean {
-    const { totalBytes, smallRequestBytes, reservedForSmallBytes, perPeerBytes } = this.#options;
+    const { totalBytes, smallRequestBytes, reservedForSmallBytes, perPeerBytes, reservedForTrustedBytes = 0 } = this.#options;
     const large = Math.max(size, context.announcedBytes ?? 0) > smallRequestBytes;
     const ceiling = large ? totalBytes - reservedForSmallBytes : totalBytes;
     if (this.#inUse + more > ceiling) return false;
+    if (context.trusted !== true && this.#untrustedInUse + more > totalBytes - reservedForTrustedBytes) return false;
     return perPeerBytes === undefined || context.peer === undefined || this.heldBy(context.peer) + more <= perPeerBytes;
   }
 
-  #hold(delta: number, peer: string | undefined): void {
+  #hold(delta: number, context: ReservationContext): void {
     this.#inUse += delta;
+    if (context.trusted !== true) this.#untrustedInUse += delta;
+    const { peer } = context;
     if (peer === undefined) return;
     const held = this.heldBy(peer) + delta;
     if (held > 0) this.#byPeer.set(peer, held);
@@ -84,7 +95,7 @@ export class BodyBudget {
   /** A reservation of `bytes` now (0: a body yet to arrive, grown as it does), or undefined when the request must be shed. */
   tryReserve(bytes: number, context: ReservationContext = {}): BodyReservation | undefined {
     if (!this.#fits(bytes, bytes, context)) return undefined;
-    this.#hold(bytes, context.peer);
+    this.#hold(bytes, context);
     let held = bytes;
     let released = false;
     return {
@@ -95,14 +106,14 @@ export class BodyBudget {
         if (released) return false;
         if (size <= held) return true;
         if (!this.#fits(size - held, size, context)) return false;
-        this.#hold(size - held, context.peer);
+        this.#hold(size - held, context);
         held = size;
         return true;
       },
       release: () => {
         if (released) return;
         released = true;
-        this.#hold(-held, context.peer);
+        this.#hold(-held, context);
       },
     };
   }
@@ -117,11 +128,12 @@ export const SMALL_REVIEW_BYTES = 64 * 1024;
  * webhook measured under saturating valid load (about 213 MiB resident: heap, code, TLS
  * buffers), its connections (another eighth, connection-guard.ts) and the parse of the body
  * being decoded; 64 MiB where no limit is known (npm run local, a plain process). An eighth of
- * the budget is kept for small requests, and one peer may hold a quarter of it.
+ * the budget is kept for small requests, a quarter for trusted peers (the API server), and one
+ * peer may hold a quarter of it.
  */
 export function bodyBudgetFor(memoryLimitBytes: number, totalBytes?: number): BodyBudgetOptions {
   const total = totalBytes ?? (memoryLimitBytes > 0 ? Math.floor(memoryLimitBytes / 8) : 64 * 1024 * 1024);
   // One peer a quarter: at least four clients at their cap before the budget is full, and the
   // largest review (two etcd objects) still fits one peer's share of the chart's 40 MiB.
-  return { totalBytes: total, smallRequestBytes: SMALL_REVIEW_BYTES, reservedForSmallBytes: Math.floor(total / 8), perPeerBytes: Math.floor(total / 4) };
+  return { totalBytes: total, smallRequestBytes: SMALL_REVIEW_BYTES, reservedForSmallBytes: Math.floor(total / 8), perPeerBytes: Math.floor(total / 4), reservedForTrustedBytes: Math.floor(total / 4) };
 }

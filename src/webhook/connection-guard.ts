@@ -15,17 +15,27 @@
  *   keep-alive (longer than the API server's idle timeout); anyone else's is closed after
  *   `untrustedIdleMs`.
  *
- * Trust is earned per address by a request that decoded as an AdmissionReview (the caller says
- * so), kept for `trustTtlMs` after the last one, and the set is bounded.
+ * - Untrusted peers together hold at most `untrustedTotal`: the rest is the API server's, so
+ *   many attacking addresses of 32 connections each cannot leave it no room.
+ *
+ * Who is trusted: with `trustedNetworks` (the API server's addresses, the same the chart's
+ * NetworkPolicy admits), a peer in them, from its first byte, and nobody else. Without them,
+ * trust is earned per address by a request that decoded as an AdmissionReview (the caller says
+ * so), kept for `trustTtlMs` after the last one, and the set is bounded. Earned trust can be
+ * forged by anyone who can reach the port and write an AdmissionReview, which is why the chart
+ * passes the addresses it knows.
  */
 import type { IncomingMessage, RequestListener, ServerResponse } from 'node:http';
 import type { Server as HttpsServer } from 'node:https';
 import type { Socket } from 'node:net';
+import ipaddr from 'ipaddr.js';
 
 export interface ConnectionLimits {
   maxConnections: number;
   perPeer: number;
   perTrustedPeer: number;
+  /** Connections all untrusted peers together may hold. */
+  untrustedTotal: number;
   handshakeTimeoutMs: number;
   firstRequestMs: number;
   untrustedIdleMs: number;
@@ -36,7 +46,7 @@ export interface ConnectionLimits {
 const MAX_TRUSTED = 256;
 
 /** Why a connection was closed by the guard (a metric label). */
-export type ConnectionClosure = 'total' | 'per-peer' | 'no-request' | 'idle-untrusted';
+export type ConnectionClosure = 'total' | 'per-peer' | 'untrusted-total' | 'handshake-timeout' | 'no-request' | 'idle-untrusted';
 
 export class ConnectionGuard {
   readonly #limits: ConnectionLimits;
@@ -48,15 +58,24 @@ export class ConnectionGuard {
   readonly #trusted = new Map<string, number>();
   /** A connection's timer: the first request's deadline, or an untrusted peer's idle one. */
   readonly #timers = new WeakMap<Socket, NodeJS.Timeout>();
+  /** The API server's networks; empty: trust is earned by reviews. */
+  readonly #trustedNetworks: [ipaddr.IPv4 | ipaddr.IPv6, number][];
+  #untrustedOpen = 0;
 
-  constructor(limits: ConnectionLimits, options: { now?: () => number; onClose?: (why: ConnectionClosure) => void } = {}) {
+  constructor(limits: ConnectionLimits, options: { trustedNetworks?: readonly string[]; now?: () => number; onClose?: (why: ConnectionClosure) => void } = {}) {
     this.#limits = limits;
+    this.#trustedNetworks = (options.trustedNetworks ?? []).map((cidr) => ipaddr.parseCIDR(cidr));
     this.#now = options.now ?? Date.now;
     this.#onClose = options.onClose ?? (() => undefined);
   }
 
   get limits(): ConnectionLimits {
     return this.#limits;
+  }
+
+  /** Open connections of untrusted peers now. */
+  get untrustedOpen(): number {
+    return this.#untrustedOpen;
   }
 
   /** Open connections from `peer` now (for tests and metrics). */
@@ -66,6 +85,7 @@ export class ConnectionGuard {
 
   isTrusted(peer: string | undefined): boolean {
     if (peer === undefined) return false;
+    if (this.#trustedNetworks.length > 0) return this.#inTrustedNetworks(peer);
     const until = this.#trusted.get(peer);
     if (until === undefined) return false;
     if (until < this.#now()) {
@@ -75,9 +95,16 @@ export class ConnectionGuard {
     return true;
   }
 
-  /** `peer` sent a real AdmissionReview. */
+  #inTrustedNetworks(peer: string): boolean {
+    if (!ipaddr.isValid(peer)) return false;
+    // A dual-stack socket reports an IPv4 peer as ::ffff:a.b.c.d.
+    const address = ipaddr.process(peer);
+    return this.#trustedNetworks.some(([network, bits]) => network.kind() === address.kind() && address.match(network, bits));
+  }
+
+  /** `peer` sent a real AdmissionReview (ignored when the trusted networks are given). */
   trust(peer: string | undefined): void {
-    if (peer === undefined) return;
+    if (peer === undefined || this.#trustedNetworks.length > 0) return;
     this.#trusted.delete(peer);
     this.#trusted.set(peer, this.#now() + this.#limits.trustTtlMs);
     while (this.#trusted.size > MAX_TRUSTED) {
@@ -95,18 +122,29 @@ export class ConnectionGuard {
     server.on('connection', (socket: Socket) => {
       const peer = socket.remoteAddress ?? '';
       const open = (this.#perPeer.get(peer) ?? 0) + 1;
-      const allowed = this.isTrusted(peer) ? this.#limits.perTrustedPeer : this.#limits.perPeer;
-      if (open > allowed) {
+      const trusted = this.isTrusted(peer);
+      if (open > (trusted ? this.#limits.perTrustedPeer : this.#limits.perPeer)) {
         this.#onClose('per-peer');
         socket.destroy();
         return;
       }
+      if (!trusted && this.#untrustedOpen >= this.#limits.untrustedTotal) {
+        this.#onClose('untrusted-total');
+        socket.destroy();
+        return;
+      }
       this.#perPeer.set(peer, open);
+      if (!trusted) this.#untrustedOpen += 1;
       socket.once('close', () => {
         const left = (this.#perPeer.get(peer) ?? 1) - 1;
         if (left <= 0) this.#perPeer.delete(peer);
         else this.#perPeer.set(peer, left);
+        if (!trusted) this.#untrustedOpen -= 1;
       });
+    });
+    // The server closes a handshake that does not finish in time (its handshakeTimeout option): counted here.
+    server.on('tlsClientError', (error: Error & { code?: string }) => {
+      if (error.code === 'ERR_TLS_HANDSHAKE_TIMEOUT') this.#onClose('handshake-timeout');
     });
     // A finished handshake must be followed by a request.
     server.on('secureConnection', (socket: Socket) => {
@@ -145,21 +183,27 @@ export class ConnectionGuard {
   }
 }
 
-/** What one open connection costs the process, measured (docs/benchmarks.md, bench:webhook-connections); rounded up. */
-export const CONNECTION_COST_BYTES = 64 * 1024;
+/**
+ * What one open connection costs the process, measured (docs/benchmarks.md, npm run
+ * bench:webhook-connections): 18 KiB before a handshake, 56-59 KiB with a TLS session, 75 KiB
+ * after a request has been answered on it (TLS and HTTP buffers); rounded up from the largest.
+ */
+export const CONNECTION_COST_BYTES = 80 * 1024;
 
 /**
  * The limits for a pod with `memoryLimitBytes` (0 when unknown): connections may take an eighth
  * of the limit (as request bodies may take another eighth), at CONNECTION_COST_BYTES each, at
- * least 256 and at most 4,096; an untrusted peer 32 of them, a trusted one half.
+ * least 256 and at most 4,096; an untrusted peer 32 of them and untrusted peers together three
+ * quarters, a trusted one half.
  */
-export function connectionLimitsFor(memoryLimitBytes: number): ConnectionLimits {
+export function connectionLimitsFor(memoryLimitBytes: number, given?: number): ConnectionLimits {
   const byMemory = memoryLimitBytes > 0 ? Math.floor(memoryLimitBytes / 8 / CONNECTION_COST_BYTES) : 1024;
-  const maxConnections = Math.min(4096, Math.max(256, byMemory));
+  const maxConnections = given ?? Math.min(4096, Math.max(256, byMemory));
   return {
     maxConnections,
     perPeer: 32,
     perTrustedPeer: Math.floor(maxConnections / 2),
+    untrustedTotal: Math.floor((maxConnections * 3) / 4),
     handshakeTimeoutMs: 5_000,
     firstRequestMs: 10_000,
     untrustedIdleMs: 5_000,

@@ -69,8 +69,8 @@ export async function runWebhook(config: WebhookConfig, logger: Logger, override
     return { ok: reasons.length === 0, reasons };
   };
 
-  const limits = connectionLimitsFor(config.memoryLimitBytes);
-  const guard = new ConnectionGuard(config.maxConnections === undefined ? limits : { ...limits, maxConnections: config.maxConnections, perTrustedPeer: Math.floor(config.maxConnections / 2) }, {
+  const guard = new ConnectionGuard(connectionLimitsFor(config.memoryLimitBytes, config.maxConnections), {
+    trustedNetworks: config.apiServerCidrs,
     onClose: (reason) => { metrics.connectionsClosed.inc({ reason }); },
   });
   metrics.connectionLimit.set(guard.limits.maxConnections);
@@ -88,7 +88,7 @@ export async function runWebhook(config: WebhookConfig, logger: Logger, override
     budget,
     bodyTimeoutMs: config.bodyTimeoutMs,
     smallBodyTimeoutMs: config.smallBodyTimeoutMs,
-    trustPeer: (peer) => { guard.trust(peer); },
+    peers: guard,
     syncLeaseName: config.syncLeaseName,
   });
   const listenOptions = { host: config.host, keepAliveTimeoutMs: config.keepAliveTimeoutMs, headersTimeoutMs: config.headersTimeoutMs, requestTimeoutMs: config.requestTimeoutMs };

@@ -45,10 +45,16 @@ describe('what the chart refuses to render', () => {
     expect(noLookup.stderr).toContain('none were found: helm template cannot look them up');
   });
 
-  it('the webhook port admits exactly the CIDRs given, or every source when that is said explicitly', async () => {
+  it('the webhook port admits exactly the CIDRs given, and the webhook trusts them; or every source when that is said explicitly', async () => {
     const webhookPolicy = (objects: K8sObject[]): any => find(objects, 'NetworkPolicy', 'edge-registrar-webhook').spec.ingress[0];
-    expect(webhookPolicy(await render(['networkPolicy.apiServerCIDRs={172.16.0.0/28,fd00:1::/64}']))).toEqual({ ports: [{ port: 8443, protocol: 'TCP' }], from: [{ ipBlock: { cidr: '172.16.0.0/28' } }, { ipBlock: { cidr: 'fd00:1::/64' } }] });
-    expect(webhookPolicy(await render(['networkPolicy.apiServerCIDRs=null', 'networkPolicy.allowAnySourceToWebhook=true']))).toEqual({ ports: [{ port: 8443, protocol: 'TCP' }] });
+    const given = await render(['networkPolicy.apiServerCIDRs={172.16.0.0/28,fd00:1::/64}']);
+    expect(webhookPolicy(given)).toEqual({ ports: [{ port: 8443, protocol: 'TCP' }], from: [{ ipBlock: { cidr: '172.16.0.0/28' } }, { ipBlock: { cidr: 'fd00:1::/64' } }] });
+    // The webhook trusts the same addresses (more connections, kept alive), and nobody else.
+    const webhookEnv = (objects: K8sObject[]) => (find(objects, 'Deployment', 'edge-registrar-webhook').spec.template.spec.containers[0].env as { name: string; value?: string }[]).find((e) => e.name === 'EDGE_REGISTRAR_API_SERVER_CIDRS')?.value;
+    expect(webhookEnv(given)).toBe('172.16.0.0/28,fd00:1::/64');
+    const open = await render(['networkPolicy.apiServerCIDRs=null', 'networkPolicy.allowAnySourceToWebhook=true']);
+    expect(webhookPolicy(open)).toEqual({ ports: [{ port: 8443, protocol: 'TCP' }] });
+    expect(webhookEnv(open)).toBeUndefined();
   });
 
   it('a name pattern RE2 cannot compile: refused with the field and RE2\'s reason', async () => {

@@ -112,6 +112,8 @@ describe('helm install into a real API server', () => {
     expect(apiServer).toEqual(['172.18.0.2/32']);
     const policy = await getJson(['-n', RELEASE_NS, 'get', 'networkpolicy', 'edge-registrar-webhook']);
     expect(policy.spec.ingress[0].from.map((f: any) => f.ipBlock.cidr)).toEqual(apiServer);
+    const webhookDeployment = await getJson(['-n', RELEASE_NS, 'get', 'deployment', 'edge-registrar-webhook']);
+    expect(webhookDeployment.spec.template.spec.containers[0].env).toContainEqual({ name: 'EDGE_REGISTRAR_API_SERVER_CIDRS', value: '172.18.0.2/32' });
   });
 
   it("doctor reads who may reach the webhook: the chart's NetworkPolicy passes, and without it the open port fails", async () => {

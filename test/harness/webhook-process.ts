@@ -3,7 +3,8 @@
  * TLS, with a namespace view (1,000 entries by default) in place of the informers (no API server
  * needed), logging at EDGE_REGISTRAR_LOG_LEVEL (silent by default: the measure is memory).
  * WEBHOOK_HEADERS_TIMEOUT_MS shortens the header timeout; WEBHOOK_LOG_FILE takes its logs;
- * EDGE_REGISTRAR_MAX_BODY_BYTES_IN_FLIGHT sets the body budget. Prints its ports and CA as one JSON line.
+ * EDGE_REGISTRAR_MAX_BODY_BYTES_IN_FLIGHT sets the body budget, EDGE_REGISTRAR_MAX_CONNECTIONS the
+ * connection limit, EDGE_REGISTRAR_API_SERVER_CIDRS the trusted peers. Prints its ports and CA as one JSON line.
  */
 import { rmSync } from 'node:fs';
 import { mkdtemp } from 'node:fs/promises';
@@ -31,7 +32,7 @@ view.replace('Service', 'airport-prod', Array.from({ length: services }, (_, i) 
 view.replace('ServiceAccount', 'airport-prod', [{ metadata: { name: 'xrayr-vm' } }]);
 // Tests shorten the header timeout to see a slow client cut off without waiting 10 s.
 const headersTimeoutMs = process.env.WEBHOOK_HEADERS_TIMEOUT_MS === undefined ? {} : { headersTimeoutMs: Number(process.env.WEBHOOK_HEADERS_TIMEOUT_MS) };
-const config = { ...webhookConfig({ host: '127.0.0.1', port: '0', metricsPort: '0', tlsCert: join(dir, 'tls.crt'), tlsKey: join(dir, 'tls.key'), kubeconfig: '/dev/null', maxBodyBytesInFlight: process.env.EDGE_REGISTRAR_MAX_BODY_BYTES_IN_FLIGHT }, {}), ...headersTimeoutMs, shutdownDelayMs: 0 };
+const config = { ...webhookConfig({ host: '127.0.0.1', port: '0', metricsPort: '0', tlsCert: join(dir, 'tls.crt'), tlsKey: join(dir, 'tls.key'), kubeconfig: '/dev/null', maxBodyBytesInFlight: process.env.EDGE_REGISTRAR_MAX_BODY_BYTES_IN_FLIGHT, maxConnections: process.env.EDGE_REGISTRAR_MAX_CONNECTIONS, apiServerCidrs: process.env.EDGE_REGISTRAR_API_SERVER_CIDRS }, {}), ...headersTimeoutMs, shutdownDelayMs: 0 };
 const level = (process.env.EDGE_REGISTRAR_LOG_LEVEL ?? 'silent') as 'info';
 // Logs go to a file when asked (a drained stdout, as in a pod); stdout carries the ports line.
 const logFile = process.env.WEBHOOK_LOG_FILE;

@@ -5,9 +5,9 @@ const MiB = 1024 * 1024;
 
 describe('the body budget', () => {
   it('is an eighth of the memory limit, 64 MiB when none is known, or what is given', () => {
-    expect(bodyBudgetFor(320 * MiB)).toEqual({ totalBytes: 40 * MiB, smallRequestBytes: SMALL_REVIEW_BYTES, reservedForSmallBytes: 5 * MiB, perPeerBytes: 10 * MiB });
+    expect(bodyBudgetFor(320 * MiB)).toEqual({ totalBytes: 40 * MiB, smallRequestBytes: SMALL_REVIEW_BYTES, reservedForSmallBytes: 5 * MiB, perPeerBytes: 10 * MiB, reservedForTrustedBytes: 10 * MiB });
     expect(bodyBudgetFor(0).totalBytes).toBe(64 * MiB);
-    expect(bodyBudgetFor(320 * MiB, 8 * MiB)).toEqual({ totalBytes: 8 * MiB, smallRequestBytes: SMALL_REVIEW_BYTES, reservedForSmallBytes: 1 * MiB, perPeerBytes: 2 * MiB });
+    expect(bodyBudgetFor(320 * MiB, 8 * MiB)).toEqual({ totalBytes: 8 * MiB, smallRequestBytes: SMALL_REVIEW_BYTES, reservedForSmallBytes: 1 * MiB, perPeerBytes: 2 * MiB, reservedForTrustedBytes: 2 * MiB });
   });
 
   it('sheds large bodies before they reach the part kept for small ones, and small ones only when full', () => {
@@ -66,5 +66,20 @@ describe('what one peer holds', () => {
     expect(large?.growTo(800)).toBe(true);
     expect(large?.growTo(801)).toBe(false);
     expect(budget.tryReserve(0, { announcedBytes: 50 })?.growTo(50)).toBe(true);
+  });
+
+  it("keeps a part for trusted peers (the API server): untrusted peers together never reach it, whatever their number", () => {
+    const budget = new BodyBudget({ totalBytes: 1000, smallRequestBytes: 100, reservedForSmallBytes: 100, perPeerBytes: 300, reservedForTrustedBytes: 250 });
+    // Many attacking peers, each within its own cap, fill what untrusted peers may use: 750.
+    const attackers = ['a', 'b', 'c', 'd'].map((peer) => budget.tryReserve(0, { peer, announcedBytes: 50 }));
+    for (const [i, reservation] of attackers.entries()) expect(reservation?.growTo(i < 3 ? 250 : 1)).toBe(i < 3);
+    expect(budget.tryReserve(1, { peer: 'e' })).toBeUndefined();
+    // The API server still gets its reviews in.
+    const apiServer = budget.tryReserve(0, { peer: 'api', announcedBytes: 50, trusted: true });
+    expect(apiServer?.growTo(50)).toBe(true);
+    expect(budget.inUseBytes).toBe(800);
+    // Released untrusted bytes make room for untrusted peers again.
+    attackers[0]?.release();
+    expect(budget.tryReserve(0, { peer: 'e' })?.growTo(100)).toBe(true);
   });
 });

@@ -16,7 +16,7 @@ const ca = createCertificateAuthority('guard-ca', 1);
 const serving = createServingCertificate({ ca, hosts: ['localhost'], ips: ['127.0.0.1'], days: 1 });
 const closed: ConnectionClosure[] = [];
 const guard = new ConnectionGuard(
-  { maxConnections: 12, perPeer: 3, perTrustedPeer: 6, handshakeTimeoutMs: 400, firstRequestMs: 400, untrustedIdleMs: 400, trustTtlMs: 60_000 },
+  { maxConnections: 12, perPeer: 3, perTrustedPeer: 6, untrustedTotal: 12, handshakeTimeoutMs: 400, firstRequestMs: 400, untrustedIdleMs: 400, trustTtlMs: 60_000 },
   { onClose: (why) => { closed.push(why); } },
 );
 let server: HttpsServer;
@@ -42,9 +42,9 @@ afterAll(async () => {
 });
 
 /** A TLS connection from `peer`; resolves with it once the handshake is done, or undefined when it was closed first. */
-function tlsFrom(peer: string): Promise<TLSSocket | undefined> {
+function tlsFrom(peer: string, to = port): Promise<TLSSocket | undefined> {
   return new Promise((resolve) => {
-    const socket = tlsConnect({ socket: netConnect({ host: '127.0.0.1', port, localAddress: peer }), ca: ca.cert, servername: 'localhost' });
+    const socket = tlsConnect({ socket: netConnect({ host: '127.0.0.1', port: to, localAddress: peer }), ca: ca.cert, servername: 'localhost' });
     sockets.push(socket);
     socket.on('error', () => undefined);
     socket.once('secureConnect', () => { resolve(socket); });
@@ -93,6 +93,7 @@ describe('connections are bounded', () => {
     // A TLS record header, and nothing after it.
     socket.write(Buffer.from([0x16, 0x03, 0x01, 0x02, 0x00]));
     expect(await closedWithin(socket, 2_000)).toBe(true);
+    expect(closed).toContain('handshake-timeout');
   });
 
   it('a connection that sends no request after its handshake is closed', async () => {
@@ -125,10 +126,67 @@ describe('connections are bounded', () => {
   });
 });
 
+describe("with the API server's networks given", () => {
+  // 127.0.6.0/24 stands for the API server; everyone else is untrusted, whatever they send.
+  const closedHere: ConnectionClosure[] = [];
+  const networkGuard = new ConnectionGuard(
+    { maxConnections: 20, perPeer: 3, perTrustedPeer: 8, untrustedTotal: 6, handshakeTimeoutMs: 400, firstRequestMs: 400, untrustedIdleMs: 400, trustTtlMs: 60_000 },
+    { trustedNetworks: ['127.0.6.0/24'], onClose: (why) => { closedHere.push(why); } },
+  );
+  let networkServer: HttpsServer;
+  let networkPort = 0;
+
+  beforeAll(async () => {
+    ({ server: networkServer, port: networkPort } = await listenHttps(
+      (req, res) => {
+        if (req.url === '/trust') networkGuard.trust(req.socket.remoteAddress);
+        res.end('ok');
+      },
+      { cert: serving.cert, key: serving.key, notAfter: new Date(Date.now() + 86_400_000) } as never,
+      { host: '127.0.0.1', port: 0, keepAliveTimeoutMs: 60_000, guard: networkGuard },
+    ));
+  });
+
+  afterAll(async () => {
+    networkServer.closeAllConnections();
+    await new Promise<void>((resolve) => networkServer.close(() => { resolve(); }));
+  });
+
+  it('untrusted peers together hold at most untrustedTotal; the API server still gets its connections', async () => {
+    const attackers = await Promise.all(['127.0.7.1', '127.0.7.2', '127.0.7.3'].flatMap((peer) => [tlsFrom(peer, networkPort), tlsFrom(peer, networkPort), tlsFrom(peer, networkPort)]));
+    expect(attackers.filter((s) => s !== undefined)).toHaveLength(6);
+    expect(networkGuard.untrustedOpen).toBe(6);
+    expect(closedHere.filter((c) => c === 'untrusted-total')).toHaveLength(3);
+    const apiServer = await Promise.all(Array.from({ length: 8 }, () => tlsFrom('127.0.6.9', networkPort)));
+    expect(apiServer.filter((s) => s !== undefined)).toHaveLength(8);
+    for (const socket of [...attackers, ...apiServer]) socket?.destroy();
+  });
+
+  it('a peer outside them that sends a review earns nothing: its idle connection is closed, it keeps its per-peer limit', async () => {
+    // The last test's connections, closed by the client, are counted out as the server sees them close.
+    await expect.poll(() => networkGuard.untrustedOpen).toBe(0);
+    const forger = await tlsFrom('127.0.7.9', networkPort);
+    expect(await ask(forger!, '/trust')).toContain('200 OK');
+    expect(await closedWithin(forger!, 2_000)).toBe(true);
+    expect(closedHere).toContain('idle-untrusted');
+    const more = await Promise.all(Array.from({ length: 5 }, () => tlsFrom('127.0.7.9', networkPort)));
+    expect(more.filter((s) => s !== undefined)).toHaveLength(3);
+    for (const socket of more) socket?.destroy();
+  });
+
+  it("the API server's idle connection is kept alive from its first request", async () => {
+    const socket = await tlsFrom('127.0.6.10', networkPort);
+    expect(await ask(socket!, '/other')).toContain('200 OK');
+    expect(await closedWithin(socket!, 1_500)).toBe(false);
+    socket?.destroy();
+  });
+});
+
 describe('the limits for a pod', () => {
-  it('are sized from the memory limit: an eighth at 64 KiB a connection, within 256 and 4,096', () => {
+  it('are sized from the memory limit: an eighth at 80 KiB a connection, within 256 and 4,096', () => {
     const MiB = 1024 * 1024;
-    expect(connectionLimitsFor(320 * MiB)).toMatchObject({ maxConnections: 640, perPeer: 32, perTrustedPeer: 320, handshakeTimeoutMs: 5_000 });
+    expect(connectionLimitsFor(320 * MiB)).toMatchObject({ maxConnections: 512, perPeer: 32, perTrustedPeer: 256, untrustedTotal: 384, handshakeTimeoutMs: 5_000 });
+    expect(connectionLimitsFor(320 * MiB, 100)).toMatchObject({ maxConnections: 100, perTrustedPeer: 50, untrustedTotal: 75 });
     expect(connectionLimitsFor(64 * MiB).maxConnections).toBe(256);
     expect(connectionLimitsFor(8192 * MiB).maxConnections).toBe(4096);
     expect(connectionLimitsFor(0).maxConnections).toBe(1024);

@@ -120,3 +120,23 @@ securityContext:
 {{- define "policy.namePattern must be an RE2 regular expression" -}}
 {{- $_ := mustRegexMatch . "" -}}
 {{- end -}}
+
+{{- /*
+The addresses the API server calls the webhook from, comma-separated: networkPolicy.apiServerCIDRs
+and, with networkPolicy.apiServerFromEndpoints, the kubernetes Service's EndpointSlice addresses
+(looked up at install; helm template finds none). The NetworkPolicy admits them and the webhook
+trusts them (EDGE_REGISTRAR_API_SERVER_CIDRS).
+*/ -}}
+{{- define "edge-registrar.apiServerCIDRs" -}}
+{{- $np := .Values.networkPolicy -}}
+{{- $cidrs := list -}}
+{{- range $np.apiServerCIDRs }}{{ $cidrs = append $cidrs . }}{{ end -}}
+{{- if $np.apiServerFromEndpoints -}}
+{{- range (lookup "discovery.k8s.io/v1" "EndpointSlice" "default" "").items | default list -}}
+{{- if eq (index (.metadata.labels | default dict) "kubernetes.io/service-name" | default "") "kubernetes" -}}
+{{- range .endpoints }}{{ range .addresses }}{{ $cidrs = append $cidrs (printf "%s/%s" . (ternary "128" "32" (contains ":" .))) }}{{ end }}{{ end -}}
+{{- end -}}
+{{- end -}}
+{{- end -}}
+{{- join "," $cidrs -}}
+{{- end -}}
