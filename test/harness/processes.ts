@@ -30,11 +30,14 @@ export interface SpawnOptions {
   /** Append to the log file (a restarted process keeps its predecessor's log). */
   append?: boolean;
   env?: NodeJS.ProcessEnv;
+  /** Wraps the command, as a memory cgroup does (memory-cgroup.ts). */
+  wrap?: (command: string, args: readonly string[]) => { command: string; args: string[] };
 }
 
 /** Spawns `node SCRIPT ARGS` with this Node, output (stdout and stderr) to logFile. */
 export function spawnNode(script: string, args: string[], logFile: string, options: SpawnOptions = {}): ChildProcess {
-  const child = spawn(process.execPath, [script, ...args], { stdio: ['ignore', 'pipe', 'pipe'], env: options.env ?? process.env });
+  const { command, args: argv } = options.wrap?.(process.execPath, [script, ...args]) ?? { command: process.execPath, args: [script, ...args] };
+  const child = spawn(command, argv, { stdio: ['ignore', 'pipe', 'pipe'], env: options.env ?? process.env });
   const log = createWriteStream(logFile, { flags: options.append === true ? 'a' : 'w' });
   child.stdout.pipe(log, { end: false });
   child.stderr.pipe(log, { end: false });

@@ -5,6 +5,8 @@
  * a time, except where the fault is a duration (a pause).
  */
 import { readFile, stat } from 'node:fs/promises';
+import { fileURLToPath } from 'node:url';
+import { capture } from '../harness/capture.ts';
 import type { RedisMode, SoakStack } from './stack.ts';
 
 export interface FaultContext {
@@ -43,6 +45,9 @@ const API_SERVER_PAUSE_MS = 8_000;
 const WEBHOOK_DOWN_MS = 6_000;
 /** How long a slot stays half-migrated: many of the daemon's reads (blockMs 200 in the soak) meet ASK. */
 const SLOT_MIGRATING_MS = 8_000;
+/** How long every attack on the webhook's port runs at once (test/harness/webhook-attack.ts). */
+const WEBHOOK_ATTACK_SECONDS = 15;
+const WEBHOOK_ATTACK = fileURLToPath(new URL('../harness/webhook-attack.ts', import.meta.url));
 /** How long the daemon settles on a primary whose replica is paused, before that primary fails. */
 const UNREPLICATED_MS = 3_000;
 
@@ -96,6 +101,20 @@ export const FAULTS = {
     await stack.stopWebhook();
     await sleep(WEBHOOK_DOWN_MS);
     await stack.startWebhook();
+  },
+  /**
+   * Every attack a pod on the network can make on the webhook's port at once (idle TCP, stalled
+   * handshakes, header-only requests of 64 KiB and 3 MiB, slow bodies, a flood of reviews), from
+   * loopback addresses other than the API server's, while the daemon's writes go through it.
+   * Done when the attack ends and the webhook is still the one that was running.
+   */
+  'webhook-attack': async ({ stack, log }) => {
+    const { port, caFile } = stack.webhookEndpoint();
+    const attack = await capture(process.execPath, [WEBHOOK_ATTACK, String(port), caFile, String(WEBHOOK_ATTACK_SECONDS)]);
+    if (attack.code !== 0) throw new Error(`the attack itself failed (${attack.code}): ${attack.stderr}`);
+    if (!stack.webhookRunning) throw new Error('the webhook did not survive the attack');
+    const stats = JSON.parse(attack.stdout) as Record<string, { made: number; answered: Record<string, number> }>;
+    log(`webhook-attack: ${Object.entries(stats).map(([name, s]) => `${name} ${s.made} connections`).join(', ')}; flood answered ${JSON.stringify(stats.flood?.answered ?? {})}`);
   },
   'webhook-cert-rotation': async ({ stack }) => {
     await stack.rotateWebhookCertificate();

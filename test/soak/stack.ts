@@ -337,11 +337,18 @@ export class SoakStack {
         '--tls-key', join(certDir, 'tls.key'),
         '--kubeconfig', kubeconfigFor(this.cluster.state, 'webhook'),
         '--shutdown-delay', '0',
+        // The API server calls from 127.0.0.1, as the chart tells the webhook its addresses.
+        '--api-server-cidrs', '127.0.0.1/32',
       ],
       join(this.#options.dir, 'webhook.log'),
       { append: true },
     );
     await until('the webhook to be ready', 60_000, async () => (await httpsRequest(this.#webhookPort, { path: '/readyz', ca: this.#ca.cert })).status === 200);
+  }
+
+  /** Where the webhook listens, and the file of the CA its certificate chains to. */
+  webhookEndpoint(): { port: number; caFile: string } {
+    return { port: this.#webhookPort, caFile: join(this.#certDir(), 'ca.crt') };
   }
 
   async stopWebhook(): Promise<void> {

@@ -95,6 +95,7 @@ const COMMANDS: { prefix: string; run?: string; notRun?: string }[] = [
   { prefix: 'npm run soak -- --minutes', run: 'test/e2e/soak.test.ts' },
   { prefix: 'npm run bench', notRun: 'a benchmark takes minutes; its results are recorded in docs/benchmarks.md' },
   { prefix: 'helm install edge-registrar charts/edge-registrar', run: 'test/e2e/helm-install.test.ts' },
+  { prefix: 'helm upgrade edge-registrar charts/edge-registrar -n edge-registrar --reuse-values', run: 'test/e2e/helm-install.test.ts' },
   { prefix: 'helm test edge-registrar', run: 'test/e2e/helm-install.test.ts' },
   { prefix: 'kubectl -n edge-registrar rollout status', run: 'test/e2e/helm-install.test.ts' },
   { prefix: 'kubectl -n edge-registrar exec deploy/edge-registrar-sync -- edge-registrar status', run: 'test/e2e/outcomes.test.ts' },
