@@ -12,9 +12,12 @@ import type { Labels } from '../policy/types.ts';
 
 export type IndexedKind = 'WorkloadEntry' | 'Service' | 'ServiceAccount' | 'Lease';
 
+/** A Lease's duration when it gives none (client-go's default). */
+const DEFAULT_LEASE_SECONDS = 15;
+
 interface ObjectLike {
   metadata?: { name?: unknown; namespace?: unknown };
-  spec?: { address?: unknown; selector?: unknown; holderIdentity?: unknown; leaseTransitions?: unknown };
+  spec?: { address?: unknown; selector?: unknown; holderIdentity?: unknown; leaseTransitions?: unknown; acquireTime?: unknown; leaseDurationSeconds?: unknown };
 }
 
 function key(obj: ObjectLike, fallbackNamespace: string): { namespace: string; name: string } | undefined {
@@ -36,11 +39,14 @@ export class ClusterIndex implements ClusterView {
    */
   readonly #servicesByPair = new Map<string, Map<string, Set<string>>>();
   readonly #serviceAccounts = new Map<string, Set<string>>(); // ns -> names
-  readonly #leaseTokens = new Map<string, string | null>(); // ns/name -> holder@transitions
+  /** ns/name -> the term it shows, when this index last saw it change (local clock), and its duration. */
+  readonly #leases = new Map<string, { token: string | null; seenAt: number; durationMs: number }>();
   readonly #defaultNamespace: string;
+  readonly #now: () => number;
 
-  constructor(defaultNamespace: string) {
+  constructor(defaultNamespace: string, options: { now?: () => number } = {}) {
     this.#defaultNamespace = defaultNamespace;
+    this.#now = options.now ?? (() => performance.now());
   }
 
   markLoaded(kind: IndexedKind, namespace: string): void {
@@ -83,9 +89,14 @@ export class ClusterIndex implements ClusterView {
         break;
       }
       case 'Lease': {
-        const { holderIdentity, leaseTransitions } = (obj as ObjectLike).spec ?? {};
+        const { holderIdentity, leaseTransitions, acquireTime, leaseDurationSeconds } = (obj as ObjectLike).spec ?? {};
         const holder = typeof holderIdentity === 'string' && holderIdentity !== '' ? holderIdentity : undefined;
-        this.#leaseTokens.set(`${k.namespace}/${k.name}`, holder === undefined ? null : leaderToken(holder, typeof leaseTransitions === 'number' ? leaseTransitions : 0));
+        // Seen now: a holder's renewal is a change (renewTime), so a live holder is seen every retry period.
+        this.#leases.set(`${k.namespace}/${k.name}`, {
+          token: holder === undefined ? null : leaderToken(holder, typeof leaseTransitions === 'number' ? leaseTransitions : 0, acquireTime),
+          seenAt: this.#now(),
+          durationMs: (typeof leaseDurationSeconds === 'number' && leaseDurationSeconds > 0 ? leaseDurationSeconds : DEFAULT_LEASE_SECONDS) * 1000,
+        });
         break;
       }
     }
@@ -106,7 +117,7 @@ export class ClusterIndex implements ClusterView {
         this.#serviceAccounts.get(k.namespace)?.delete(k.name);
         break;
       case 'Lease':
-        this.#leaseTokens.delete(`${k.namespace}/${k.name}`);
+        this.#leases.delete(`${k.namespace}/${k.name}`);
         break;
     }
   }
@@ -128,7 +139,7 @@ export class ClusterIndex implements ClusterView {
         this.#serviceAccounts.delete(namespace);
         break;
       case 'Lease':
-        for (const id of [...this.#leaseTokens.keys()]) if (id.startsWith(`${namespace}/`)) this.#leaseTokens.delete(id);
+        for (const id of [...this.#leases.keys()]) if (id.startsWith(`${namespace}/`)) this.#leases.delete(id);
         break;
     }
     for (const obj of objects) this.upsert(kind, obj);
@@ -201,6 +212,13 @@ export class ClusterIndex implements ClusterView {
 
   leaseToken(namespace: string, name: string): string | null | undefined {
     if (!this.isLoaded('Lease', namespace)) return undefined;
-    return this.#leaseTokens.get(`${namespace}/${name}`) ?? null;
+    return this.#leases.get(`${namespace}/${name}`)?.token ?? null;
+  }
+
+  leaseStaleness(namespace: string, name: string): { unseenMs: number; durationMs: number } | undefined {
+    const lease = this.#leases.get(`${namespace}/${name}`);
+    if (lease === undefined || lease.token === null) return undefined;
+    const unseenMs = this.#now() - lease.seenAt;
+    return unseenMs > lease.durationMs ? { unseenMs, durationMs: lease.durationMs } : undefined;
   }
 }

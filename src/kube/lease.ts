@@ -63,6 +63,8 @@ export class LeaderElector {
   #transitions = 0;
   /** The Lease object's uid, once seen (Events about the election name it). */
   #leaseUid: string | undefined;
+  /** The Lease's acquireTime as last won: a new one for each acquisition, ours or not. */
+  #acquireTime: unknown;
   /** Counts the times leadership was gained; see term(). */
   #term = 0;
   /** Local time at which the last successful renewal was *sent*. */
@@ -100,13 +102,13 @@ export class LeaderElector {
   }
 
   /**
-   * The term as anyone reading the Lease sees it, `<identity>@<leaseTransitions>`, while
+   * The term as anyone reading the Lease sees it, `<identity>@<leaseTransitions>@<acquireTime>`, while
    * leading: the sync daemon stamps it on every entry it writes, and the webhook refuses a
    * write whose token is not the Lease's now (a fencing token for creates, which carry no
    * resourceVersion to conflict on).
    */
   fencingToken(): string | undefined {
-    return this.isLeader() ? leaderToken(this.#options.identity, this.#transitions) : undefined;
+    return this.isLeader() ? leaderToken(this.#options.identity, this.#transitions, this.#acquireTime) : undefined;
   }
 
   /** The Lease as last won: its uid and leaseTransitions (for the Event about a new leader). */
@@ -181,12 +183,16 @@ export class LeaderElector {
       return;
     }
     const transitions = (lease.spec?.leaseTransitions ?? 0) + (holder === identity ? 0 : 1);
+    // Only a renewal keeps acquireTime. Taking the Lease back after our own term lapsed (the
+    // deadline passed, or this process restarted under the same identity) is an acquisition:
+    // a new acquireTime, so the writes of the lapsed term carry a token that is no longer the Lease's.
+    const renewing = holder === identity && this.isLeader();
     const replaced = await this.#api.replaceNamespacedLease({
       name,
       namespace,
       body: {
         metadata: { ...lease.metadata, name, namespace },
-        spec: { ...spec, acquireTime: microTime(holder === identity ? lease.spec?.acquireTime : new Date()), leaseTransitions: transitions },
+        spec: { ...spec, acquireTime: microTime(renewing ? lease.spec?.acquireTime : new Date()), leaseTransitions: transitions },
       },
     });
     this.#won(replaced, sentAt);
@@ -199,6 +205,7 @@ export class LeaderElector {
     this.#observe(lease);
     this.#transitions = lease.spec?.leaseTransitions ?? 0;
     this.#leaseUid = lease.metadata?.uid;
+    this.#acquireTime = lease.spec?.acquireTime;
     this.#renewedAt = sentAt;
     this.#armDeadline();
     // A renewal that returned after its own deadline does not make us leader again this round.

@@ -12,15 +12,18 @@ export const VPS_ID_ANNOTATION = 'edge-registrar.io/vps-id';
 export const STREAM_ID_ANNOTATION = 'edge-registrar.io/stream-id';
 export const BREAK_GLASS_ANNOTATION = 'edge-registrar.io/break-glass';
 /**
- * The sync daemon's leadership term a write comes from: `<holderIdentity>@<leaseTransitions>`
- * of the sync Lease when the writer held it. The webhook refuses a write whose term is not
- * the Lease's now (a deposed leader's late write).
+ * The sync daemon's leadership term a write comes from:
+ * `<holderIdentity>@<leaseTransitions>@<acquireTime in ms>` of the sync Lease when the writer
+ * held it. The webhook refuses a write whose term is not the Lease's now (a deposed leader's
+ * late write). acquireTime makes each acquisition a term of its own: a holder that lapsed and
+ * took the Lease back keeps its identity and (by the Lease's own rule) its leaseTransitions.
  */
 export const LEADER_ANNOTATION = 'edge-registrar.io/leader';
 
-/** A leadership term as the Lease shows it. */
-export function leaderToken(holderIdentity: string, leaseTransitions: number): string {
-  return `${holderIdentity}@${leaseTransitions}`;
+/** A leadership term as the Lease shows it; acquireTime as the API returns it (a Date from client-node, a string in JSON). */
+export function leaderToken(holderIdentity: string, leaseTransitions: number, acquireTime?: unknown): string {
+  const acquired = acquireTime instanceof Date ? acquireTime.getTime() : typeof acquireTime === 'string' ? Date.parse(acquireTime) : Number.NaN;
+  return Number.isFinite(acquired) ? `${holderIdentity}@${leaseTransitions}@${acquired}` : `${holderIdentity}@${leaseTransitions}`;
 }
 
 export const ISTIO_AUTO_REGISTRATION_ANNOTATION = 'istio.io/autoRegistrationGroup';

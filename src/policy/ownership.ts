@@ -27,10 +27,12 @@ export interface OwnershipInput {
   oldObject: unknown;
   policy: Policy;
   /**
-   * The sync Lease's term now (`holder@transitions`), null when no one holds it, undefined
+   * The sync Lease's term now (`holder@transitions@acquireTime`), null when no one holds it, undefined
    * when the webhook has not seen the Lease yet.
    */
   leaseToken?: string | null | undefined;
+  /** Set when the webhook has not seen the Lease change for longer than its duration (cluster-view.ts). */
+  leaseStaleness?: { unseenMs: number; durationMs: number } | undefined;
 }
 
 export type OwnershipDecision =
@@ -81,9 +83,21 @@ function streamRegression(object: unknown, oldObject: unknown): Violation | unde
  * on and no older stream id to compare, so this token is their fence. A write without the
  * annotation (a daemon from before it existed) is not judged.
  */
-function staleLeader(object: unknown, leaseToken: string | null | undefined): Violation | undefined {
+function staleLeader(object: unknown, leaseToken: string | null | undefined, staleness: OwnershipInput['leaseStaleness']): Violation | undefined {
   const written = annotationsOf(object)[LEADER_ANNOTATION];
-  if (typeof written !== 'string' || written === leaseToken) return undefined;
+  if (typeof written !== 'string') return undefined;
+  // The term the webhook shows is only as good as its view of the Lease: past the Lease's
+  // duration without a change seen, a takeover may have happened unseen, so no term is vouched for.
+  if (staleness !== undefined) {
+    return {
+      rule: 'ownership.leader',
+      path: `metadata.annotations["${LEADER_ANNOTATION}"]`,
+      value: written,
+      problem: `cannot be checked: the webhook has not seen the sync Lease change for ${(staleness.unseenMs / 1000).toFixed(1)} s, longer than its duration (${staleness.durationMs / 1000} s): its watch of the Lease is broken, or the holder stopped renewing`,
+      expected: 'a write checked against a Lease the webhook has seen renewed within its duration (retried until it has)',
+    };
+  }
+  if (written === leaseToken) return undefined;
   return {
     rule: 'ownership.leader',
     path: `metadata.annotations["${LEADER_ANNOTATION}"]`,
@@ -125,7 +139,7 @@ function breakGlassStreamId(operation: Operation, object: unknown, oldObject: un
   };
 }
 
-export function decideOwnership({ operation, user, object, oldObject, policy, leaseToken }: OwnershipInput): OwnershipDecision {
+export function decideOwnership({ operation, user, object, oldObject, policy, leaseToken, leaseStaleness }: OwnershipInput): OwnershipDecision {
   const own = policy.ownership;
   if (operation === 'DELETE' && own.controllerDeleters.includes(user.username)) return { kind: 'controller' };
 
@@ -140,7 +154,7 @@ export function decideOwnership({ operation, user, object, oldObject, policy, le
   if (isSyncIdentity(user, policy)) {
     const regression = operation === 'UPDATE' ? streamRegression(object, oldObject) : undefined;
     if (regression !== undefined) return { kind: 'denied', violation: regression };
-    const late = operation === 'DELETE' ? undefined : staleLeader(object, leaseToken);
+    const late = operation === 'DELETE' ? undefined : staleLeader(object, leaseToken, leaseStaleness);
     return late === undefined ? { kind: 'owner' } : { kind: 'denied', violation: late, retry: true };
   }
 

@@ -73,7 +73,8 @@ function completesDeletion(request: AdmissionRequest): boolean {
 
 function ownershipOf(request: AdmissionRequest, ctx: HandlerContext): OwnershipDecision {
   const leaseToken = ctx.syncLeaseName === undefined ? undefined : ctx.view.leaseToken?.(ctx.namespace, ctx.syncLeaseName);
-  return decideOwnership({ operation: request.operation, user: request.userInfo, object: request.object, oldObject: request.oldObject, policy: ctx.policy, leaseToken });
+  const leaseStaleness = ctx.syncLeaseName === undefined ? undefined : ctx.view.leaseStaleness?.(ctx.namespace, ctx.syncLeaseName);
+  return decideOwnership({ operation: request.operation, user: request.userInfo, object: request.object, oldObject: request.oldObject, policy: ctx.policy, leaseToken, leaseStaleness });
 }
 
 function breakGlassStamp(object: unknown): string | undefined {

@@ -10,6 +10,7 @@ import { afterAll, afterEach, beforeAll, describe, expect, inject, it } from 'vi
 import { loadKubeConfig, makeApiClient } from '../../src/kube/client.ts';
 import { LeaderElector, microTime } from '../../src/kube/lease.ts';
 import { createLogger } from '../../src/observability/logger.ts';
+import { leaderToken } from '../../src/policy/markers.ts';
 import { kubeconfigFor } from '../harness/kube-cluster.ts';
 import { kubeconfigThroughProxy, type TcpProxy } from '../harness/tcp-proxy.ts';
 import { NAMESPACE, ensureBase, kubectl, waitFor } from './support.ts';
@@ -149,11 +150,23 @@ describe('leader election', () => {
     const paused = elect('paused', await proxiedKubeconfig());
     await waitFor(() => Promise.resolve(paused.elector.term() !== undefined), 'the replica to lead');
     const first = paused.elector.term();
+    const firstToken = paused.elector.fencingToken();
+    const leaseNow = async (): Promise<{ spec: { holderIdentity: string; leaseTransitions: number; acquireTime: string } }> => JSON.parse((await kubectl('admin', ['-n', NAMESPACE, 'get', 'lease', LEASE, '-o', 'json'])).stdout);
+    const before = await leaseNow();
     proxy?.freeze();
     await waitFor(() => Promise.resolve(paused.elector.term() === undefined), 'the renew deadline to pass', 10_000);
     proxy?.thaw();
     await waitFor(() => Promise.resolve(paused.elector.term() !== undefined), 'the replica to renew its own Lease', 15_000);
     // The same Lease, the same holder, but work started before the lapse can tell.
     expect(paused.elector.term()).toBeGreaterThan(first ?? Infinity);
+    // And so can the webhook: taking the Lease back is an acquisition, with an acquireTime of its
+    // own (leaseTransitions stays: the holder did not change), so the lapsed term's token is not
+    // the Lease's now, and the new one is exactly what the webhook reads from the Lease.
+    const after = await leaseNow();
+    expect(after.spec.leaseTransitions).toBe(before.spec.leaseTransitions);
+    expect(after.spec.acquireTime).not.toBe(before.spec.acquireTime);
+    expect(paused.elector.fencingToken()).not.toBe(firstToken);
+    expect(firstToken).toBe(leaderToken(before.spec.holderIdentity, before.spec.leaseTransitions, before.spec.acquireTime));
+    expect(paused.elector.fencingToken()).toBe(leaderToken(after.spec.holderIdentity, after.spec.leaseTransitions, after.spec.acquireTime));
   });
 });

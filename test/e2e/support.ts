@@ -58,9 +58,10 @@ export interface E2EWebhook {
  */
 /**
  * The real webhook, registered with the API server. `overrides.view` replaces its informer
- * cache with a given one (a cache frozen behind the API server, say).
+ * cache with a given one (a cache frozen behind the API server, say); `options.kubeconfig`
+ * is what it watches the cluster with (the webhook identity's, through a proxy, say).
  */
-export async function startRegisteredWebhook(cluster: ClusterState = inject('cluster'), overrides: WebhookOverrides = {}): Promise<E2EWebhook> {
+export async function startRegisteredWebhook(cluster: ClusterState = inject('cluster'), overrides: WebhookOverrides = {}, options: { kubeconfig?: string } = {}): Promise<E2EWebhook> {
   const as = (user: ClusterUser, args: string[], input?: unknown): Promise<KubectlResult> =>
     runKubectl(inject('binaries').kubectl, kubeconfigFor(cluster, user), args, input === undefined ? undefined : typeof input === 'string' ? input : stringify(input));
   const dir = await mkdtemp(join(tmpdir(), 'edge-registrar-e2e-webhook-'));
@@ -68,7 +69,7 @@ export async function startRegisteredWebhook(cluster: ClusterState = inject('clu
   await writeCertificateFiles(dir, ca, createServingCertificate({ ca, hosts: ['localhost'], ips: ['127.0.0.1'], days: 30 }), true);
   const config = {
     ...webhookConfig(
-      { host: '127.0.0.1', port: '0', tlsCert: join(dir, 'tls.crt'), tlsKey: join(dir, 'tls.key'), kubeconfig: kubeconfigFor(cluster, 'webhook') },
+      { host: '127.0.0.1', port: '0', tlsCert: join(dir, 'tls.crt'), tlsKey: join(dir, 'tls.key'), kubeconfig: options.kubeconfig ?? kubeconfigFor(cluster, 'webhook') },
       {},
     ),
     shutdownDelayMs: 0,

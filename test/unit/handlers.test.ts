@@ -7,8 +7,8 @@ import type { AdmissionResponse } from '../../src/webhook/admission.ts';
 import { handleMutate, handleValidate, type HandlerContext } from '../../src/webhook/handlers.ts';
 import { NAMESPACE, USERS, admissionRequest, completeEntry, defaultedSpecLabels, sampleEntry } from '../fixtures/entries.ts';
 
-function context(setup: (index: ClusterIndex) => void = () => undefined): HandlerContext {
-  const index = new ClusterIndex(NAMESPACE);
+function context(setup: (index: ClusterIndex) => void = () => undefined, now?: () => number): HandlerContext {
+  const index = new ClusterIndex(NAMESPACE, now === undefined ? {} : { now });
   index.replace('WorkloadEntry', NAMESPACE, []);
   index.replace('Service', NAMESPACE, []);
   index.replace('ServiceAccount', NAMESPACE, [{ metadata: { name: 'xrayr-vm' } }]);
@@ -312,12 +312,12 @@ describe('ownership', () => {
       return entry;
     };
     /** The namespace with the sync Lease held at `token` (null: no holder; undefined: the Lease not seen yet). */
-    const withLease = (token: string | null | undefined): HandlerContext => ({
+    const withLease = (token: string | null | undefined, now?: () => number): HandlerContext => ({
       ...context((index) => {
         if (token === undefined) return;
-        const [holder = '', transitions = '0'] = (token ?? '@0').split('@');
-        index.replace('Lease', NAMESPACE, [{ metadata: { name: 'edge-registrar-sync' }, spec: { holderIdentity: holder, leaseTransitions: Number(transitions) } }]);
-      }),
+        const [holder = '', transitions = '0', acquired] = (token ?? '@0').split('@');
+        index.replace('Lease', NAMESPACE, [{ metadata: { name: 'edge-registrar-sync' }, spec: { holderIdentity: holder, leaseTransitions: Number(transitions), leaseDurationSeconds: 15, ...(acquired === undefined ? {} : { acquireTime: new Date(Number(acquired)).toISOString() }) } }]);
+      }, now),
       syncLeaseName: 'edge-registrar-sync',
     });
     it.each<[string, string | undefined, string | null | undefined, 'CREATE' | 'UPDATE', boolean | 409]>([
@@ -325,6 +325,8 @@ describe('ownership', () => {
       ['a deposed leader creates (a late write)', 'sync-a@3', 'sync-b@4', 'CREATE', 409],
       ['a deposed leader updates', 'sync-a@3', 'sync-b@4', 'UPDATE', 409],
       ['the same holder after losing the Lease and taking it back (a new term)', 'sync-a@3', 'sync-a@5', 'CREATE', 409],
+      ['the holder of this acquisition', 'sync-a@3@1796695811123', 'sync-a@3@1796695811123', 'CREATE', true],
+      ['the same holder, same transitions, an earlier acquisition (it lapsed and took the Lease back)', 'sync-a@3@1796695811123', 'sync-a@3@1796695899000', 'CREATE', 409],
       ['no one holds the Lease', 'sync-a@3', null, 'CREATE', 409],
       ['the webhook has not seen the Lease yet', 'sync-a@3', undefined, 'CREATE', 409],
       ['a daemon from before the fence (no token)', undefined, 'sync-b@4', 'CREATE', true],
@@ -338,6 +340,22 @@ describe('ownership', () => {
         expect(response.status?.code).toBe(409);
         expect(response.status?.message).toContain('[ownership.leader] metadata.annotations["edge-registrar.io/leader"]');
       }
+    });
+
+    it("vouches for no term once the Lease has gone unseen longer than its duration (a broken watch), and again once it is seen", () => {
+      let now = 0;
+      const ctx = withLease('sync-b@4@1796695811123', () => now);
+      const request = admissionRequest('CREATE', stamped('sync-b@4@1796695811123'), { user: USERS.sync });
+      now = 15_000;
+      expect(handleValidate(request, ctx).response.allowed).toBe(true);
+      now = 16_500;
+      const { response } = handleValidate(request, ctx);
+      expect(response.allowed).toBe(false);
+      expect(response.status?.code).toBe(409);
+      expect(response.status?.message).toContain('"sync-b@4@1796695811123" cannot be checked: the webhook has not seen the sync Lease change for 16.5 s, longer than its duration (15 s)');
+      // The watch delivers the holder's renewal: fresh again.
+      (ctx.view as ClusterIndex).upsert('Lease', { metadata: { name: 'edge-registrar-sync', namespace: NAMESPACE }, spec: { holderIdentity: 'sync-b', leaseTransitions: 4, leaseDurationSeconds: 15, acquireTime: new Date(1796695811123).toISOString() } });
+      expect(handleValidate(request, ctx).response.allowed).toBe(true);
     });
 
     it('does not judge deletes (they carry the resourceVersion read as a precondition)', () => {
