@@ -7,7 +7,7 @@
 import { cidrContains, parseAddress } from '../policy/address.ts';
 import type { Policy } from '../policy/policy-file.ts';
 import { everyAddressBlock, ingressReach, podsInBlocks, type NetworkPolicyObj, type PodAddress, type Reach } from './network-reach.ts';
-import { FLEET_DIGEST_ANNOTATION, VPS_COUNT_ANNOTATION, fleetDigest, isManagedTelemetry, type StoredTelemetry } from '../mesh-telemetry/telemetry-object.ts';
+import { FLEET_DIGEST_ANNOTATION, UNMAPPED_ANNOTATION, VPS_COUNT_ANNOTATION, fleetDigest, isManagedTelemetry, type StoredTelemetry } from '../mesh-telemetry/telemetry-object.ts';
 
 export type Status = 'pass' | 'fail' | 'warn' | 'skip';
 
@@ -304,6 +304,16 @@ function telemetryCheck(state: ClusterState, expect: Expectations): Check {
   const registered = state.redis.value.registered;
   const digest = fleetDigest(registered);
   const count = telemetry.metadata?.annotations?.[VPS_COUNT_ANNOTATION];
+  const unmapped = Number(telemetry.metadata?.annotations?.[UNMAPPED_ANNOTATION] ?? 0);
+  if (unmapped > 0 && Number(count) + unmapped === registered.length) {
+    return {
+      id,
+      title,
+      status: 'fail',
+      detail: `Telemetry ${where} maps ${count ?? '?'} of the ${registered.length} registered VPSs: the whole fleet would pass a limit, so the ${unmapped} newest registrations are left out and their requests tagged unregistered (no address is counted as a VPS that no longer holds it)`,
+      fix: "the sync leader's log names the limit (edge_registrar_telemetry_refused{reason}): fewer metrics (--telemetry-metrics) fit a larger fleet, or raise --telemetry-max-object-bytes / --telemetry-max-expression-codepoints within etcd's and Envoy's limits",
+    };
+  }
   if (telemetry.metadata?.annotations?.[FLEET_DIGEST_ANNOTATION] !== digest) return { id, title, status: 'fail', detail: `Telemetry ${where} maps ${count ?? '?'} VPSs, not the ${registered.length} registered ones`, fix: "check the sync leader's log and edge_registrar_telemetry_syncs_total{outcome!=\"applied\"}" };
   const identity = sourceIdentityOverridden(telemetry) ? '; source identity on: Kiali draws each VPS → xboard' : '';
   return { id, title, status: 'pass', detail: `Telemetry ${where} maps all ${registered.length} registered VPSs${identity}` };

@@ -13,7 +13,8 @@ import { makeApiClient } from '../kube/client.ts';
 import type { TelemetryMetrics } from '../observability/metrics.ts';
 import { backoffDelay } from '../util/backoff.ts';
 import type { SourceIdentity } from './source-identity.ts';
-import { TagRenderError, isShardTagOf, type MappedVps } from './tag-expressions.ts';
+import { largestFittingPrefix, mappedIdentities, mappingOrder, type FleetMember } from './fit-mapping.ts';
+import { TagRenderError, isShardTagOf } from './tag-expressions.ts';
 import { FLEET_DIGEST_ANNOTATION, TELEMETRY_COORDINATES, isManagedTelemetry, renderTelemetry, type RenderedTelemetry, type StoredTelemetry, type TelemetryObject, type TelemetryOptions } from './telemetry-object.ts';
 
 export const TELEMETRY_FIELD_MANAGER = 'edge-registrar-telemetry';
@@ -26,13 +27,16 @@ const REFUSAL_REASONS: readonly RefusalReason[] = ['not-ours', 'object-too-large
 
 export type KeeperOutcome = 'applied' | 'unchanged' | 'refused' | 'failed';
 
+/** A render held against the limits: the object and its size, or why it cannot be written. */
+type Rendering = { ok: true; rendered: RenderedTelemetry; bytes: number } | { ok: false; reason: Exclude<RefusalReason, 'not-ours'>; bytes?: number; detail: Record<string, unknown>; message: string };
+
 export interface TelemetryKeeperDeps {
   kubeConfig: k8s.KubeConfig;
   options: TelemetryOptions;
   /** The source identity to write, read at every pass (the policy's app and version can be reloaded); undefined: off. */
   sourceIdentity?: () => SourceIdentity | undefined;
   /** The registered fleet now. */
-  fleet: () => readonly MappedVps[];
+  fleet: () => readonly FleetMember[];
   isLeader: () => boolean;
   coalesceMs: number;
   /** A change waits at most this long while others keep coming (default: the larger of 5 s and coalesceMs). */
@@ -74,6 +78,10 @@ export class TelemetryKeeper {
   #refusal: RefusalReason | undefined;
   #failures = 0;
   #sourceIdentityState: string | undefined;
+  /** Who the last mapping written holds (vps id, or name): kept first when the fleet must be cut. */
+  #lastMapped: ReadonlySet<string> | undefined;
+  /** How many VPSs were left out when that was last logged (0: none). */
+  #unmappedLogged = 0;
 
   constructor(deps: TelemetryKeeperDeps) {
     this.#deps = deps;
@@ -117,6 +125,40 @@ export class TelemetryKeeper {
     return this.#running;
   }
 
+  /** The Telemetry for `fleet`, or why it cannot be written (an expression or the object over its limit). */
+  #render(fleet: readonly FleetMember[], unmapped: number): Rendering {
+    const { options } = this.#deps;
+    let rendered: RenderedTelemetry;
+    try {
+      rendered = renderTelemetry({ ...options, sourceIdentity: this.#deps.sourceIdentity?.() ?? options.sourceIdentity }, fleet, unmapped);
+    } catch (error) {
+      if (!(error instanceof TagRenderError)) throw error;
+      return { ok: false, reason: 'expression-too-large', detail: { vps: fleet.length, maxExpressionCodepoints: options.maxExpressionCodepoints, reason: error.message }, message: 'an expression would pass its codepoint budget (--telemetry-max-expression-codepoints; Envoy drops a tag whose expression passes 100,000)' };
+    }
+    const bytes = Buffer.byteLength(JSON.stringify(rendered.object));
+    if (bytes > options.maxObjectBytes) {
+      return { ok: false, reason: 'object-too-large', bytes, detail: { vps: rendered.vpsCount, bytes, maxObjectBytes: options.maxObjectBytes, metrics: options.metrics }, message: `${bytes} bytes for ${rendered.vpsCount} VPSs, over ${options.maxObjectBytes} (etcd refuses an object over 1.5 MiB); its tags are written once per metric (${options.metrics.length}): fewer metrics (--telemetry-metrics) fit a larger fleet` };
+    }
+    return { ok: true, rendered, bytes };
+  }
+
+  /**
+   * What to write for this fleet: all of it when it fits; over a limit, the largest mapping
+   * that claims nothing stale (fit-mapping.ts), the newest registrations left out; nothing
+   * when not even one VPS fits.
+   */
+  async #fit(fleet: readonly FleetMember[]): Promise<{ written: Extract<Rendering, { ok: true }>; mapped: readonly FleetMember[]; over?: Extract<Rendering, { ok: false }> } | { refused: Extract<Rendering, { ok: false }> }> {
+    const whole = this.#render(fleet, 0);
+    if (whole.ok) return { written: whole, mapped: fleet };
+    const ordered = mappingOrder(fleet, this.#lastMapped);
+    // The object grows about linearly with the fleet: start near where the limit falls.
+    const guess = whole.bytes === undefined ? ordered.length / 2 : (ordered.length * this.#deps.options.maxObjectBytes) / whole.bytes;
+    const count = await largestFittingPrefix(ordered, (prefix) => this.#render(prefix, ordered.length - prefix.length).ok, guess);
+    const mapped = ordered.slice(0, count);
+    const partial = count === 0 ? undefined : this.#render(mapped, ordered.length - count);
+    return partial?.ok === true ? { written: partial, mapped, over: whole } : { refused: whole };
+  }
+
   async #pass(): Promise<KeeperOutcome> {
     const { options, metrics, logger } = this.#deps;
     const where = { namespace: options.namespace, name: options.name };
@@ -126,27 +168,18 @@ export class TelemetryKeeper {
     try {
       const started = performance.now();
       const fleet = this.#deps.fleet();
-      let rendered: RenderedTelemetry;
-      try {
-        rendered = renderTelemetry({ ...options, sourceIdentity: this.#deps.sourceIdentity?.() ?? options.sourceIdentity }, fleet);
-      } catch (error) {
-        if (!(error instanceof TagRenderError)) throw error;
-        return this.#refuse('expression-too-large', { vps: fleet.length, maxExpressionCodepoints: options.maxExpressionCodepoints, reason: error.message }, 'the Telemetry is not written: an expression would pass its codepoint budget (--telemetry-max-expression-codepoints; Envoy drops a tag whose expression passes 100,000)');
+      const fitted = await this.#fit(fleet);
+      if ('refused' in fitted) {
+        const { reason, detail, message } = fitted.refused;
+        if (reason === 'object-too-large') metrics.objectBytes.set(fitted.refused.bytes ?? 0);
+        return this.#refuse(reason, detail, `the Telemetry is not written: ${message}`);
       }
+      const { rendered, bytes } = fitted.written;
       metrics.renderDuration.observe((performance.now() - started) / 1000);
       this.#reportSourceIdentity(rendered.sourceIdentity);
-      const body = JSON.stringify(rendered.object);
-      const bytes = Buffer.byteLength(body);
       metrics.objectBytes.set(bytes);
       metrics.shardTags.set(rendered.tags.filter((t) => isShardTagOf(t.tag, options.vpsTag)).length);
       metrics.largestExpression.set(Math.max(...rendered.tags.map((t) => t.expression.length)));
-      if (bytes > options.maxObjectBytes) {
-        return this.#refuse(
-          'object-too-large',
-          { vps: rendered.vpsCount, bytes, maxObjectBytes: options.maxObjectBytes, metrics: options.metrics },
-          `the Telemetry is not written: ${bytes} bytes for ${rendered.vpsCount} VPSs, over ${options.maxObjectBytes} (etcd refuses an object over 1.5 MiB); its tags are written once per metric (${options.metrics.length}): fewer metrics (--telemetry-metrics) fit a larger fleet`,
-        );
-      }
       const existing = await this.#get();
       if (existing !== undefined && !isManagedTelemetry(existing)) {
         return this.#refuse('not-ours', { telemetry: where, managedBy: existing.metadata?.labels?.['app.kubernetes.io/managed-by'] ?? null }, 'a Telemetry of this name exists and is not managed by edge-registrar; left alone (rename ours with --telemetry-name, or delete theirs)');
@@ -162,7 +195,8 @@ export class TelemetryKeeper {
         // The same digest as before means the object drifted from what we wrote: a repair.
         logger.info({ telemetry: where, vps: rendered.vpsCount, digest: rendered.digest, previousDigest, repair: previousDigest === rendered.digest, tags: rendered.tags.map((t) => t.tag), bytes }, 'managed Telemetry applied');
       }
-      this.#clearRefusal();
+      this.#lastMapped = mappedIdentities(fitted.mapped);
+      this.#reportUnmapped(fleet, fitted.mapped, fitted.over);
       this.#failures = 0;
       metrics.writes.inc({ outcome });
       metrics.vps.set(rendered.vpsCount);
@@ -176,6 +210,31 @@ export class TelemetryKeeper {
       this.#dueAt = Date.now() + delay;
       return 'failed';
     }
+  }
+
+  /**
+   * The whole fleet written, or a part of it (over a limit): the gauges say which, and a log
+   * line says so when it starts or the number left out changes, naming the first of them.
+   */
+  #reportUnmapped(fleet: readonly FleetMember[], mapped: readonly FleetMember[], over: Extract<Rendering, { ok: false }> | undefined): void {
+    const { metrics, logger } = this.#deps;
+    const unmapped = fleet.length - mapped.length;
+    metrics.unmapped.set(unmapped);
+    if (over === undefined) {
+      this.#clearRefusal();
+      this.#unmappedLogged = 0;
+      return;
+    }
+    for (const r of REFUSAL_REASONS) metrics.refused.set({ reason: r }, r === over.reason ? 1 : 0);
+    this.#refusal = over.reason;
+    if (unmapped === this.#unmappedLogged) return;
+    this.#unmappedLogged = unmapped;
+    const kept = mappedIdentities(mapped);
+    const leftOut = fleet.filter((v) => !kept.has(v.vpsId ?? v.name)).map((v) => v.name);
+    logger.error(
+      { ...over.detail, refusal: over.reason, mapped: mapped.length, unmapped, leftOut: leftOut.slice(0, 20) },
+      `the Telemetry maps ${mapped.length} of ${fleet.length} VPSs: the whole fleet would not fit (${over.message}); the ${unmapped} newest registrations are left out and their requests tagged unregistered, so no address is ever counted as a VPS that no longer holds it`,
+    );
   }
 
   /**

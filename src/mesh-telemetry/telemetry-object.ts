@@ -16,7 +16,8 @@ export const TELEMETRY_COORDINATES = { group: 'telemetry.istio.io', version: 'v1
 /** How many VPSs the Telemetry maps and a digest of what it maps, for `doctor` and humans. */
 export const VPS_COUNT_ANNOTATION = 'edge-registrar.io/vps-count';
 export const FLEET_DIGEST_ANNOTATION = 'edge-registrar.io/fleet-digest';
-
+/** How many registered VPSs it leaves out because the whole fleet would pass a limit (fit-mapping.ts): 0 normally. */
+export const UNMAPPED_ANNOTATION = 'edge-registrar.io/unmapped-vps';
 
 export interface TargetRef {
   group: string;
@@ -90,7 +91,8 @@ export function fleetDigest(fleet: readonly MappedVps[]): string {
   return createHash('sha256').update(lines.join('\n')).digest('hex').slice(0, 16);
 }
 
-export function renderTelemetry(options: TelemetryOptions, fleet: readonly MappedVps[]): RenderedTelemetry {
+/** `unmapped`: registered VPSs left out of this mapping because the whole fleet would not fit (fit-mapping.ts). */
+export function renderTelemetry(options: TelemetryOptions, fleet: readonly MappedVps[], unmapped = 0): RenderedTelemetry {
   const tags = [
     ...renderTagExpressions(options.vpsTag, fleet, (v) => v.name, options.maxExpressionCodepoints),
     ...renderTagExpressions(options.countryTag, fleet, (v) => v.country, options.maxExpressionCodepoints),
@@ -106,7 +108,7 @@ export function renderTelemetry(options: TelemetryOptions, fleet: readonly Mappe
       name: options.name,
       namespace: options.namespace,
       labels: { [MANAGED_BY_LABEL]: MANAGED_BY_VALUE, 'app.kubernetes.io/part-of': 'edge-registrar' },
-      annotations: { [VPS_COUNT_ANNOTATION]: String(fleet.length), [FLEET_DIGEST_ANNOTATION]: digest },
+      annotations: { [VPS_COUNT_ANNOTATION]: String(fleet.length), [FLEET_DIGEST_ANNOTATION]: digest, [UNMAPPED_ANNOTATION]: String(unmapped) },
     },
     spec: {
       ...(options.targetRefs.length > 0 ? { targetRefs: options.targetRefs } : { selector: { matchLabels: options.selector } }),

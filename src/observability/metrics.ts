@@ -217,6 +217,7 @@ export interface TelemetryMetrics {
   lastApplied: Gauge;
   sourceIdentity: Gauge<'state'>;
   refused: Gauge<'reason'>;
+  unmapped: Gauge;
 }
 
 export function createTelemetryMetrics(registry: Registry): TelemetryMetrics {
@@ -239,8 +240,13 @@ export function createTelemetryMetrics(registry: Registry): TelemetryMetrics {
     objectBytes: new Gauge({ name: 'edge_registrar_telemetry_object_bytes', help: 'Size of the Telemetry object as rendered (JSON), written or not.', registers: [registry] }),
     refused: new Gauge({
       name: 'edge_registrar_telemetry_refused',
-      help: 'Why the Telemetry is not being written, 1 for the reason in force (not-ours: a Telemetry of that name without our label; object-too-large: over the object size limit etcd would refuse; expression-too-large: a bucket of addresses over the expression budget, or more shard tags than the rules merge); all 0 when it is.',
+      help: 'Why the whole fleet is not in the Telemetry, 1 for the reason in force (not-ours: a Telemetry of that name without our label, nothing written; object-too-large: over the object size limit etcd would refuse; expression-too-large: a bucket of addresses over the expression budget, or more shard tags than the rules merge; for these two the largest mapping that fits is written, see edge_registrar_telemetry_unmapped_vps); all 0 when the whole fleet is written.',
       labelNames: ['reason'],
+      registers: [registry],
+    }),
+    unmapped: new Gauge({
+      name: 'edge_registrar_telemetry_unmapped_vps',
+      help: 'Registered VPSs left out of the Telemetry because the whole fleet would pass a limit (the newest registrations; their requests are tagged unregistered); 0 when the whole fleet is mapped.',
       registers: [registry],
     }),
     lastApplied: new Gauge({ name: 'edge_registrar_telemetry_last_sync_timestamp_seconds', help: 'When the Telemetry was last confirmed in step with the fleet (applied or found unchanged).', registers: [registry] }),

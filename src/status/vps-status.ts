@@ -8,7 +8,7 @@ import * as k8s from '@kubernetes/client-node';
 import type { Redis } from 'ioredis';
 import { WORKLOAD_ENTRY_GROUP, WORKLOAD_ENTRY_PLURAL, makeApiClient } from '../kube/client.ts';
 import { celString, envoyAddressForm, isShardTagOf } from '../mesh-telemetry/tag-expressions.ts';
-import { TELEMETRY_COORDINATES, isManagedTelemetry, type StoredTelemetry } from '../mesh-telemetry/telemetry-object.ts';
+import { TELEMETRY_COORDINATES, UNMAPPED_ANNOTATION, isManagedTelemetry, type StoredTelemetry } from '../mesh-telemetry/telemetry-object.ts';
 import { LEADER_ANNOTATION, STREAM_ID_ANNOTATION, VPS_ID_ANNOTATION, isManaged } from '../policy/markers.ts';
 import type { DaemonKeys } from '../redis/keys.ts';
 import { fieldsToRecord } from '../sync/event.ts';
@@ -134,6 +134,8 @@ export function attributes(telemetry: StoredTelemetry, vpsTag: string, address: 
       }
     }
   }
+  const unmapped = Number(telemetry.metadata?.annotations?.[UNMAPPED_ANNOTATION] ?? 0);
+  if (unmapped > 0) return { attributed: false, detail: `no ${vpsTag} tag maps ${key} to ${name}: the whole fleet would pass the Telemetry's limit, so it leaves out the ${unmapped} newest registrations, this one among them, and tags their requests unregistered (edge_registrar_telemetry_unmapped_vps; doctor says which limit)` };
   return { attributed: false, detail: `no ${vpsTag} tag maps ${key} to ${name} yet (the keeper writes changes within seconds; see edge_registrar_telemetry_refused)` };
 }
 

@@ -7,7 +7,8 @@
 import type { SyncMetrics } from '../observability/metrics.ts';
 import type { VpsRecord } from './state-store.ts';
 
-type Shown = Pick<VpsRecord, 'vpsId' | 'name' | 'address' | 'country'>;
+/** streamId: the event that set the VPS's state, by which the Telemetry orders a fleet it must cut (fit-mapping.ts). */
+type Shown = Pick<VpsRecord, 'vpsId' | 'name' | 'address' | 'country' | 'streamId'>;
 
 export class FleetMetrics {
   readonly #metrics: Pick<SyncMetrics, 'vpsInfo' | 'managedEntries'>;
@@ -49,7 +50,7 @@ export class FleetMetrics {
   }
 
   #add(r: Shown): void {
-    const shown = { vpsId: r.vpsId, name: r.name, address: r.address, country: r.country };
+    const shown = { vpsId: r.vpsId, name: r.name, address: r.address, country: r.country, streamId: r.streamId };
     this.#byVps.set(r.vpsId, shown);
     this.#metrics.vpsInfo.set(FleetMetrics.#labels(shown), 1);
     this.#metrics.managedEntries.inc({ country: r.country });

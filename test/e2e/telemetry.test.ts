@@ -6,7 +6,8 @@
  */
 import { afterAll, beforeAll, describe, expect, inject, it } from 'vitest';
 import type { SyncConfig } from '../../src/config/sync.ts';
-import { DEFAULT_TELEMETRY_OPTIONS, FLEET_DIGEST_ANNOTATION, VPS_COUNT_ANNOTATION, renderTelemetry, type TelemetryOptions } from '../../src/mesh-telemetry/telemetry-object.ts';
+import { DEFAULT_TELEMETRY_OPTIONS, FLEET_DIGEST_ANNOTATION, UNMAPPED_ANNOTATION, VPS_COUNT_ANNOTATION, renderTelemetry, type TelemetryOptions } from '../../src/mesh-telemetry/telemetry-object.ts';
+import type { FleetMember } from '../../src/mesh-telemetry/fit-mapping.ts';
 import { envoyAddressForm, renderTagExpressions, type MappedVps } from '../../src/mesh-telemetry/tag-expressions.ts';
 import { loadKubeConfig } from '../../src/kube/client.ts';
 import { TelemetryKeeper } from '../../src/mesh-telemetry/telemetry-keeper.ts';
@@ -29,6 +30,11 @@ const OPTIONS: TelemetryOptions = { ...DEFAULT_TELEMETRY_OPTIONS, namespace: TEL
 const request = (address?: string): CelRequest => ({ headers: address === undefined ? {} : { [HEADER]: address } });
 /** A VPS's address as the gateway writes it into the header (RFC 5952 for IPv6). */
 const asSent = (vps: MappedVps): string => envoyAddressForm(vps.address)!;
+/** The vps tags' expressions of a stored Telemetry (its first metric's overrides). */
+const expressionsOf = (telemetry: K8sObject): string[] => {
+  const overrides = telemetry.spec.metrics[0].overrides[0].tagOverrides as Record<string, { value: string }>;
+  return Object.entries(overrides).filter(([tag]) => !tag.startsWith('vps_country')).map(([, o]) => o.value);
+};
 
 describe('the tag expressions, evaluated by cel-go', () => {
   it('map every registered address of a 5,000-VPS fleet to its name and country, each tag set naming the caller once', async () => {
@@ -127,10 +133,6 @@ describe('the sync daemon keeps the Telemetry in step', () => {
     const line = text.split('\n').find((l) => l.startsWith(`${series} `));
     return line === undefined ? 0 : Number(line.split(' ')[1]);
   };
-  const expressionsOf = (telemetry: K8sObject): string[] => {
-    const overrides = telemetry.spec.metrics[0].overrides[0].tagOverrides as Record<string, { value: string }>;
-    return Object.entries(overrides).filter(([tag]) => !tag.startsWith('vps_country')).map(([, o]) => o.value);
-  };
   const start = async (overrides: Partial<SyncConfig> = {}): Promise<RunningSync> => {
     const base = testSyncConfig(kubeconfigFor(inject('cluster'), 'sync'), bed!.redisServer.url);
     sync = await startTestSync({ ...base, telemetry: { ...base.telemetry, enabled: true, coalesceMs: 500 }, ...overrides });
@@ -216,17 +218,15 @@ describe('the sync daemon keeps the Telemetry in step', () => {
 });
 
 describe('a fleet too large for one Telemetry', () => {
-  // At about 10,900 VPSs with three metrics the object passed etcd's 1.5 MiB: the keeper sent
-  // it, the API server refused it, and the keeper tried again every 5 s, forever, logging each time.
-  it('is refused before anything is sent: one log line, a gauge with the reason, no retry on a timer; written again once it fits', async () => {
+  /** A keeper on the real API server, its log lines and its metrics. */
+  function keeperFor(fleet: () => readonly FleetMember[], options: TelemetryOptions) {
     const lines: string[] = [];
     const logger = createLogger('info', 'telemetry-too-large', { write: (line: string): void => { lines.push(line); } });
     const registry = createRegistry(false);
-    let fleet = sampleFleet(11_000);
     const keeper = new TelemetryKeeper({
       kubeConfig: loadKubeConfig(kubeconfigFor(inject('cluster'), 'sync')),
-      options: { ...OPTIONS, metrics: ['REQUEST_COUNT', 'REQUEST_DURATION', 'REQUEST_SIZE'] },
-      fleet: () => fleet,
+      options,
+      fleet,
       isLeader: () => true,
       coalesceMs: 200,
       repairIntervalMs: 3_600_000,
@@ -234,23 +234,70 @@ describe('a fleet too large for one Telemetry', () => {
       logger,
     });
     const value = async (series: string): Promise<number> => Number((await registry.metrics()).split('\n').find((l) => l.startsWith(`${series} `))?.split(' ')[1] ?? 0);
+    return { keeper, lines, value };
+  }
+
+  // At about 10,900 VPSs with three metrics the object passed etcd's 1.5 MiB: the keeper sent
+  // it, the API server refused it, and the keeper tried again every 5 s, forever, logging each
+  // time. Then it was refused before anything was sent, which left the last mapping in force,
+  // stale names and all. Now the largest mapping that fits is written.
+  it('writes the largest mapping that fits, the newest registrations left out: one log line, gauges with the reason and the count, no retry on a timer; the whole fleet once it fits', async () => {
+    let fleet: FleetMember[] = sampleFleet(11_000);
+    const { keeper, lines, value } = keeperFor(() => fleet, { ...OPTIONS, metrics: ['REQUEST_COUNT', 'REQUEST_DURATION', 'REQUEST_SIZE'] });
     keeper.start();
     try {
-      await waitFor(async () => (await value('edge_registrar_telemetry_refused{reason="object-too-large"}')) === 1, 'the refusal');
+      await waitFor(async () => (await value('edge_registrar_telemetry_syncs_total{outcome="applied"}')) === 1, 'the Telemetry to be written');
       // Left alone for 12 s: no pass on a timer (the fleet and the cluster have not changed).
       await new Promise((r) => setTimeout(r, 12_000));
-      const refusals = lines.filter((l) => l.includes('the Telemetry is not written'));
-      expect(refusals).toHaveLength(1);
-      expect(refusals[0]).toMatch(/"refusal":"object-too-large".*"msg":"the Telemetry is not written: \d+ bytes for 11000 VPSs, over 1400000/);
-      expect(await value('edge_registrar_telemetry_syncs_total{outcome="refused"}')).toBe(1);
+      const cut = lines.filter((l) => l.includes('the whole fleet would not fit'));
+      expect(cut).toHaveLength(1);
+      expect(cut[0]).toMatch(/"refusal":"object-too-large".*"msg":"the Telemetry maps (\d+) of 11000 VPSs: the whole fleet would not fit \(\d+ bytes for 11000 VPSs, over 1400000/);
+      const mapped = Number(/maps (\d+) of 11000/.exec(cut[0] ?? '')?.[1]);
+      expect(mapped).toBeGreaterThan(8_500);
+      expect(mapped).toBeLessThan(11_000);
+      expect(await value('edge_registrar_telemetry_syncs_total{outcome="applied"}')).toBe(1);
       expect(await value('edge_registrar_telemetry_syncs_total{outcome="failed"}')).toBe(0);
-      expect(await value('edge_registrar_telemetry_object_bytes')).toBeGreaterThan(1_400_000);
-      // The fleet shrinks: written at the next change, and the refusal cleared.
+      expect(await value('edge_registrar_telemetry_refused{reason="object-too-large"}')).toBe(1);
+      expect(await value('edge_registrar_telemetry_unmapped_vps')).toBe(11_000 - mapped);
+      expect(await value('edge_registrar_telemetry_object_bytes')).toBeLessThanOrEqual(1_400_000);
+      const stored = JSON.parse(await mustKubectl('admin', ['-n', TELEMETRY_NS, 'get', 'telemetry', TELEMETRY_NAME, '-o', 'json'])) as K8sObject;
+      expect(stored.metadata.annotations).toMatchObject({ [VPS_COUNT_ANNOTATION]: String(mapped), [UNMAPPED_ANNOTATION]: String(11_000 - mapped) });
+      // The fleet shrinks: the whole of it is written at the next change, and the refusal cleared.
       fleet = sampleFleet(8_000);
       keeper.fleetChanged();
-      await waitFor(async () => (await value('edge_registrar_telemetry_syncs_total{outcome="applied"}')) === 1, 'the Telemetry to be written', 60_000);
+      await waitFor(async () => (await value('edge_registrar_telemetry_syncs_total{outcome="applied"}')) === 2, 'the Telemetry to be written', 60_000);
       expect(await value('edge_registrar_telemetry_refused{reason="object-too-large"}')).toBe(0);
+      expect(await value('edge_registrar_telemetry_unmapped_vps')).toBe(0);
       expect(lines.some((l) => l.includes('managed Telemetry written again'))).toBe(true);
+    } finally {
+      await keeper.stop();
+      await kubectl('admin', ['-n', TELEMETRY_NS, 'delete', 'telemetry', TELEMETRY_NAME, '--ignore-not-found']);
+    }
+  }, 120_000);
+
+  // A wrong name is worse than none. A fleet exactly at the limit; one VPS retires and another
+  // registers at its address with a longer name, which takes the object over. Refusing to write
+  // left the old mapping in force, and the new VPS's requests were counted as the retired one's.
+  it('at the limit, an address handed from a retired VPS to a new one is never counted as the retired VPS: the newcomer is left unregistered', async () => {
+    const base = sampleFleet(300, { ipv6: false }).map((v, i) => ({ ...v, vpsId: `v${i}`, streamId: `1700000000000-${i}` }));
+    const limit = Buffer.byteLength(JSON.stringify(renderTelemetry(OPTIONS, base).object));
+    let fleet: FleetMember[] = base;
+    const { keeper, lines, value } = keeperFor(() => fleet, { ...OPTIONS, maxObjectBytes: limit });
+    keeper.start();
+    try {
+      await waitFor(async () => (await value('edge_registrar_telemetry_syncs_total{outcome="applied"}')) === 1, 'the whole fleet to be written');
+      const retired = base[42]!;
+      const newcomer = { vpsId: 'v9000', name: `vps-${retired.country}-90000042`, country: retired.country, address: retired.address, streamId: '1700000009000-0' };
+      fleet = [...base.filter((v) => v !== retired), newcomer];
+      keeper.fleetChanged();
+      await waitFor(async () => (await value('edge_registrar_telemetry_syncs_total{outcome="applied"}')) === 2, 'the changed fleet to be written');
+      const stored = JSON.parse(await mustKubectl('admin', ['-n', TELEMETRY_NS, 'get', 'telemetry', TELEMETRY_NAME, '-o', 'json'])) as K8sObject;
+      const outcome = await evaluateCel(expressionsOf(stored), [request(asSent(retired)), request(asSent(base[7]!))]);
+      expect(mergedValue(outcome, 0)).toEqual(['unregistered']);
+      expect(mergedValue(outcome, 1)).toEqual([base[7]!.name]);
+      expect(stored.metadata.annotations).toMatchObject({ [VPS_COUNT_ANNOTATION]: '299', [UNMAPPED_ANNOTATION]: '1' });
+      expect(await value('edge_registrar_telemetry_unmapped_vps')).toBe(1);
+      expect(lines.find((l) => l.includes('the whole fleet would not fit'))).toContain(`"leftOut":["${newcomer.name}"]`);
     } finally {
       await keeper.stop();
       await kubectl('admin', ['-n', TELEMETRY_NS, 'delete', 'telemetry', TELEMETRY_NAME, '--ignore-not-found']);

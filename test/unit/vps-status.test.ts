@@ -17,6 +17,12 @@ describe('attributes', () => {
     }
     expect(attributes(object, 'vps', '203.0.113.250', fleet[0]!.name).attributed).toBe(false);
   });
+
+  it('says why a VPS is not mapped when the Telemetry leaves out the newest registrations (over its limit)', () => {
+    const fleet = sampleFleet(3);
+    const { object } = renderTelemetry(OPTIONS, fleet.slice(0, 2), 1);
+    expect(attributes(object, 'vps', fleet[2]!.address, fleet[2]!.name)).toEqual({ attributed: false, detail: expect.stringContaining('the whole fleet would pass the Telemetry\'s limit, so it leaves out the 1 newest registrations, this one among them') as string });
+  });
 });
 
 describe('describeStatus', () => {
