@@ -14,7 +14,6 @@
  *     none is refused for a webhook-call reason (a timeout, a refused connection, a 429 given up on).
  * The kernel must never OOM-kill the webhook, and its resident memory stays under the limit.
  */
-import type { ChildProcess } from 'node:child_process';
 import { mkdtemp, readFile, rm, writeFile } from 'node:fs/promises';
 import { Agent } from 'node:https';
 import { tmpdir } from 'node:os';
@@ -100,7 +99,8 @@ async function apiServerWrites(until: number): Promise<WriteResult[]> {
         await api.createNamespacedCustomObject({ group: 'networking.istio.io', version: 'v1', namespace: 'airport-prod', plural: 'workloadentries', body });
         results.push({ kind, outcome: 'created', message: '' });
       } catch (error) {
-        const message = String((error as { body?: unknown }).body ?? (error as Error).message);
+        const body = (error as { body?: unknown }).body;
+        const message = typeof body === 'string' ? body : body !== undefined ? JSON.stringify(body) : (error as Error).message;
         // The API server says "failed calling webhook" when the call itself failed (timeout,
         // connection refused or reset, a 429 retried until the deadline), "denied the request" when
         // the webhook answered with a denial.

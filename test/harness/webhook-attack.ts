@@ -39,7 +39,7 @@ const MIX: Record<Attack, { subnet: number; peers: number; perPeer: number }> = 
   flood: { subnet: 25, peers: 4, perPeer: 8 },
 };
 
-const stats = Object.fromEntries(Object.keys(MIX).map((attack) => [attack, { made: 0, sessions: 0, answered: {} as Record<string, number> }])) as Record<Attack, { made: number; sessions: number; answered: Record<string, number> }>;
+const stats = Object.fromEntries(Object.keys(MIX).map((attack) => [attack, { made: 0, sessions: 0, answered: {} }])) as Record<Attack, { made: number; sessions: number; answered: Record<string, number> }>;
 const sleep = (ms: number): Promise<void> => new Promise((resolve) => setTimeout(resolve, ms));
 const closedOf = (socket: Socket): Promise<void> => new Promise((resolve) => { if (socket.destroyed) resolve(); else socket.once('close', () => { resolve(); }); });
 const untilEnd = (): Promise<void> => sleep(Math.max(0, until - Date.now()));
