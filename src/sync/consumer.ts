@@ -350,6 +350,15 @@ export class StreamConsumer {
     }
   }
 
+  /** Whether a lost event is pending in the group, acknowledged but still in the stream (with its fields), or gone. */
+  async #findLost(streamId: string): Promise<'pending' | 'gone' | { fields: Record<string, string> }> {
+    const { commands, stream, group } = this.#options;
+    const pending = await commands.xpending(stream, group, streamId, streamId, 1);
+    if (pending.length > 0) return 'pending';
+    const [entry] = await commands.xrange(stream, streamId, streamId);
+    return entry === undefined ? 'gone' : { fields: fieldsToRecord(entry[1]) };
+  }
+
   /** The term being worked in has ended: its events' retries stop waiting, and reads restart after a takeover. */
   #endTerm(): void {
     this.#workingTerm = undefined;
@@ -508,7 +517,8 @@ export class StreamConsumer {
     let marked = false;
     // A WAIT found no replica with the settling write: the write may yet be lost in a failover.
     let unreplicated = false;
-    let behind: boolean;
+    // Redis lost a commit of this daemon that this event depends on: the lost event's id.
+    let lost: string | undefined;
     // This attempt's mark, the same however often begin() is sent (attempt-log.ts).
     const token = randomBytes(6).toString('hex');
     let unexpected = 0;
@@ -556,8 +566,8 @@ export class StreamConsumer {
       } catch (error) {
         unreplicated ||= error instanceof ReplicationBehindError;
         keep = progress.settled && error instanceof ReplicationBehindError && !leaving();
-        behind = error instanceof StateBehindError;
-        if (behind) {
+        lost = error instanceof StateBehindError ? error.lostStreamId : undefined;
+        if (lost !== undefined) {
           this.#log.warn({ err: error, streamId: id, vpsId: fields?.vps_id }, 'the desired state lost a commit of this daemon (a Redis failover); leaving this event pending to be read again after the lost one');
           this.#options.onRetry?.('redis');
         } else if (!(error instanceof TermEndedError)) {
@@ -594,13 +604,31 @@ export class StreamConsumer {
         if (markSent) attempts.end(id, token);
         return 'left-pending';
       }
-      // Redis lost a commit this daemon made (a failover): the event behind it comes again,
-      // older than this one, and must go first. The whole generation is rewound before this
-      // returns (so before anything queued behind it may start), and read again from Redis.
-      if (behind) {
-        this.#rewind('lost-commit', id);
-        if (markSent) attempts.end(id, token);
-        return 'left-pending';
+      // Redis lost a commit this daemon made (a failover). Where the lost event is decides:
+      // - pending again (the failover took its acknowledgement too, as it does: the ack is
+      //   written after the commit): it comes back older than this one and must go first, so
+      //   the whole generation is rewound before this returns (before anything queued behind it
+      //   may start) and the pending list read again from Redis, in stream order;
+      // - acknowledged but still in the stream: no read will bring it back, so it is applied
+      //   again here, first, and this event tried again after it (still in stream order);
+      // - gone from the stream: nothing can bring it back but a new event; this one waits, as
+      //   for a transient failure, until the commit memory gives the lost one up and the claim
+      //   is judged on the state as it stands.
+      if (lost !== undefined) {
+        const where = await this.#findLost(lost).catch(() => 'unknown' as const);
+        if (where === 'pending') {
+          this.#rewind('lost-commit', id);
+          if (markSent) attempts.end(id, token);
+          return 'left-pending';
+        }
+        if (where !== 'unknown' && where !== 'gone') {
+          this.#log.warn({ streamId: id, lostStreamId: lost }, 'the lost event was acknowledged but is still in the stream: applying it again before this one');
+          const again = await processor.process(lost, where.fields, fence).catch((error: unknown) => {
+            this.#log.warn({ err: error, lostStreamId: lost }, 'applying the lost event again failed; will retry');
+            return undefined;
+          });
+          if (again !== undefined) continue;
+        }
       }
       // Ends early when the term does (stop() ends it too).
       await sleep(delay, termEnded);

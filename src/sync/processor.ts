@@ -38,6 +38,13 @@ export class WebhookViewBehindError extends Error {
 /** The desired state lost a commit this process made (see commit-memory.ts): retried, counted, never a conflict. */
 export class StateBehindError extends Error {
   override name = 'StateBehindError';
+  /** The event whose commit Redis no longer has. */
+  readonly lostStreamId: string;
+
+  constructor(message: string, lostStreamId: string) {
+    super(message);
+    this.lostStreamId = lostStreamId;
+  }
 }
 
 /** The outcome rule of a refusal that is not the stream-order fence (that one settles as superseded). */
@@ -322,7 +329,7 @@ export class EventProcessor {
     const stored = await this.#deps.store.get(holder);
     const lost = this.#deps.commits.lostCommit(holder, stored?.streamId, this.#now().getTime());
     if (lost !== undefined) {
-      throw new StateBehindError(`VPS ${holder} holds ${what} in the desired state (stream id ${stored?.streamId ?? 'none'}), but this daemon committed event ${lost} for it, which Redis no longer has (a failover lost the write); will retry once that event is applied again`);
+      throw new StateBehindError(`VPS ${holder} holds ${what} in the desired state (stream id ${stored?.streamId ?? 'none'}), but this daemon committed event ${lost} for it, which Redis no longer has (a failover lost the write); will retry once that event is applied again`, lost);
     }
   }
 

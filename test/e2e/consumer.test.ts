@@ -22,6 +22,7 @@ import { KeyedQueue } from '../../src/util/keyed-queue.ts';
 import { ensureRedisServer, startRedis, type RunningRedis } from '../harness/redis-server.ts';
 import { startTcpProxy, type TcpProxy } from '../harness/tcp-proxy.ts';
 import { waitFor } from './support.ts';
+import { TEST_CONSUMER_RETRIES } from '../harness/sync-timings.ts';
 
 const STREAM = 'consumer-test';
 const GROUP = 'g';
@@ -87,12 +88,7 @@ function consumer(name: string, p: EventProcessor, { via, attemptLog, ...overrid
     consumer: name,
     batchSize,
     concurrency: 4,
-    strayCheckMs: 600_000,
-    consumerRetentionMs: 3_600_000,
-    maxInterruptedAttempts: 3,
-    maxAttempts: 3,
-    retryBaseMs: 20,
-    retryMaxMs: 100,
+    ...TEST_CONSUMER_RETRIES,
     logger,
     leadershipTerm: () => 1,
     holdings: () => Promise.resolve(new Map()),
@@ -533,7 +529,8 @@ describe('a lost commit holds back everything after it', () => {
     const { seen, processor: p } = processor(async (id, fields) => {
       if (fields?.n === '2' && behindOnce) {
         behindOnce = false;
-        throw new StateBehindError('test: the desired state lost a commit');
+        // The lost event is pending again (here E2 itself stands for it): read again in order.
+        throw new StateBehindError('test: the desired state lost a commit', id);
       }
       await settle(id);
       return { outcome: 'applied' };
@@ -553,6 +550,7 @@ describe('a lost commit holds back everything after it', () => {
     // E1 retires A (frees X); Redis lost its commit, so E1 is pending again. E2 moves B from Z to
     // X and meets the lost commit. E3 (C claims Z) must not run before E2 has moved B off Z.
     let e1Acked = false;
+    let e1 = '';
     let e2Behind = true;
     const order: string[] = [];
     const { processor: p } = processor(async (id, fields) => {
@@ -560,13 +558,14 @@ describe('a lost commit holds back everything after it', () => {
       if (who === 'A' && !e1Acked) {
         // Applied, but its acknowledgement is the commit Redis lost: it stays pending.
         e1Acked = true;
+        e1 = id;
         order.push('A (commit lost)');
         return { outcome: 'applied' };
       }
       if (who === 'B' && e2Behind) {
         e2Behind = false;
         order.push('B behind');
-        throw new StateBehindError('test: A still holds X in the desired state');
+        throw new StateBehindError('test: A still holds X in the desired state', e1);
       }
       order.push(who);
       await settle(id);
@@ -582,6 +581,33 @@ describe('a lost commit holds back everything after it', () => {
       .exec();
     await waitFor(async () => ((await redis.xpending(STREAM, GROUP)) as [number])[0] === 0 && order.length >= 5, 'all three applied');
     expect(order).toEqual(['A (commit lost)', 'B behind', 'A', 'B', 'C']);
+  });
+});
+
+describe('a lost event that no read brings back', () => {
+  // The lost event was acknowledged (or trimmed): rewinding to the pending list cannot bring it
+  // back, and rewound again and again, the claim behind it kept the consumer from ever reading
+  // the new events (seen: 83 rewinds in 60 s, and a retire published again never read).
+  it('gone from the stream: the claim waits in place, as for a transient failure, with no rewind, and later events are read', async () => {
+    let behind = 3;
+    const order: string[] = [];
+    const rewinds: string[] = [];
+    const { processor: p } = processor(async (id, fields) => {
+      if (fields?.vps_id === 'B' && behind > 0) {
+        behind--;
+        throw new StateBehindError('test: A holds X, and the event that freed it is gone', '1-0');
+      }
+      order.push(fields?.vps_id ?? id);
+      await settle(id);
+      return { outcome: 'applied' };
+    });
+    const c = consumer('leader', p, { onRewind: (reason) => rewinds.push(reason) });
+    c.start();
+    await redis.xadd(STREAM, '*', 'event', 'register', 'vps_id', 'B', 'name', 'vps-jp-b', 'address', '45.76.9.1');
+    await redis.xadd(STREAM, '*', 'event', 'register', 'vps_id', 'D', 'name', 'vps-jp-d', 'address', '45.76.9.4');
+    await waitFor(async () => ((await redis.xpending(STREAM, GROUP)) as [number])[0] === 0 && order.length >= 2, 'both applied');
+    expect(order.sort()).toEqual(['B', 'D']);
+    expect(rewinds).toEqual([]);
   });
 });
 
