@@ -40,7 +40,9 @@ function entryFor(name: string, address = '45.76.7.7'): Parameters<EntryWriter['
 
 describe('the leader fence', () => {
   it("refuses a deposed leader's late create with a conflict the daemon retries; the Lease holder's create goes through", async () => {
-    // sync-b took the Lease over from sync-a (transitions 3 → 4).
+    // sync-b took the Lease over from sync-a (transitions 3 → 4). Created afresh: a Lease left by
+    // another file's daemon would keep its acquireTime under an apply, and so its term.
+    await kubectl('admin', ['-n', NAMESPACE, 'delete', 'lease', LEASE, '--ignore-not-found']);
     await mustKubectl('admin', ['apply', '-f', '-'], { apiVersion: 'coordination.k8s.io/v1', kind: 'Lease', metadata: { name: LEASE, namespace: NAMESPACE }, spec: { holderIdentity: 'sync-b', leaseDurationSeconds: 15, leaseTransitions: 4 } });
     // The webhook's watch has seen it once the holder's write is accepted.
     await waitFor(async () => (await writerAs('sync-b@4').apply(entryFor('vps-jp-77')).then(() => true, () => false)), "the webhook to see sync-b's term");

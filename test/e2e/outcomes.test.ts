@@ -4,7 +4,7 @@
  * acknowledged event, of each kind; exactly one across a daemon that dies between its
  * Kubernetes write and its acknowledgement, and across a dead-letter replay; and the cap.
  */
-import { afterAll, afterEach, beforeAll, beforeEach, describe, expect, inject, it } from 'vitest';
+import { describe, expect, inject, it } from 'vitest';
 import { loadKubeConfig } from '../../src/kube/client.ts';
 import { DEFAULT_POLICY } from '../../src/policy/policy-file.ts';
 import { daemonKeys } from '../../src/redis/keys.ts';
@@ -13,12 +13,11 @@ import { EntryWriter } from '../../src/sync/entry-writer.ts';
 import { fieldsToRecord } from '../../src/sync/event.ts';
 import { outcomeRecordSchema } from '../../src/sync/outcome.ts';
 import { EventProcessor } from '../../src/sync/processor.ts';
-import type { RunningSync } from '../../src/sync/run.ts';
 import { StateStore } from '../../src/sync/state-store.ts';
 import { createLogger } from '../../src/observability/logger.ts';
 import { kubeconfigFor } from '../harness/kube-cluster.ts';
-import { GROUP, STREAM, publishRegister, publishRetire, settled, startSyncTestBed, startTestSync, stopSyncTestBed, testSyncConfig, type SyncTestBed } from './sync-support.ts';
-import { NAMESPACE, deleteAllEntries, kubectl, waitFor } from './support.ts';
+import { GROUP, STREAM, publishRegister, publishRetire, settled, testSyncConfig, useSyncTestBed, type SyncTestBed } from './sync-support.ts';
+import { NAMESPACE, kubectl, waitFor } from './support.ts';
 import { capture } from '../harness/capture.ts';
 import { fileURLToPath } from 'node:url';
 import { isDeepStrictEqual } from 'node:util';
@@ -26,31 +25,9 @@ import { isDeepStrictEqual } from 'node:util';
 const KEYS = daemonKeys(STREAM, NAMESPACE);
 const CLI = fileURLToPath(new URL('../../src/cli.ts', import.meta.url));
 let bed: SyncTestBed;
-let running: RunningSync[] = [];
-
-beforeAll(async () => {
-  bed = await startSyncTestBed('outcomes');
+const startSync = useSyncTestBed('outcomes', (started) => {
+  bed = started;
 });
-
-afterAll(async () => {
-  await stopSyncTestBed(bed);
-});
-
-beforeEach(async () => {
-  await bed.redis.flushall();
-  await deleteAllEntries();
-});
-
-afterEach(async () => {
-  await Promise.all(running.map((s) => s.stop()));
-  running = [];
-});
-
-async function startSync(overrides: Parameters<typeof testSyncConfig>[2] = {}): Promise<RunningSync> {
-  const sync = await startTestSync(testSyncConfig(kubeconfigFor(inject('cluster'), 'sync'), bed.redisServer.url, overrides));
-  running.push(sync);
-  return sync;
-}
 
 /** Every outcome record, parsed with the published schema (a record that does not fit fails the test). */
 async function outcomes(): Promise<ReturnType<typeof outcomeRecordSchema.parse>[]> {

@@ -7,44 +7,21 @@
  * only event was dead-lettered and of per-VPS metrics it was not told about.
  */
 import { fileURLToPath } from 'node:url';
-import { afterAll, afterEach, beforeAll, beforeEach, describe, expect, inject, it } from 'vitest';
+import { describe, expect, inject, it } from 'vitest';
 import { daemonKeys } from '../../src/redis/keys.ts';
 import { fieldsToRecord } from '../../src/sync/event.ts';
 import { outcomeRecordSchema, type OutcomeRecord } from '../../src/sync/outcome.ts';
-import type { RunningSync } from '../../src/sync/run.ts';
 import { capture } from '../harness/capture.ts';
 import { kubeconfigFor } from '../harness/kube-cluster.ts';
-import { STREAM, settled, startSyncTestBed, startTestSync, stopSyncTestBed, testSyncConfig, type SyncTestBed } from './sync-support.ts';
-import { NAMESPACE, deleteAllEntries, kubectl, waitFor } from './support.ts';
+import { STREAM, settled, testSyncConfig, useSyncTestBed, type SyncTestBed } from './sync-support.ts';
+import { NAMESPACE, kubectl, waitFor } from './support.ts';
 
 const CLI = fileURLToPath(new URL('../../src/cli.ts', import.meta.url));
 const KEYS = daemonKeys(STREAM, NAMESPACE);
 let bed: SyncTestBed;
-let running: RunningSync[] = [];
-
-beforeAll(async () => {
-  bed = await startSyncTestBed('producer-cli');
+const startSync = useSyncTestBed('producer-cli', (started) => {
+  bed = started;
 });
-
-afterAll(async () => {
-  await stopSyncTestBed(bed);
-});
-
-beforeEach(async () => {
-  await bed.redis.flushall();
-  await deleteAllEntries();
-});
-
-afterEach(async () => {
-  await Promise.all(running.map((s) => s.stop()));
-  running = [];
-});
-
-async function startSync(overrides: Parameters<typeof testSyncConfig>[2] = {}): Promise<RunningSync> {
-  const sync = await startTestSync(testSyncConfig(kubeconfigFor(inject('cluster'), 'sync'), bed.redisServer.url, overrides));
-  running.push(sync);
-  return sync;
-}
 
 function cli(...args: string[]): Promise<{ code: number; stdout: string; stderr: string }> {
   return capture(process.execPath, [CLI, ...args]);

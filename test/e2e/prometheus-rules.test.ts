@@ -166,7 +166,7 @@ const TESTS = {
               exp_labels: { severity: 'warning' },
               exp_annotations: {
                 summary: 'The managed Telemetry maps 2 VPSs, not the registered fleet',
-                description: "The per-VPS Telemetry's content has not followed the registered VPSs for 10 minutes; its keeper's log and edge_registrar_telemetry_syncs_total{outcome=\"failed\"} or {outcome=\"refused\"} say why.",
+                description: "The per-VPS Telemetry's content has not followed the registered VPSs for 10 minutes; its keeper's log and edge_registrar_telemetry_syncs_total{outcome=\"failed\"} or {outcome=\"refused\"} say why. When the whole fleet would pass a limit, the largest mapping that fits is written and edge_registrar_telemetry_unmapped_vps counts the newest registrations left out (their requests are tagged unregistered).",
               },
             },
           ],

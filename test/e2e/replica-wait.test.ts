@@ -20,6 +20,7 @@ import { createLogger } from '../../src/observability/logger.ts';
 import { KeyedQueue } from '../../src/util/keyed-queue.ts';
 import { ensureRedisServer, startRedis, type RunningRedis } from '../harness/redis-server.ts';
 import { waitFor } from './support.ts';
+import { TEST_CONSUMER_RETRIES } from '../harness/sync-timings.ts';
 
 const STREAM = 'wait-test';
 const GROUP = 'g';
@@ -116,12 +117,7 @@ describe('WAIT for a replica', () => {
       consumer: 'c',
       batchSize: 50,
       concurrency: 2,
-      strayCheckMs: 600_000,
-      consumerRetentionMs: 3_600_000,
-      maxInterruptedAttempts: 3,
-      maxAttempts: 3,
-      retryBaseMs: 20,
-      retryMaxMs: 100,
+      ...TEST_CONSUMER_RETRIES,
       logger,
       leadershipTerm: () => 1,
       holdings: () => Promise.resolve(new Map()),

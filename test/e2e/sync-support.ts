@@ -8,6 +8,8 @@ import { mkdtemp, rm } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { Redis } from 'ioredis';
+import { afterAll, afterEach, beforeAll, beforeEach, inject } from 'vitest';
+import { kubeconfigFor } from '../harness/kube-cluster.ts';
 import { ensureRedisServer, startRedis, type RunningRedis } from '../harness/redis-server.ts';
 import { unacknowledgedEvents } from '../harness/stream-group.ts';
 import { FAST_SYNC_TIMINGS } from '../harness/sync-timings.ts';
@@ -96,4 +98,35 @@ export async function stopSyncTestBed(bed: SyncTestBed): Promise<void> {
   bed.redis.disconnect();
   await bed.redisServer.stop();
   await rm(bed.dataDir, { recursive: true, force: true });
+}
+
+/**
+ * A test file's own bed, handed to `onStart` once it runs, emptied (Redis and the managed
+ * entries) before each test; returns how the file starts a sync daemon, every one of which is
+ * stopped after its test.
+ */
+export function useSyncTestBed(name: string, onStart: (bed: SyncTestBed) => void): (overrides?: Parameters<typeof testSyncConfig>[2]) => Promise<RunningSync> {
+  let bed: SyncTestBed | undefined;
+  let running: RunningSync[] = [];
+  beforeAll(async () => {
+    bed = await startSyncTestBed(name);
+    onStart(bed);
+  });
+  afterAll(async () => {
+    if (bed !== undefined) await stopSyncTestBed(bed);
+  });
+  beforeEach(async () => {
+    await bed?.redis.flushall();
+    await deleteAllEntries();
+  });
+  afterEach(async () => {
+    await Promise.all(running.map((s) => s.stop()));
+    running = [];
+  });
+  return async (overrides = {}) => {
+    if (bed === undefined) throw new Error('the sync test bed has not started');
+    const sync = await startTestSync(testSyncConfig(kubeconfigFor(inject('cluster'), 'sync'), bed.redisServer.url, overrides));
+    running.push(sync);
+    return sync;
+  };
 }

@@ -226,9 +226,9 @@ describe('a deposed leader', () => {
 
 describe('bad events go to the dead-letter stream with the reason, and are acknowledged', () => {
   it.each([
-    ['an unknown event type', ['event', 'reboot', 'vps_id', 'v1'], 'event.type', 'event "reboot" is not known'],
-    ['a missing field', ['event', 'register', 'vps_id', 'v1', 'name', 'vps-jp-01', 'country', 'jp'], 'event.schema', 'address: missing'],
-    ['malformed labels', ['event', 'register', 'vps_id', 'v1', 'name', 'vps-jp-01', 'address', '103.21.244.1', 'country', 'jp', 'labels', '{oops'], 'event.schema', 'must be a JSON object'],
+    ['an unknown event type', ['event', 'reboot', 'vps_id', 'v1'], 'event.type', 'event: "reboot" is not a known event type; expected "register" or "retire"'],
+    ['a missing field', ['event', 'register', 'vps_id', 'v1', 'name', 'vps-jp-01', 'country', 'jp'], 'event.schema', "address: is missing; expected the VPS's public IP address"],
+    ['malformed labels', ['event', 'register', 'vps_id', 'v1', 'name', 'vps-jp-01', 'address', '103.21.244.1', 'country', 'jp', 'labels', '{oops'], 'event.schema', 'labels: "{oops" is not JSON; expected a JSON object of string values'],
     ['a private IP', ['event', 'register', 'vps_id', 'v1', 'name', 'vps-jp-01', 'address', '192.168.1.1', 'country', 'jp'], 'address.public-unicast', '192.168.0.0/16'],
     ['a bad country', ['event', 'register', 'vps_id', 'v1', 'name', 'vps-uk-01', 'address', '103.21.244.1', 'country', 'uk'], 'labels.country', 'did you mean "gb"'],
   ])('%s', async (_name, fields, rule, reason) => {

@@ -1,7 +1,7 @@
 /**
  * The webhook under a real memory limit, as in its pod: the real server (its own process,
  * the chart's heap flags) in a memory cgroup of 320 MiB, the chart's limit. 500 hostile
- * clients keep connections open, each announcing a body of 4 MiB (over the size limit) or
+ * clients (from 16 addresses of their own) keep connections open, each announcing a body of 4 MiB (over the size limit) or
  * 3 MiB (under it), sending all of it but the last byte and holding on, and reconnecting when
  * cut off. Meanwhile real AdmissionReviews arrive four times a second, as the API server sends
  * them. The kernel must never OOM-kill the webhook, and every real review must be answered
@@ -40,7 +40,9 @@ beforeAll(async () => {
   if (unavailable !== undefined) return;
   cgroup = await createMemoryCgroup(`edge-registrar-webhook-${process.pid}`, LIMIT_MIB * MiB);
   const { command, args } = cgroup.wrap(process.execPath, ['--max-old-space-size=128', '--max-semi-space-size=16', fileURLToPath(new URL('../harness/webhook-process.ts', import.meta.url))]);
-  server = spawn(command, args, { stdio: ['ignore', 'pipe', 'inherit'] });
+  // The real reviews come from 127.0.0.1, given as the API server's address as the chart gives it;
+  // the hostile clients from addresses of their own (test/harness/hostile-bodies.ts).
+  server = spawn(command, args, { stdio: ['ignore', 'pipe', 'inherit'], env: { ...process.env, EDGE_REGISTRAR_API_SERVER_CIDRS: '127.0.0.1/32' } });
   const stdout = server.stdout;
   if (stdout === null) throw new Error('no stdout');
   const line = await new Promise<string>((resolve) => createInterface({ input: stdout }).once('line', resolve));

@@ -2,11 +2,14 @@
  * Hostile clients of the webhook, in a process of their own so their load does not slow the
  * test's own measurements: CONNECTIONS connections, each announcing a body of 4 MiB or 3 MiB
  * (alternately), sending all of it but the last byte as fast as the server reads, holding on
- * until cut off, and reconnecting, for SECONDS. Prints one JSON line when done: connections
- * made, and how many were answered at all before being cut off.
+ * until cut off, and reconnecting, for SECONDS, from 16 loopback addresses of their own
+ * (127.0.40.1 to .16: attacking pods, each within the webhook's per-peer limit, none of them the
+ * API server). Prints one JSON line when done: connections made, and how many were answered at
+ * all before being cut off.
  *   node test/harness/hostile-bodies.ts PORT CA_FILE CONNECTIONS SECONDS
  */
 import { readFile } from 'node:fs/promises';
+import { connect as netConnect } from 'node:net';
 import { connect as tlsConnect } from 'node:tls';
 
 const [portText, caFile, connectionsText, secondsText] = process.argv.slice(2);
@@ -19,8 +22,8 @@ const chunk = Buffer.alloc(64 * 1024, 0x20);
 let made = 0;
 let answered = 0;
 
-async function once(bytes: number): Promise<void> {
-  const socket = tlsConnect({ host: '127.0.0.1', port, ca, servername: 'localhost' });
+async function once(bytes: number, peer: string): Promise<void> {
+  const socket = tlsConnect({ socket: netConnect({ host: '127.0.0.1', port, localAddress: peer }), ca, servername: 'localhost' });
   made++;
   socket.on('error', () => undefined);
   const answer = { received: false };
@@ -45,7 +48,7 @@ async function once(bytes: number): Promise<void> {
 await Promise.all(
   Array.from({ length: connections }, async (_, i) => {
     while (Date.now() < until) {
-      await once(i % 2 === 0 ? 4 * MiB : 3 * MiB);
+      await once(i % 2 === 0 ? 4 * MiB : 3 * MiB, `127.0.40.${(i % 16) + 1}`);
       await new Promise((resolve) => setTimeout(resolve, 100));
     }
   }),

@@ -16,3 +16,13 @@ export const FAST_SYNC_TIMINGS = {
   strayCheckMs: 2_000,
   resyncIntervalMs: 3_600_000,
 } satisfies Partial<SyncConfig>;
+
+/** A StreamConsumer's retry and housekeeping timings in the consumer tests: retries within milliseconds, no housekeeping while a test runs. */
+export const TEST_CONSUMER_RETRIES = {
+  strayCheckMs: 600_000,
+  consumerRetentionMs: 3_600_000,
+  maxInterruptedAttempts: 3,
+  maxAttempts: 3,
+  retryBaseMs: 20,
+  retryMaxMs: 100,
+} as const;

@@ -11,28 +11,39 @@ import { EventRecorder } from '../../src/kube/event-recorder.ts';
 import { createLogger } from '../../src/observability/logger.ts';
 import { freePort } from '../harness/redis-server.ts';
 
-it('an API server that refuses the connection: the write is counted as failed, one warning names the error, nothing escapes', async () => {
-  const port = await freePort(); // nothing listens there
+/** A kubeconfig for an API server at 127.0.0.1:`port` (one that refuses, or never answers). */
+function kubeConfigAt(port: number): k8s.KubeConfig {
   const kubeConfig = new k8s.KubeConfig();
   kubeConfig.loadFromOptions({
-    clusters: [{ name: 'down', server: `https://127.0.0.1:${port}`, skipTLSVerify: true }],
+    clusters: [{ name: 'test', server: `https://127.0.0.1:${port}`, skipTLSVerify: true }],
     users: [{ name: 'sync', token: 'test' }],
-    contexts: [{ name: 'down', cluster: 'down', user: 'sync' }],
-    currentContext: 'down',
+    contexts: [{ name: 'test', cluster: 'test', user: 'sync' }],
+    currentContext: 'test',
   });
-  const lines: { level: string; msg: string; err?: { message?: string } }[] = [];
-  const logger = createLogger('info', 'test', { write: (line: string) => { lines.push(JSON.parse(line) as (typeof lines)[number]); } });
+  return kubeConfig;
+}
+
+/** The sync daemon's recorder, as configured in production, with the counter of its writes. */
+function recorderAt(port: number, options: Partial<ConstructorParameters<typeof EventRecorder>[0]> = {}): { recorder: EventRecorder; written: Counter<'result'> } {
   const written = new Counter({ name: 'kube_events_total', help: 'test', labelNames: ['result'], registers: [new Registry()] });
   const lease = { apiVersion: 'coordination.k8s.io/v1', kind: 'Lease', namespace: 'airport-prod', name: 'edge-registrar-sync' };
   const recorder = new EventRecorder({
-    kubeConfig,
+    kubeConfig: kubeConfigAt(port),
     reportingController: 'edge-registrar.io/sync',
     reportingInstance: 'test',
     correlator: { objectBurst: 25, objectRefillSeconds: 300, globalBurst: 100, globalPerMinute: 60, dropsRegarding: lease },
-    logger,
+    logger: createLogger('silent', 'test'),
     written,
-    requestTimeoutMs: 2_000,
+    ...options,
   });
+  return { recorder, written };
+}
+
+it('an API server that refuses the connection: the write is counted as failed, one warning names the error, nothing escapes', async () => {
+  const port = await freePort(); // nothing listens there
+  const lines: { level: string; msg: string; err?: { message?: string } }[] = [];
+  const logger = createLogger('info', 'test', { write: (line: string) => { lines.push(JSON.parse(line) as (typeof lines)[number]); } });
+  const { recorder, written } = recorderAt(port, { logger, requestTimeoutMs: 2_000 });
   for (const name of ['vps-jp-01', 'vps-jp-02']) {
     recorder.record({ regarding: { apiVersion: 'networking.istio.io/v1', kind: 'WorkloadEntry', namespace: 'airport-prod', name }, type: 'Normal', reason: 'Applied', action: 'Apply', note: `${name} applied` });
   }
@@ -57,27 +68,8 @@ it('names of Events whose ids were forgotten while their creates waited in the q
   const silent = createServer((socket) => { sockets.push(socket); });
   await new Promise<void>((resolve) => silent.listen(0, '127.0.0.1', resolve));
   const port = (silent.address() as import('node:net').AddressInfo).port;
-  const kubeConfig = new k8s.KubeConfig();
-  kubeConfig.loadFromOptions({
-    clusters: [{ name: 'silent', server: `https://127.0.0.1:${port}`, skipTLSVerify: true }],
-    users: [{ name: 'sync', token: 'test' }],
-    contexts: [{ name: 'silent', cluster: 'silent', user: 'sync' }],
-    currentContext: 'silent',
-  });
   let clock = Date.now();
-  const written = new Counter({ name: 'kube_events_total', help: 'test', labelNames: ['result'], registers: [new Registry()] });
-  const lease = { apiVersion: 'coordination.k8s.io/v1', kind: 'Lease', namespace: 'airport-prod', name: 'edge-registrar-sync' };
-  const recorder = new EventRecorder({
-    kubeConfig,
-    reportingController: 'edge-registrar.io/sync',
-    reportingInstance: 'test',
-    correlator: { objectBurst: 25, objectRefillSeconds: 300, globalBurst: 100, globalPerMinute: 60, dropsRegarding: lease },
-    logger: createLogger('silent', 'test'),
-    written,
-    requestTimeoutMs: 100,
-    tickMs: 20,
-    now: () => clock,
-  });
+  const { recorder, written } = recorderAt(port, { requestTimeoutMs: 100, tickMs: 20, now: () => clock });
   recorder.start();
   try {
     for (let i = 0; i < 20; i++) {
